@@ -1,0 +1,21 @@
+"""`lamina` command line. Each area's commands live in their own module; they hold no logic."""
+
+from __future__ import annotations
+
+import sys
+
+from lamina.cli.app import app
+from lamina.errors import LaminaError
+
+# Importing a module registers its commands on `app`.
+from lamina.cli import train as _train  # noqa: F401,E402
+
+
+def main() -> None:
+    try:
+        app()
+    except LaminaError as e:
+        from lamina.cli.app import console
+
+        console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(2)

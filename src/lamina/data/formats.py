@@ -1,0 +1,175 @@
+"""Training-data formats, parsed and validated line by line.
+
+Three formats, all normalised to chat messages so the rest of Lamina sees one shape:
+- chat: {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+- prompt_completion: {"prompt": str, "completion": str}
+- preference: {"prompt": str | messages, "chosen": str, "rejected": str}
+
+Every error names the file and line. A record may carry `subject_id` (for withdrawal) and
+`meta`; other keys are refused so typos do not pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lamina.errors import LaminaError
+
+Format = Literal["chat", "prompt_completion", "preference"]
+FORMATS: tuple[str, ...] = ("chat", "prompt_completion", "preference")
+ROLES = ("system", "user", "assistant")
+_COMMON_KEYS = {"subject_id", "meta", "id"}
+
+
+@dataclass
+class Example:
+    """One SFT example as chat messages (the last turn is the assistant's)."""
+
+    messages: list[dict[str, str]]
+    subject_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Preference:
+    """A prompt (as chat messages) with a preferred and a dispreferred assistant reply."""
+
+    prompt: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    subject_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Example | Preference
+
+
+def _messages(value: Any, where: str, key: str = "messages") -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise LaminaError(f"`{key}` must be a non-empty list of {{role, content}} objects", where)
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise LaminaError(f"{key}[{i}] must be an object with `role` and `content`", where)
+        if "role" not in m:
+            raise LaminaError(f"{key}[{i}] has no `role`", where)
+        if m["role"] not in ROLES:
+            raise LaminaError(f"{key}[{i}].role is {m['role']!r}; expected one of {', '.join(ROLES)}", where)
+        if not isinstance(m.get("content"), str):
+            raise LaminaError(f"{key}[{i}] has no string `content`", where)
+        extra = set(m) - {"role", "content"}
+        if extra:
+            raise LaminaError(f"{key}[{i}] has unknown keys {sorted(extra)}", where)
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise LaminaError(f"`{key}` must be a string", where)
+    if not value.strip():
+        raise LaminaError(f"`{key}` is empty", where)
+    return value
+
+
+def _check_keys(obj: dict, allowed: set[str], fmt: str, where: str) -> None:
+    extra = set(obj) - allowed - _COMMON_KEYS
+    if extra:
+        raise LaminaError(f"unknown keys {sorted(extra)} for format {fmt!r}", where)
+
+
+def parse_record(obj: Any, fmt: str, where: str) -> Record:
+    """Validate one decoded JSON value as `fmt`; `where` is `file:line` for errors."""
+    if not isinstance(obj, dict):
+        raise LaminaError(f"expected a JSON object, got {type(obj).__name__}", where)
+    subject = obj.get("subject_id")
+    if subject is not None and not isinstance(subject, str | int):
+        raise LaminaError("`subject_id` must be a string or an integer", where)
+    subject = None if subject is None else str(subject)
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise LaminaError("`meta` must be an object", where)
+    if fmt == "chat":
+        _check_keys(obj, {"messages"}, fmt, where)
+        if "messages" not in obj:
+            raise LaminaError("missing `messages`", where)
+        msgs = _messages(obj["messages"], where)
+        if msgs[-1]["role"] != "assistant":
+            raise LaminaError("the last message must be the assistant's", where)
+        for i, m in enumerate(msgs):
+            if m["role"] == "assistant" and not m["content"].strip():
+                raise LaminaError(f"messages[{i}] is an empty assistant turn", where)
+        return Example(msgs, subject, meta)
+    if fmt == "prompt_completion":
+        _check_keys(obj, {"prompt", "completion"}, fmt, where)
+        prompt, completion = _text(obj, "prompt", where), _text(obj, "completion", where)
+        return Example(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], subject, meta
+        )
+    if fmt == "preference":
+        _check_keys(obj, {"prompt", "chosen", "rejected"}, fmt, where)
+        if "prompt" not in obj:
+            raise LaminaError("missing `prompt`", where)
+        prompt = obj["prompt"]
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise LaminaError("`prompt` is empty", where)
+            prompt = [{"role": "user", "content": prompt}]
+        else:
+            prompt = _messages(prompt, where, "prompt")
+            if prompt[-1]["role"] == "assistant":
+                raise LaminaError("the prompt's last message must not be the assistant's", where)
+        return Preference(prompt, _text(obj, "chosen", where), _text(obj, "rejected", where), subject, meta)
+    raise LaminaError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def iter_jsonl(path: str | Path, fmt: str) -> Iterator[tuple[int, Record]]:
+    """Stream (line number, record) from a JSONL file, failing on the first bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise LaminaError("no such data file", str(path))
+    seen = False
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise LaminaError(f"not valid UTF-8 (byte {e.start})", where) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LaminaError(f"malformed JSON: {e.msg} (column {e.colno})", where) from None
+            seen = True
+            yield lineno, parse_record(obj, fmt, where)
+    if not seen:
+        raise LaminaError("the data file has no records", str(path))
+
+
+def read_jsonl(path: str | Path, fmt: str) -> list[Record]:
+    return [rec for _, rec in iter_jsonl(path, fmt)]
+
+
+def record_to_json(rec: Record) -> dict[str, Any]:
+    """The canonical JSON form of a record (used for hashing and writing versions)."""
+    out: dict[str, Any]
+    if isinstance(rec, Example):
+        out = {"messages": rec.messages}
+    else:
+        out = {"prompt": rec.prompt, "chosen": rec.chosen, "rejected": rec.rejected}
+    if rec.subject_id is not None:
+        out["subject_id"] = rec.subject_id
+    if rec.meta:
+        out["meta"] = rec.meta
+    return out
+
+
+def format_of(rec: Record) -> str:
+    return "chat" if isinstance(rec, Example) else "preference"

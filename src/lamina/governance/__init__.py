@@ -1,0 +1,1 @@
+"""Governance: encryption at rest, access roles, audit trail."""

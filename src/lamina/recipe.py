@@ -6,11 +6,12 @@ anything runs, with the key's dotted path (`train.lr: ...`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lamina.errors import LaminaError
 
@@ -26,12 +27,20 @@ class ModelSpec(Strict):
 
 
 class DataSpec(Strict):
-    train: str = Field(..., description="JSONL file of training records.")
+    train: str | None = Field(None, description="JSONL file of training records (taken in before training).")
+    dataset: str | None = Field(None, description="A dataset version id (or its name) from `lamina data intake`.")
+    licence: str | None = Field(None, description="Licence of the raw `train`/`eval` files; required for them.")
     eval: str | None = Field(None, description="JSONL file of held-out records (same format).")
     format: Literal["chat", "prompt_completion", "preference"] = "chat"
     loss_on: Literal["assistant", "all"] = "assistant"
     max_length: int = Field(512, gt=8)
     overlong: Literal["truncate", "drop"] = "drop"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.train is None) == (self.dataset is None):
+            raise ValueError("name exactly one of `train` (a JSONL file) or `dataset` (a dataset version)")
+        return self
 
 
 class FullSpec(Strict):
@@ -81,6 +90,68 @@ class TrainSpec(Strict):
         return self
 
 
+class CustomRecognizerSpec(Strict):
+    entity: str = Field(..., pattern=r"^[A-Z][A-Z0-9_]*$")
+    regex: str
+    score: float = Field(0.6, gt=0, le=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+        return v
+
+
+PII_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL"]
+PII_ENTITIES += ["ADDRESS", "PERSON", "LOCATION"]
+
+
+class PiiSpec(Strict):
+    enabled: bool = True
+    entities: list[str] = Field(
+        default_factory=lambda: list(PII_ENTITIES),
+        description="Entity types to find; PERSON/LOCATION need a spaCy NER model. Drop e.g. US_SSN to turn a "
+        "country's recognizer off.",
+    )
+    ner: Literal["auto", "off", "required"] = Field("auto", description="auto: use the spaCy model if installed.")
+    ner_model: str = "en_core_web_sm"
+    score_threshold: float = Field(0.35, ge=0, le=1)
+    operator: Literal["placeholder", "mask", "hmac"] = Field(
+        "placeholder", description="placeholder: <EMAIL_ADDRESS>; mask: ****; hmac: keyed pseudonym per workspace."
+    )
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE"])
+    custom: list[CustomRecognizerSpec] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list, description="Values never masked.")
+    deny: dict[str, list[str]] = Field(default_factory=dict, description="entity -> values always masked.")
+    prefilter: bool = Field(True, description="Skip recognizers whose cheap character test cannot match.")
+
+
+class IntakeSpec(Strict):
+    pii: PiiSpec = PiiSpec()
+    unicode_form: Literal["NFC", "NFKC"] = "NFKC"
+    dedup_threshold: float = Field(
+        0.8, gt=0, le=1, description="MinHash Jaccard above which records are near-duplicates; 1.0 = exact only."
+    )
+    dedup_num_perm: int = Field(64, ge=16, le=512)
+    dedup_shingle: int = Field(5, ge=1, description="Word n-gram size for near-duplicate shingles.")
+    contamination_ngram: int = Field(8, ge=3, description="Word n-gram size for the eval-overlap check.")
+    contamination_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of a record's n-grams found in eval sets that marks it contaminated."
+    )
+    contamination_eval: list[str] = Field(default_factory=list, description="Extra eval JSONL files to check.")
+    remove_contaminated: bool = True
+    eval_ratio: float = Field(0.1, ge=0, lt=1, description="Share of records the hash split sends to eval.")
+    licences: list[str] = Field(
+        default_factory=lambda: ["apache-2.0", "mit", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "internal"],
+        description="Licences this recipe accepts; a source outside the list stops training.",
+    )
+    workers: int = Field(0, ge=0, description="PII worker processes; 0 = one per core.")
+    batch: int = Field(64, gt=0, description="Records per worker task.")
+
+
 class OutputSpec(Strict):
     dir: str | None = Field(None, description="Run directory; default: <workspace>/runs/<name>-<time>.")
 
@@ -93,6 +164,7 @@ class Recipe(Strict):
     method: MethodSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = TrainSpec()
     output: OutputSpec = OutputSpec()
+    intake: IntakeSpec = IntakeSpec()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -156,6 +156,35 @@ class OutputSpec(Strict):
     dir: str | None = Field(None, description="Run directory; default: <workspace>/runs/<name>-<time>.")
 
 
+# --- Workspace governance (policy.yaml) and registry settings; not part of a training recipe.
+
+DEFAULT_ROLES: dict[str, list[str]] = {
+    "viewer": ["read"],
+    "data-steward": ["read", "data.write", "data.forget"],
+    "trainer": ["read", "train", "register"],
+    "approver": ["read", "promote.staging", "promote.production"],
+    "deployer": ["read", "promote.staging", "rollback", "serve"],
+    "admin": ["*"],
+}
+
+
+class PolicySpec(Strict):
+    roles: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
+    users: dict[str, list[str]] = Field(default_factory=dict, description="identity -> role names")
+    four_eyes: list[str] = Field(
+        default_factory=lambda: ["production"],
+        description="Aliases whose approver must not be the person who trained the version.",
+    )
+
+
+class RegistrySpec(Strict):
+    experiment: str = "lamina"
+    aliases: list[str] = Field(default_factory=lambda: ["staging", "production"])
+    intended_use: str = "The task it was fine-tuned and evaluated on, by the team that registered it."
+    out_of_scope: str = "Any use its evaluation did not cover; decisions about people without human review."
+    limitations: str = "Measured only on the evaluation suites listed; small models make confident mistakes."
+
+
 class Recipe(Strict):
     name: str = "run"
     seed: int = 0

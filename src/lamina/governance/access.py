@@ -1,0 +1,117 @@
+"""Roles and permissions: who may do what in this workspace.
+
+The policy is `<workspace>/policy.yaml` (shape: `lamina.recipe.PolicySpec`). A fresh workspace
+has none; the first mutating action (or `lamina init`) writes one that makes the acting
+identity its admin — the person who created the workspace owns it, as with a git repo.
+Every mutating command calls `require(permission)`; refusals are audited too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from lamina import workspace
+from lamina.errors import LaminaError
+from lamina.fsio import write_text
+from lamina.governance import audit
+from lamina.recipe import PolicySpec
+
+# Every permission a command may ask for; a policy naming anything else is a typo.
+PERMISSIONS = (
+    "read",
+    "data.write",
+    "data.forget",
+    "train",
+    "register",
+    "promote.staging",
+    "promote.production",
+    "rollback",
+    "serve",
+    "keys",
+    "policy",
+    "*",
+)
+
+
+def policy_path() -> Path:
+    return workspace.home() / "policy.yaml"
+
+
+def _validate(policy: PolicySpec, source: str) -> PolicySpec:
+    for role, perms in policy.roles.items():
+        for i, perm in enumerate(perms):
+            if perm not in PERMISSIONS and not perm.startswith("promote."):
+                raise LaminaError(f"unknown permission {perm!r}", f"{source}: roles.{role}.{i}")
+    for name, roles in policy.users.items():
+        for i, role in enumerate(roles):
+            if role not in policy.roles:
+                raise LaminaError(f"unknown role {role!r}", f"{source}: users.{name}.{i}")
+    return policy
+
+
+def load_policy(path: Path | None = None) -> PolicySpec:
+    """The workspace policy; a malformed file is an error naming the key, never a silent default."""
+    path = path or policy_path()
+    if not path.exists():
+        raise LaminaError("no policy file; run `lamina init`", str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise LaminaError(f"not valid YAML: {e}", f"{path}:{mark.line + 1}" if mark else str(path)) from None
+    if not isinstance(data, dict):
+        raise LaminaError("a policy must be a YAML mapping", str(path))
+    try:
+        policy = PolicySpec.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(policy)"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise LaminaError(msg, f"{path}: {key}") from None
+    return _validate(policy, str(path))
+
+
+def init_policy(admin: str | None = None) -> Path:
+    """Write the default policy with `admin` (default: the acting identity) as its admin."""
+    path = policy_path()
+    if path.exists():
+        raise LaminaError("a policy already exists; edit it instead", str(path))
+    admin = admin or workspace.user()
+    policy = PolicySpec(users={admin: ["admin"]})
+    write_text(path, yaml.safe_dump(policy.model_dump(), sort_keys=False))
+    audit.record("policy.init", user=admin, admin=admin)
+    return path
+
+
+def ensure_policy() -> PolicySpec:
+    if not policy_path().exists():
+        init_policy()
+    return load_policy()
+
+
+def permissions_of(user: str, policy: PolicySpec) -> set[str]:
+    perms: set[str] = set()
+    for role in policy.users.get(user, []):
+        perms.update(policy.roles.get(role, []))
+    return perms
+
+
+def allowed(user: str, permission: str, policy: PolicySpec) -> bool:
+    perms = permissions_of(user, policy)
+    return "*" in perms or permission in perms
+
+
+def require(permission: str, user: str | None = None) -> str:
+    """Return the acting identity if it holds `permission`; otherwise refuse, naming it."""
+    user = user or workspace.user()
+    policy = ensure_policy()
+    if not allowed(user, permission, policy):
+        roles = ", ".join(policy.users.get(user, [])) or "none"
+        audit.record("denied", user=user, permission=permission)
+        raise LaminaError(
+            f"user {user!r} (roles: {roles}) lacks permission {permission!r}", str(policy_path())
+        )
+    return user

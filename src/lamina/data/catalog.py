@@ -1,0 +1,159 @@
+"""The data catalog: sources, dataset versions and who is in them, in SQLite (SQLAlchemy).
+
+Lives at `<workspace>/catalog/catalog.db`. Every change happens in one transaction, so a
+failure leaves the catalog as it was. Subjects are stored as keyed hashes (HMAC with the
+workspace pseudonym key), never as the identifiers themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from lamina import workspace
+from lamina.errors import LaminaError
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Source(Base):
+    __tablename__ = "sources"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    path: Mapped[str] = mapped_column(Text)  # where it was added from, for the record
+    format: Mapped[str] = mapped_column(String)
+    sha256: Mapped[str] = mapped_column(String)  # of the current raw snapshot's plaintext
+    records: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    snapshot: Mapped[str] = mapped_column(Text)  # encrypted raw copy, relative to the workspace
+    licence: Mapped[str] = mapped_column(String)
+    origin: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(Text)
+    lawful_basis: Mapped[str] = mapped_column(String)
+    consent_ref: Mapped[str | None] = mapped_column(String, nullable=True)
+    retain_until: Mapped[str | None] = mapped_column(String, nullable=True)  # ISO date
+    personal_data: Mapped[bool] = mapped_column(Boolean)
+    added_at: Mapped[str] = mapped_column(String)
+    added_by: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String, default="active")  # active | removed
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    def provenance(self) -> dict:
+        keys = ("id", "name", "sha256", "revision", "records", "format", "licence", "origin", "purpose")
+        keys += ("lawful_basis", "consent_ref", "retain_until", "personal_data", "added_at", "added_by")
+        return {k: getattr(self, k) for k in keys}
+
+
+class SourceSubject(Base):
+    __tablename__ = "source_subjects"
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), primary_key=True)
+    subject: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # sha256 of canonical records
+    name: Mapped[str] = mapped_column(String, index=True)
+    path: Mapped[str] = mapped_column(Text)  # relative to the workspace
+    created_at: Mapped[str] = mapped_column(String)
+    created_by: Mapped[str] = mapped_column(String)
+    train: Mapped[int] = mapped_column(Integer)
+    eval: Mapped[int] = mapped_column(Integer)
+    parent: Mapped[str | None] = mapped_column(String, nullable=True)
+    status: Mapped[str] = mapped_column(String, default="current")  # current | superseded
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class VersionSource(Base):
+    __tablename__ = "version_sources"
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String, default="auto")  # auto (hash split) | eval
+
+
+class VersionSubject(Base):
+    __tablename__ = "version_subjects"
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    subject: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class RetrainRequired(Base):
+    __tablename__ = "retrain_required"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run: Mapped[str] = mapped_column(Text)
+    dataset_version: Mapped[str] = mapped_column(String)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[str] = mapped_column(String)
+
+
+def db_path() -> Path:
+    return workspace.subdir("catalog") / "catalog.db"
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def _engine():
+    url = f"sqlite:///{db_path()}"
+    if url not in _ENGINES:
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        _ENGINES[url] = engine
+    return _ENGINES[url]
+
+
+@contextlib.contextmanager
+def session() -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any exception."""
+    with Session(_engine(), expire_on_commit=False) as s, s.begin():
+        yield s
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def subject_hash(subject_id: str, key: bytes) -> str:
+    return hmac.new(key, b"subject\0" + str(subject_id).encode(), hashlib.sha256).hexdigest()
+
+
+def get_source(s: Session, name: str) -> Source:
+    src = s.scalar(select(Source).where(Source.name == name))
+    if src is None:
+        raise LaminaError(f"no source named {name!r} in the catalog (see `lamina data list`)", name)
+    return src
+
+
+def resolve_version(s: Session, ref: str) -> Version:
+    """A version by full id, unique id prefix (8+ characters), or name (its newest version)."""
+    by_name = s.scalars(
+        select(Version).where(Version.name == ref).order_by(Version.created_at.desc())
+    ).first()
+    if by_name is not None:
+        return by_name
+    if len(ref) >= 8:
+        hits = list(s.scalars(select(Version).where(Version.id.startswith(ref))))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise LaminaError(f"dataset version prefix {ref!r} is ambiguous", "data.dataset")
+    raise LaminaError(f"no dataset version or name {ref!r} in the catalog", "data.dataset")
+
+
+def snapshot_table() -> dict[str, list[tuple]]:
+    """Every row of every table, for tests that check a failure changed nothing."""
+    with session() as s:
+        out = {}
+        for table in Base.metadata.sorted_tables:
+            out[table.name] = sorted(tuple(r) for r in s.execute(table.select()).all())
+        return out

@@ -1,0 +1,1 @@
+"""Intake: raw sources -> a masked, deduplicated, versioned dataset."""

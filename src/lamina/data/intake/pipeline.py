@@ -1,0 +1,267 @@
+"""Intake: sources -> one dataset version (normalised, PII-masked, deduplicated, split,
+checked for contamination, hashed, carded), streamed in bounded memory.
+
+Pass 1 streams every source record through the workers (normalise + mask), drops duplicates,
+and splits by a hash of the masked record into `eval.jsonl` and a staging train file while it
+indexes eval n-grams. Pass 2 reads the staging file back and drops (or flags) training
+records that overlap an eval set. The version id is the sha256 of the canonical records;
+the directory appears atomically under `<workspace>/datasets/<id>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from lamina import fsio, workspace
+from lamina.data import catalog
+from lamina.data.cards import render_card
+from lamina.data.formats import Example, iter_jsonl, record_to_json
+from lamina.data.intake.contamination import EvalIndex
+from lamina.data.intake.dedup import Deduper
+from lamina.data.intake.normalize import full_text, normalize_text
+from lamina.data.intake.parallel import batched, ordered_map, process_batch, worker_count
+from lamina.data.intake.pii import active_entities
+from lamina.data.intake.sources import iter_source_records
+from lamina.errors import LaminaError
+from lamina.governance import crypto
+from lamina.recipe import IntakeSpec
+
+
+@dataclass
+class IntakeResult:
+    version_id: str
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+    new: bool  # False when identical records already formed this version
+
+
+@dataclass
+class _Pass1:
+    read: int = 0
+    normalized: int = 0
+    pii: Counter = field(default_factory=Counter)
+    records_with_pii: int = 0
+    exact: int = 0
+    near: int = 0
+    train: int = 0
+    eval: int = 0
+    kind: str | None = None
+    eval_subjects: set[str] = field(default_factory=set)
+
+
+def split_of(line: str, eval_ratio: float) -> str:
+    """Deterministic split by the record's own hash: the same record always lands the same way."""
+    h = int.from_bytes(hashlib.sha256(line.encode()).digest()[:8], "big")
+    return "eval" if h / 2**64 < eval_ratio else "train"
+
+
+def _tagged(sources: list[tuple[catalog.Source, str]], key: bytes, stats: _Pass1) -> Iterator[tuple]:
+    for src, role in sources:
+        for rec in iter_source_records(src):
+            kind = "sft" if isinstance(rec, Example) else "preference"
+            if stats.kind not in (None, kind):
+                raise LaminaError(
+                    f"mixes {kind} records with {stats.kind} records of other sources", src.name
+                )
+            stats.kind = kind
+            subject = catalog.subject_hash(rec.subject_id, key) if rec.subject_id is not None else None
+            rec.subject_id, rec.meta = None, {}  # identifiers stay in the catalog, hashed
+            stats.read += 1
+            yield (role, subject), record_to_json(rec)
+
+
+def _pass1(sources, spec: IntakeSpec, key: bytes, stage: Path, progress: Callable[[int], None] | None):
+    stats = _Pass1()
+    dedup = Deduper(spec.dedup_threshold, spec.dedup_num_perm, spec.dedup_shingle)
+    index = EvalIndex(spec.contamination_ngram)
+    batches = batched(_tagged(sources, key, stats), spec.batch)
+    initargs = (spec.model_dump_json(), key)
+    with (
+        open(stage / "train.stage", "w", encoding="utf-8") as tr,
+        open(stage / "eval.jsonl", "w", encoding="utf-8") as ev,
+    ):
+        for results in ordered_map(process_batch, batches, worker_count(spec), initargs):
+            for (role, subject), rec, found, changed in results:
+                stats.normalized += changed
+                stats.pii.update(found)
+                stats.records_with_pii += bool(found)
+                dup = dedup.check(full_text(rec))
+                if dup:
+                    setattr(stats, dup, getattr(stats, dup) + 1)
+                    continue
+                line = fsio.canonical_json(rec)
+                if role == "eval" or split_of(line, spec.eval_ratio) == "eval":
+                    ev.write(line + "\n")
+                    index.add(full_text(rec))
+                    stats.eval += 1
+                    if subject:
+                        stats.eval_subjects.add(subject)
+                else:
+                    tr.write(json.dumps([subject, rec], ensure_ascii=False) + "\n")
+                    stats.train += 1
+            if progress:
+                progress(len(results))
+    return stats, index
+
+
+def _index_eval_files(index: EvalIndex, files: list[str], fmt: str, form: str) -> None:
+    for path in files:
+        for _, rec in iter_jsonl(path, fmt):
+            index.add(normalize_text(full_text(record_to_json(rec)), form))
+
+
+def _pass2(stage: Path, spec: IntakeSpec, index: EvalIndex) -> tuple[dict, set[str]]:
+    flagged = removed = kept = 0
+    subjects: set[str] = set()
+    with (
+        open(stage / "train.stage", encoding="utf-8") as f,
+        open(stage / "train.jsonl", "w", encoding="utf-8") as out,
+    ):
+        for line in f:
+            subject, rec = json.loads(line)
+            if index.records and index.overlap(full_text(rec)) >= spec.contamination_threshold:
+                flagged += 1
+                if spec.remove_contaminated:
+                    removed += 1
+                    continue
+            out.write(fsio.canonical_json(rec) + "\n")
+            kept += 1
+            if subject:
+                subjects.add(subject)
+    (stage / "train.stage").unlink()
+    return {"flagged": flagged, "removed": removed, "train_after": kept}, subjects
+
+
+def version_hash(directory: Path) -> str:
+    h = hashlib.sha256()
+    for split in ("train", "eval"):
+        h.update(f"{split}\n".encode())
+        with open(directory / f"{split}.jsonl", "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(vid, name, sources, spec, stats: _Pass1, contam: dict, eval_files, parent) -> dict:
+    pii = spec.pii
+    return {
+        "id": vid,
+        "name": name,
+        "created_at": catalog.now(),
+        "created_by": workspace.user(),
+        "kind": stats.kind,
+        "parent": parent,
+        "sources": [dict(src.provenance(), role=role) for src, role in sources],
+        "steps": {
+            "read": {"records": stats.read},
+            "normalize": {"unicode_form": spec.unicode_form, "records_changed": stats.normalized},
+            "pii": {
+                "enabled": pii.enabled,
+                "entities": pii.entities,
+                "active": active_entities(pii) if pii.enabled else [],
+                "operator": pii.operator,
+                "score_threshold": pii.score_threshold,
+                "ner": pii.ner,
+                "custom": [c.model_dump() for c in pii.custom],
+                "allow": len(pii.allow),
+                "deny": {k: len(v) for k, v in pii.deny.items()},
+                "found": dict(sorted(stats.pii.items())),
+                "records_with_pii": stats.records_with_pii,
+            },
+            "dedup": {
+                "threshold": spec.dedup_threshold,
+                "num_perm": spec.dedup_num_perm,
+                "shingle": spec.dedup_shingle,
+                "exact_removed": stats.exact,
+                "near_removed": stats.near,
+            },
+            "split": {"eval_ratio": spec.eval_ratio, "train": stats.train, "eval": stats.eval},
+            "contamination": {
+                "ngram": spec.contamination_ngram,
+                "threshold": spec.contamination_threshold,
+                "eval_files": [str(Path(p).resolve()) for p in eval_files],
+                "remove": spec.remove_contaminated,
+                **contam,
+            },
+        },
+        "counts": {"train": contam["train_after"], "eval": stats.eval},
+    }
+
+
+def run_intake(
+    name: str,
+    sources: list[tuple[catalog.Source, str]],
+    spec: IntakeSpec,
+    eval_format: str = "chat",
+    parent: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IntakeResult:
+    """Take `sources` (each with role `auto` = hash split, or `eval`) in as a version `name`."""
+    if not sources:
+        raise LaminaError("no sources to take in", name)
+    key = crypto.pseudonym_key()
+    root = workspace.subdir("datasets")
+    stage = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))
+    try:
+        stats, index = _pass1(sources, spec, key, stage, progress)
+        _index_eval_files(index, spec.contamination_eval, eval_format, spec.unicode_form)
+        contam, subjects = _pass2(stage, spec, index)
+        subjects |= stats.eval_subjects
+        if contam["train_after"] == 0:
+            raise LaminaError("intake left no training records (everything was a duplicate or in eval)", name)
+        vid = version_hash(stage)
+        manifest = _manifest(vid, name, sources, spec, stats, contam, spec.contamination_eval, parent)
+        fsio.write_json(stage / "manifest.json", manifest)
+        fsio.write_text(stage / "README.md", render_card(manifest))
+        target = root / vid
+        new = not target.exists()
+        if new:
+            with fsio.atomic_dir(target) as d:
+                for p in stage.iterdir():
+                    p.rename(d / p.name)
+        _register(vid, name, target, manifest, sources, subjects, parent)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return IntakeResult(vid, name, target, fsio.read_json(target / "manifest.json"), new)
+
+
+def _register(vid, name, target, manifest, sources, subjects, parent) -> None:
+    with catalog.session() as s:
+        s.execute(update(catalog.Version).where(catalog.Version.name == name).values(status="superseded"))
+        row = s.get(catalog.Version, vid)
+        if row is None:
+            row = catalog.Version(
+                id=vid, name=name, path=str(target.relative_to(workspace.home())), created_at=manifest["created_at"],
+                created_by=manifest["created_by"], train=manifest["counts"]["train"], eval=manifest["counts"]["eval"],
+                parent=parent,
+            )  # fmt: skip
+            s.add(row)
+            s.add_all(
+                catalog.VersionSource(version_id=vid, source_id=src.id, revision=src.revision, role=role)
+                for src, role in sources
+            )
+            s.add_all(catalog.VersionSubject(version_id=vid, subject=h) for h in sorted(subjects))
+        row.status = "current"
+        row.name = name
+
+
+def sources_of(version_id: str) -> list[tuple[catalog.Source, str]]:
+    with catalog.session() as s:
+        rows = s.execute(
+            select(catalog.Source, catalog.VersionSource.role)
+            .join(catalog.VersionSource, catalog.VersionSource.source_id == catalog.Source.id)
+            .where(catalog.VersionSource.version_id == version_id)
+            .order_by(catalog.Source.id)
+        ).all()
+        return [(src, role) for src, role in rows]

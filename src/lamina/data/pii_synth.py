@@ -1,0 +1,235 @@
+"""A labelled synthetic PII set: texts with known spans, to measure detection honestly.
+
+Every value is fake but well-formed where a real detector checks form (card numbers pass
+Luhn, IBANs carry valid mod-97 check digits, SSNs avoid the ranges the SSA never issues),
+so a miss is the detector's miss, not a malformed value. Texts mix PII with look-alikes
+(order numbers, prices, dates, versions) so precision means something.
+
+`plant_pii` puts the same kind of sentences into existing chat records (the demo's data).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+ENTITIES = (
+    "PERSON",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "ADDRESS",
+    "IP_ADDRESS",
+)
+
+FIRST = "Maria James Aisha Chen Olivia Mateo Priya Lukas Fatima Noah Sofia Kwame Elena Hiroshi Grace Omar Ingrid Diego Zoe Arjun".split()
+LAST = "Garcia Smith Okafor Wang Müller Rossi Patel Novak Haddad Johnson Silva Mensah Petrov Tanaka O'Brien Khan Larsen Alvarez Dubois Nguyen".split()
+STREETS = "Maple Oak Baker Harbor Mill Cedar Sunset Church Highland Willow River Station".split()
+SUFFIXES = ["Street", "St.", "Avenue", "Ave", "Road", "Rd", "Lane", "Drive", "Blvd", "Court"]
+CITIES = [
+    "Springfield, IL 62704",
+    "Austin, TX 78701",
+    "Portland, OR 97205",
+    "Leeds",
+    "Denver, CO 80202",
+    "Boston",
+]
+DOMAINS = ["example.com", "mail.example.org", "example.net", "inbox.example.co.uk"]
+
+
+def _luhn_digit(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d = d * 2 - 9 if d * 2 > 9 else d * 2
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def fake_card(rng: random.Random) -> str:
+    prefix, length = rng.choice([("4", 16), ("51", 16), ("55", 16), ("37", 15), ("6011", 16)])
+    body = prefix + "".join(rng.choice(string.digits) for _ in range(length - len(prefix) - 1))
+    number = body + _luhn_digit(body)
+    sep = rng.choice([" ", "-", ""])
+    groups = [number[i : i + 4] for i in range(0, len(number), 4)]
+    return sep.join(groups)
+
+
+def _iban_check(country: str, bban: str) -> str:
+    moved = bban + country + "00"
+    numeric = "".join(str(int(c, 36)) for c in moved)
+    return f"{98 - int(numeric) % 97:02d}"
+
+
+def fake_iban(rng: random.Random) -> str:
+    country = rng.choice(["GB", "DE", "NL"])
+    if country == "GB":
+        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(
+            rng.choice(string.digits) for _ in range(14)
+        )
+    elif country == "DE":
+        bban = "".join(rng.choice(string.digits) for _ in range(18))
+    else:
+        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(
+            rng.choice(string.digits) for _ in range(10)
+        )
+    iban = country + _iban_check(country, bban) + bban
+    if rng.random() < 0.5:
+        return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    return iban
+
+
+def fake_ssn(rng: random.Random) -> str:
+    area = rng.choice([a for a in range(1, 666) if a != 666])
+    sep = rng.choice(["-", "-", " "])
+    return f"{area:03d}{sep}{rng.randint(1, 99):02d}{sep}{rng.randint(1, 9999):04d}"
+
+
+def fake_phone(rng: random.Random) -> str:
+    n3, n4 = f"{rng.randint(200, 989)}", f"{rng.randint(0, 9999):04d}"
+    area = f"{rng.choice([212, 312, 415, 617, 646, 720, 503])}"
+    return rng.choice(
+        [
+            f"({area}) {n3}-{n4}",
+            f"{area}-{n3}-{n4}",
+            f"+1 {area} {n3} {n4}",
+            f"+44 20 7{rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+            f"+49 30 {rng.randint(1000000, 9999999)}",
+        ]
+    )
+
+
+def fake_name(rng: random.Random) -> str:
+    return f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+
+
+def fake_email(rng: random.Random) -> str:
+    user = rng.choice(FIRST).lower() + rng.choice([".", "_", ""]) + rng.choice(LAST).lower().replace("'", "")
+    user = user.replace("ü", "u") + (str(rng.randint(1, 99)) if rng.random() < 0.4 else "")
+    return f"{user}@{rng.choice(DOMAINS)}"
+
+
+def fake_address(rng: random.Random) -> str:
+    return f"{rng.randint(1, 9899)} {rng.choice(STREETS)} {rng.choice(SUFFIXES)}, {rng.choice(CITIES)}"
+
+
+def fake_ip(rng: random.Random) -> str:
+    return ".".join(str(rng.randint(1, 254)) for _ in range(4))
+
+
+FAKERS = {
+    "PERSON": fake_name,
+    "EMAIL_ADDRESS": fake_email,
+    "PHONE_NUMBER": fake_phone,
+    "CREDIT_CARD": fake_card,
+    "IBAN_CODE": fake_iban,
+    "US_SSN": fake_ssn,
+    "ADDRESS": fake_address,
+    "IP_ADDRESS": fake_ip,
+}
+
+# Sentence frames; {X} marks where a value of entity X goes.
+FRAMES = {
+    "PERSON": [
+        "My name is {PERSON}.",
+        "This is {PERSON} writing again.",
+        "Please ask {PERSON} to call me back.",
+    ],
+    "EMAIL_ADDRESS": [
+        "You can reach me at {EMAIL_ADDRESS}.",
+        "Email: {EMAIL_ADDRESS}",
+        "cc {EMAIL_ADDRESS} please",
+    ],
+    "PHONE_NUMBER": [
+        "Call me on {PHONE_NUMBER} after 5pm.",
+        "Phone: {PHONE_NUMBER}",
+        "my mobile is {PHONE_NUMBER}",
+    ],
+    "CREDIT_CARD": ["I paid with card {CREDIT_CARD}.", "Card number {CREDIT_CARD} was charged twice."],
+    "IBAN_CODE": ["Refund to IBAN {IBAN_CODE} please.", "My account: {IBAN_CODE}"],
+    "US_SSN": ["SSN {US_SSN} for the tax form.", "my social security number is {US_SSN}"],
+    "ADDRESS": ["Ship it to {ADDRESS}.", "I live at {ADDRESS}", "Return address: {ADDRESS}."],
+    "IP_ADDRESS": ["The login came from {IP_ADDRESS}.", "server ip {IP_ADDRESS}"],
+}
+
+# Look-alikes that are not PII: a detector that flags these loses precision.
+DISTRACTORS = [
+    lambda r: f"Order {r.randint(10000, 99999)} arrived on {r.randint(1, 28)}/{r.randint(1, 12)}/2026.",
+    lambda r: f"It cost ${r.randint(10, 999)}.{r.randint(0, 99):02d} including tax.",
+    lambda r: f"Firmware version {r.randint(1, 9)}.{r.randint(0, 20)}.{r.randint(0, 9)} is installed.",
+    lambda r: f"Tracking code TRK{r.randint(100000, 999999)} shows no movement.",
+    lambda r: f"Item SKU-{r.randint(1000, 9999)}-{r.randint(10, 99)} was the wrong colour.",
+    lambda r: "The kettle stopped working after two days.",
+    lambda r: "Thanks for the quick help last time!",
+]
+
+
+@dataclass
+class LabelledText:
+    text: str
+    spans: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, entity)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "spans": [list(s) for s in self.spans]}
+
+
+def _compose(rng: random.Random, entities: list[str], n_distractors: int) -> LabelledText:
+    pieces: list[tuple[str, str | None, str | None]] = []  # (frame, entity, value)
+    for ent in entities:
+        pieces.append((rng.choice(FRAMES[ent]), ent, FAKERS[ent](rng)))
+    for _ in range(n_distractors):
+        pieces.append((rng.choice(DISTRACTORS)(rng), None, None))
+    rng.shuffle(pieces)
+    out = LabelledText("")
+    for frame, ent, value in pieces:
+        if out.text:
+            out.text += " "
+        if ent is None:
+            out.text += frame
+            continue
+        before, after = frame.split("{" + ent + "}")
+        start = len(out.text) + len(before)
+        out.text += before + value + after
+        out.spans.append((start, start + len(value), ent))
+    return out
+
+
+def generate(n: int, seed: int = 0, entities: tuple[str, ...] = ENTITIES) -> list[LabelledText]:
+    """`n` labelled texts; about one in six carries no PII at all."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = 0 if rng.random() < 1 / 6 else rng.randint(1, 3)
+        out.append(_compose(rng, rng.sample(list(entities), k), rng.randint(1, 3)))
+    return out
+
+
+def plant_pii(
+    records: list[dict[str, Any]], rate: float = 0.3, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Append PII sentences to the first user turn of a `rate` share of chat records.
+
+    Returns (new records, labels); a label is {record, message, start, end, entity} with
+    offsets into that message's new content. The input records are not modified.
+    """
+    rng = random.Random(seed)
+    out, labels = [], []
+    for i, rec in enumerate(records):
+        rec = copy.deepcopy(rec)
+        out.append(rec)
+        users = [j for j, m in enumerate(rec.get("messages", [])) if m["role"] == "user"]
+        if not users or rng.random() >= rate:
+            continue
+        j = users[0]
+        planted = _compose(rng, rng.sample(list(ENTITIES), rng.randint(1, 2)), 0)
+        offset = len(rec["messages"][j]["content"]) + 1
+        rec["messages"][j]["content"] += " " + planted.text
+        for s, e, ent in planted.spans:
+            labels.append({"record": i, "message": j, "start": s + offset, "end": e + offset, "entity": ent})
+    return out, labels

@@ -185,6 +185,36 @@ class RegistrySpec(Strict):
     limitations: str = "Measured only on the evaluation suites listed; small models make confident mistakes."
 
 
+SuiteName = Literal["task", "safety", "privacy", "efficiency", "judge"]
+
+
+class JudgeSpec(Strict):
+    url: str = Field(..., description="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field(..., description="Model name sent to the judge endpoint.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key, if any.")
+    timeout_s: float = Field(60.0, gt=0)
+    max_items: int = Field(50, gt=0, description="Prompts judged pairwise (each in both orders).")
+    score_safety: bool = Field(False, description="Let the judge, not the rule-based detector, decide refusals.")
+
+
+class EvalSpec(Strict):
+    suites: list[SuiteName] = Field(default_factory=lambda: ["task", "safety", "privacy", "efficiency"])
+    gates: list[str] = Field(default_factory=list, description='e.g. "safety.unsafe_rate <= baseline + 0.02".')
+    eval_file: str | None = Field(None, description="Held-out JSONL for the task suite; default: data.eval.")
+    max_items: int = Field(100, gt=0, description="Task items evaluated (first N of the held-out file).")
+    max_new_tokens: int = Field(48, gt=0)
+    batch_size: int = Field(16, gt=0)
+    mc_choices: int = Field(4, ge=2, description="Choices per multiple-choice item (distractors drawn from other items).")
+    safety_per_category: int = Field(20, gt=0)
+    safety_seed: int = 0
+    canaries: str | None = Field(None, description="JSONL of inserted canaries {prefix, secret[, prompt]}.")
+    canary_candidates: int = Field(1023, gt=0, description="Random candidates R; exposure is at most log2(R+1) bits.")
+    mia_records: int = Field(100, gt=1, description="Training and held-out records each, for membership inference.")
+    efficiency_prompts: int = Field(16, gt=0, description="Prompts timed one at a time for latency.")
+    champion: str | None = Field(None, description="Registry reference of the champion; default <name>@production.")
+    judge: JudgeSpec | None = None
+
+
 class Recipe(Strict):
     name: str = "run"
     seed: int = 0
@@ -194,6 +224,7 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
     output: OutputSpec = OutputSpec()
     intake: IntakeSpec = IntakeSpec()
+    eval: EvalSpec = EvalSpec()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,0 +1,1 @@
+"""Evaluation: suites (task, safety, privacy, efficiency, judge), release gates and reports."""

@@ -1,8 +1,9 @@
 """A labelled synthetic PII set: texts with known spans, to measure detection honestly.
 
-Every value is fake but well-formed where a real detector checks form (card numbers pass
-Luhn, IBANs carry valid mod-97 check digits, SSNs avoid the ranges the SSA never issues),
-so a miss is the detector's miss, not a malformed value. Texts mix PII with look-alikes
+Every value is fake but valid where a real detector checks validity (card numbers pass Luhn,
+IBANs carry valid mod-97 check digits, SSNs avoid the ranges the SSA never issues), so a miss
+is the detector's miss, not a malformed value. A quarter of the values are written the way
+people really type them (no separators, lower case, "at ... dot", IPv6). Texts mix PII with look-alikes
 (order numbers, prices, dates, versions) so precision means something.
 
 `plant_pii` puts the same kind of sentences into existing chat records (the demo's data).
@@ -123,6 +124,26 @@ def fake_ip(rng: random.Random) -> str:
     return ".".join(str(rng.randint(1, 254)) for _ in range(4))
 
 
+def _hard(entity: str, value: str, rng: random.Random) -> str:
+    """Forms people really type that defeat pattern recognizers: the set would flatter a
+    detector if every value were textbook-formatted."""
+    if entity == "EMAIL_ADDRESS":
+        user, domain = value.split("@")
+        return f"{user} at {domain.replace('.', ' dot ')}"
+    if entity == "PHONE_NUMBER":
+        digits = "".join(c for c in value if c.isdigit())[-10:]
+        return rng.choice([digits, f"{digits[:3]}.{digits[3:6]}.{digits[6:]}"])
+    if entity in ("US_SSN", "CREDIT_CARD"):
+        return "".join(c for c in value if c.isdigit())
+    if entity in ("IBAN_CODE", "PERSON", "ADDRESS"):
+        return value.lower()
+    if entity == "IP_ADDRESS":
+        return ":".join(f"{rng.randint(0, 0xFFFF):x}" for _ in range(8))
+    return value
+
+
+HARD_SHARE = 0.25
+
 FAKERS = {
     "PERSON": fake_name,
     "EMAIL_ADDRESS": fake_email,
@@ -133,6 +154,12 @@ FAKERS = {
     "ADDRESS": fake_address,
     "IP_ADDRESS": fake_ip,
 }
+
+
+def fake(entity: str, rng: random.Random) -> str:
+    value = FAKERS[entity](rng)
+    return _hard(entity, value, rng) if rng.random() < HARD_SHARE else value
+
 
 # Sentence frames; {X} marks where a value of entity X goes.
 FRAMES = {
@@ -182,7 +209,7 @@ class LabelledText:
 def _compose(rng: random.Random, entities: list[str], n_distractors: int) -> LabelledText:
     pieces: list[tuple[str, str | None, str | None]] = []  # (frame, entity, value)
     for ent in entities:
-        pieces.append((rng.choice(FRAMES[ent]), ent, FAKERS[ent](rng)))
+        pieces.append((rng.choice(FRAMES[ent]), ent, fake(ent, rng)))
     for _ in range(n_distractors):
         pieces.append((rng.choice(DISTRACTORS)(rng), None, None))
     rng.shuffle(pieces)

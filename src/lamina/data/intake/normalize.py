@@ -45,3 +45,13 @@ def texts(rec: dict[str, Any]) -> list[str]:
 
 def full_text(rec: dict[str, Any]) -> str:
     return "\n".join(texts(rec))
+
+
+def content_text(rec: dict[str, Any]) -> str:
+    """The record's text without system prompts: those repeat across records by design and
+    would make every record look like a duplicate of, or overlap with, every other."""
+    turns = rec.get("messages") or rec.get("prompt") or []
+    parts = [m["content"] for m in turns if m["role"] != "system"]
+    if "chosen" in rec:
+        parts += [rec["chosen"], rec["rejected"]]
+    return "\n".join(parts)

@@ -149,6 +149,9 @@ class Masker:
         self.engine, self.entities = build_analyzer(self.spec)
         self._anonymizer = AnonymizerEngine()
         self._always = [e for e in self.entities if e not in PREFILTER]
+        self._allow_re = re.compile(
+            "|".join(re.escape(a) for a in sorted(self.spec.allow, key=len, reverse=True))
+        )
         if self.spec.operator == "hmac" and len(self.hmac_key) < 16:
             raise LaminaError("the hmac operator needs the workspace pseudonym key", "intake.pii.operator")
 
@@ -169,7 +172,13 @@ class Masker:
             score_threshold=self.spec.score_threshold,
             allow_list=self.spec.allow or None,
         )
-        return resolve([Finding(r.entity_type, r.start, r.end, r.score) for r in results])
+        found = [Finding(r.entity_type, r.start, r.end, r.score) for r in results]
+        if self.spec.allow:
+            # Presidio drops an allowed value's own match, not a match inside it (the URL
+            # recognizer finds `example.com` inside an allowed email address).
+            allowed = [(m.start(), m.end()) for m in self._allow_re.finditer(text)]
+            found = [f for f in found if not any(s <= f.start and f.end <= e for s, e in allowed)]
+        return resolve(found)
 
     def pseudonym(self, entity: str, value: str) -> str:
         digest = hmac.new(self.hmac_key, f"{entity}\0{value}".encode(), hashlib.sha256).hexdigest()
@@ -198,7 +207,7 @@ def count(findings: list[Finding]) -> Counter:
 
 def active_entities(spec: PiiSpec) -> list[str]:
     """The entity types `build_analyzer(spec)` can find, without building it."""
-    out = [e for e in spec.entities if e in PREFILTER or e in {"URL"}]
+    out = [e for e in spec.entities if e in PREFILTER]
     out += [c.entity for c in spec.custom] + list(spec.deny)
     wanted_ner = NER_ENTITIES & set(spec.entities)
     if wanted_ner and ner_available(spec):

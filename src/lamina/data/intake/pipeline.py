@@ -28,7 +28,7 @@ from lamina.data.cards import render_card
 from lamina.data.formats import Example, iter_jsonl, record_to_json
 from lamina.data.intake.contamination import EvalIndex
 from lamina.data.intake.dedup import Deduper
-from lamina.data.intake.normalize import full_text, normalize_text
+from lamina.data.intake.normalize import content_text, normalize_text
 from lamina.data.intake.parallel import batched, ordered_map, process_batch, worker_count
 from lamina.data.intake.pii import active_entities
 from lamina.data.intake.sources import iter_source_records
@@ -96,14 +96,14 @@ def _pass1(sources, spec: IntakeSpec, key: bytes, stage: Path, progress: Callabl
                 stats.normalized += changed
                 stats.pii.update(found)
                 stats.records_with_pii += bool(found)
-                dup = dedup.check(full_text(rec))
+                dup = dedup.check(content_text(rec))
                 if dup:
                     setattr(stats, dup, getattr(stats, dup) + 1)
                     continue
                 line = fsio.canonical_json(rec)
                 if role == "eval" or split_of(line, spec.eval_ratio) == "eval":
                     ev.write(line + "\n")
-                    index.add(full_text(rec))
+                    index.add(content_text(rec))
                     stats.eval += 1
                     if subject:
                         stats.eval_subjects.add(subject)
@@ -118,7 +118,7 @@ def _pass1(sources, spec: IntakeSpec, key: bytes, stage: Path, progress: Callabl
 def _index_eval_files(index: EvalIndex, files: list[str], fmt: str, form: str) -> None:
     for path in files:
         for _, rec in iter_jsonl(path, fmt):
-            index.add(normalize_text(full_text(record_to_json(rec)), form))
+            index.add(normalize_text(content_text(record_to_json(rec)), form))
 
 
 def _pass2(stage: Path, spec: IntakeSpec, index: EvalIndex) -> tuple[dict, set[str]]:
@@ -130,7 +130,7 @@ def _pass2(stage: Path, spec: IntakeSpec, index: EvalIndex) -> tuple[dict, set[s
     ):
         for line in f:
             subject, rec = json.loads(line)
-            if index.records and index.overlap(full_text(rec)) >= spec.contamination_threshold:
+            if index.records and index.overlap(content_text(rec)) >= spec.contamination_threshold:
                 flagged += 1
                 if spec.remove_contaminated:
                     removed += 1
@@ -196,6 +196,7 @@ def _manifest(vid, name, sources, spec, stats: _Pass1, contam: dict, eval_files,
             },
         },
         "counts": {"train": contam["train_after"], "eval": stats.eval},
+        "intake": spec.model_dump(mode="json"),
     }
 
 

@@ -1,0 +1,199 @@
+"""`lamina data ...`: sources, intake into dataset versions, withdrawal, retention, PII report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+
+from lamina.cli.app import app
+
+data_app = typer.Typer(help="Data sources, intake, dataset versions, withdrawal.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _emit(obj, as_json: bool, text: str) -> None:
+    from lamina.cli.app import out
+
+    if as_json:
+        out.print_json(json.dumps(obj, default=str))
+    else:
+        out.print(text, highlight=False, markup=False)
+
+
+def _intake_spec(recipe: Path | None):
+    from lamina.recipe import IntakeSpec, load_recipe
+
+    return load_recipe(recipe).intake if recipe else IntakeSpec()
+
+
+@data_app.command("add")
+def add(
+    file: Path = typer.Argument(..., help="JSONL file of records."),
+    name: str = typer.Option(..., "--name"),
+    licence: str = typer.Option(..., "--licence", help="SPDX id (cc-by-4.0, mit, ...) or `internal`."),
+    origin: str = typer.Option(..., "--origin", help="URL or description of where the data came from."),
+    purpose: str = typer.Option(..., "--purpose"),
+    lawful_basis: str = typer.Option(
+        ..., "--lawful-basis", help="consent, contract, legitimate_interest, ..."
+    ),
+    consent_ref: str = typer.Option(None, "--consent-ref"),
+    retain_until: str = typer.Option(
+        None, "--retain-until", help="YYYY-MM-DD; `lamina data sweep` removes it after."
+    ),
+    personal_data: str = typer.Option("yes", "--personal-data", help="yes | no"),
+    fmt: str = typer.Option("chat", "--format", help="chat | prompt_completion | preference"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
+    from lamina.data.intake.sources import SourceInfo, add_source
+    from lamina.errors import LaminaError
+    from lamina.governance import access, audit
+
+    if personal_data not in ("yes", "no"):
+        raise LaminaError("expected yes or no", "--personal-data")
+    user = access.require("data.write")
+    info = SourceInfo(
+        name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes"
+    )
+    src = add_source(file, info)
+    audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
+    _emit(src.provenance(), as_json, f"source {src.name}: {src.records} records, sha256 {src.sha256[:16]}…")
+
+
+@data_app.command("intake")
+def intake(
+    sources: list[str] = typer.Argument(..., help="Source names (hash-split into train/eval)."),
+    name: str = typer.Option(..., "--name", help="Dataset name; each intake makes a new version of it."),
+    eval_sources: list[str] = typer.Option([], "--eval-source", help="Sources used only as eval."),
+    recipe: Path = typer.Option(None, "--recipe", help="Take the `intake:` settings from this recipe."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Take sources in as a dataset version (normalised, PII-masked, deduplicated, carded)."""
+    from rich.progress import Progress
+
+    from lamina.cli.app import console
+    from lamina.data import catalog
+    from lamina.data.intake.pipeline import run_intake
+    from lamina.governance import access, audit
+
+    user = access.require("data.write")
+    spec = _intake_spec(recipe)
+    with catalog.session() as s:
+        picked = [(catalog.get_source(s, n), "auto") for n in sources] + [
+            (catalog.get_source(s, n), "eval") for n in eval_sources
+        ]
+    total = sum(src.records for src, _ in picked)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("intake", total=total)
+        result = run_intake(name, picked, spec, progress=lambda n: bar.advance(task, n))
+    audit.record(
+        "data.intake", user=user, version=result.version_id, name=name, sources=[s.name for s, _ in picked]
+    )
+    m = result.manifest
+    text = (
+        f"dataset {name} version {result.version_id}\n  {m['counts']['train']} train, {m['counts']['eval']} eval; "
+        f"PII found {m['steps']['pii']['found']}\n  card: {result.path / 'README.md'}"
+    )
+    _emit(m, as_json, text)
+
+
+@data_app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json")):
+    """Sources and dataset versions in the catalog."""
+    from sqlalchemy import select
+
+    from lamina.data import catalog
+
+    with catalog.session() as s:
+        srcs = [src.provenance() | {"status": src.status} for src in s.scalars(select(catalog.Source))]
+        vers = [
+            {
+                k: getattr(v, k)
+                for k in ("id", "name", "status", "created_at", "train", "eval", "parent", "note")
+            }
+            for v in s.scalars(select(catalog.Version).order_by(catalog.Version.created_at))
+        ]
+    lines = [
+        f"source  {s['name']:<24} {s['status']:<8} {s['records']:>8} records  {s['licence']}" for s in srcs
+    ]
+    lines += [
+        f"version {v['id'][:12]} {v['name']:<16} {v['status']:<10} {v['train']} train / {v['eval']} eval"
+        for v in vers
+    ]
+    _emit({"sources": srcs, "versions": vers}, as_json, "\n".join(lines) or "the catalog is empty")
+
+
+@data_app.command("forget")
+def forget(
+    subject_id: str = typer.Option(..., "--subject-id"), as_json: bool = typer.Option(False, "--json")
+):
+    """Remove a data subject's records everywhere; list the runs that must be retrained."""
+    from lamina.data.intake.withdraw import forget_subject
+    from lamina.governance import access, audit
+
+    user = access.require("data.forget")
+    report = forget_subject(subject_id)
+    audit.record("data.forget", user=user, **report.to_json())
+    _emit(report.to_json(), as_json, _withdrawal_text(report))
+
+
+@data_app.command("sweep")
+def sweep_(
+    today: str = typer.Option(None, "--today", help="Pretend today is YYYY-MM-DD (for audits)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Remove sources past their retention date, as a withdrawal."""
+    from lamina.data.intake.withdraw import sweep
+    from lamina.errors import LaminaError
+    from lamina.governance import access, audit
+
+    user = access.require("data.forget")
+    try:
+        day = dt.date.fromisoformat(today) if today else None
+    except ValueError:
+        raise LaminaError(f"{today!r} is not a date (YYYY-MM-DD)", "--today") from None
+    report = sweep(day)
+    audit.record("data.sweep", user=user, **report.to_json())
+    _emit(report.to_json(), as_json, _withdrawal_text(report))
+
+
+def _withdrawal_text(report) -> str:
+    lines = [report.reason]
+    lines += [f"  source {s['name']}: {s['removed_records']} records removed" for s in report.sources]
+    for v in report.versions:
+        new = v["new"][:12] if v["new"] else "none (nothing left)"
+        lines.append(f"  version {v['old'][:12]} ({v['name']}) -> {new}")
+    lines += [
+        f"  RETRAIN REQUIRED: run {r['run']} (trained on {r['dataset_version'][:12]})" for r in report.runs
+    ]
+    if len(lines) == 1:
+        lines.append("  nothing held for it")
+    return "\n".join(lines)
+
+
+@data_app.command("pii-report")
+def pii_report(
+    recipe: Path = typer.Option(None, "--recipe", help="Use this recipe's `intake.pii` settings."),
+    n: int = typer.Option(1000, "--n", help="Labelled texts to generate."),
+    seed: int = typer.Option(0, "--seed"),
+    ner: str = typer.Option(None, "--ner", help="Override intake.pii.ner: auto | off | required."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Recall and precision per entity of the configured analyzer on the labelled synthetic set."""
+    from lamina.data.intake.pii_report import report_for
+
+    spec = _intake_spec(recipe).pii
+    if ner:
+        spec = spec.model_copy(update={"ner": ner})
+    rows, meta = report_for(spec, n, seed)
+    head = f"{'entity':<14}{'gold':>6}{'recall':>8}{'precision':>11}{'masked':>8}"
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"analyzer: {', '.join(meta['active'])}; NER: {meta['ner']}", head]
+    lines += [
+        f"{e:<14}{r['gold']:>6}{fmt(r['recall']):>8}{fmt(r['precision']):>11}{fmt(r['masked']):>8}"
+        for e, r in rows.items()
+    ]
+    _emit({"entities": rows, **meta}, as_json, "\n".join(lines))

@@ -115,3 +115,17 @@ def require(permission: str, user: str | None = None) -> str:
             f"user {user!r} (roles: {roles}) lacks permission {permission!r}", str(policy_path())
         )
     return user
+
+
+def grant(user: str, role: str) -> None:
+    """Give `user` a role (needs the `policy` permission); the policy file is rewritten atomically."""
+    actor = require("policy")
+    policy = load_policy()
+    if role not in policy.roles:
+        raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(policy_path()))
+    roles = policy.users.get(user, [])
+    if role in roles:
+        return
+    policy.users = {**policy.users, user: [*roles, role]}
+    write_text(policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
+    audit.record("policy.grant", user=actor, grantee=user, role=role)

@@ -1,0 +1,150 @@
+"""Registry and governance commands: track, register, promote, rollback, history, lineage,
+verify, audit verify, policy grant. Each calls one library function and prints its result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from lamina.cli.app import app
+from lamina.console import console, out
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+policy_app = typer.Typer(help="Roles and who holds them (policy.yaml).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+
+
+def _emit(obj, as_json: bool, text: str) -> None:
+    if as_json:
+        out.print_json(json.dumps(obj, default=str))
+    else:
+        out.print(text, highlight=False, markup=False)
+
+
+@app.command()
+def track(
+    run: Path = typer.Argument(..., help="A completed run directory."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Log a completed run to MLflow (params, hashes, metrics, artifacts)."""
+    from lamina.governance import access
+    from lamina.registry import tracking
+
+    access.require("train")
+    rid = tracking.log_run(run)
+    _emit(
+        {"mlflow_run_id": rid, "tracking_uri": tracking.tracking_uri()},
+        as_json,
+        f"logged {run} as MLflow run {rid}",
+    )
+
+
+@app.command()
+def register(
+    run: Path = typer.Argument(..., help="A completed run directory whose eval gate passed."),
+    name: str = typer.Option(..., "--name", "-n", help="Registered model name."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Register a gated run as a new signed, carded version."""
+    from lamina.registry import versions
+
+    with console.status(f"registering {run} as {name}"):
+        result = versions.register(run, name)
+    _emit(result, as_json, f"registered {result['name']}/{result['version']} at {result['path']}")
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(...),
+    to: str = typer.Option(..., "--to", help="Alias to move: staging or production."),
+    reason: str = typer.Option("", "--reason"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Point an alias at a version (gate, signature and four-eyes checked)."""
+    from lamina.registry import aliases
+
+    move = aliases.promote(name, version, to, reason)
+    _emit(move, as_json, f"{name}@{to}: {move['from'] or '-'} -> {move['to']}")
+
+
+@app.command()
+def rollback(
+    name: str = typer.Argument(...),
+    alias: str = typer.Option("production", "--alias"),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the history and audit log)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Point an alias back at the version it held before."""
+    from lamina.registry import aliases
+
+    move = aliases.rollback(name, alias, reason)
+    _emit(move, as_json, f"{name}@{alias}: {move['from']} -> {move['to']} (rolled back: {reason})")
+
+
+@app.command()
+def history(name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+    """Every registration and alias move of a model."""
+    from lamina.registry import aliases, release
+
+    events = aliases.history(name)
+    _emit(events, as_json, release.render_history(events))
+
+
+@app.command()
+def lineage(
+    ref: str = typer.Argument(None, help="NAME@ALIAS or NAME/VERSION."),
+    dataset: str = typer.Option(None, "--dataset", help="List what was built on this dataset version."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Trace a version back to its data, or a dataset version forward to every model."""
+    from lamina.errors import LaminaError
+    from lamina.registry import lineage as lin
+
+    if (ref is None) == (dataset is None):
+        raise LaminaError("give either a reference (NAME@ALIAS) or --dataset V")
+    if dataset:
+        info = lin.for_dataset(dataset)
+        _emit(info, as_json, lin.render_dataset(info))
+    else:
+        info = lin.lineage(ref)
+        _emit(info, as_json, lin.render(info))
+
+
+@app.command()
+def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a signed directory.")):
+    """Check a version's OMS signature against the workspace key."""
+    from lamina.registry import signing, versions
+
+    path = Path(target) if Path(target).is_dir() else Path(versions.version_for(target).source)
+    signer = signing.verify_dir(path)
+    out.print(f"{path}: signature valid (signer sha256:{signer})", highlight=False)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: bool = typer.Option(False, "--json")):
+    """Check the audit log's hash chain; exit 1 naming each broken line."""
+    from lamina.governance import audit
+
+    verdict = audit.verify()
+    _emit(
+        {"ok": verdict.ok, "entries": verdict.entries, "problems": verdict.problems},
+        as_json,
+        f"audit log intact: {verdict.entries} entries"
+        if verdict.ok
+        else "audit log FAILED verification:\n  " + "\n  ".join(verdict.problems),
+    )
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+@policy_app.command("grant")
+def policy_grant(user: str = typer.Argument(...), role: str = typer.Argument(...)):
+    """Give a user a role (needs the `policy` permission)."""
+    from lamina.governance import access
+
+    access.grant(user, role)
+    out.print(f"{user}: {', '.join(access.load_policy().users[user])}")

@@ -1,0 +1,176 @@
+"""Alias moves: promote, rollback, history.
+
+An alias (staging, production) is a pointer; moving it is the release. MLflow keeps only the
+current pointer, so every move is also written as a registered-model tag `lamina.move.NNNNNN`
+— in the shared store, beside the alias. Write-ahead: the move is tagged `pending`, then the
+alias is set, then the tag is rewritten `done`. A crash between leaves a pending move that
+readers settle by looking at the alias: it points at the move's target (applied) or not.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lamina.errors import LaminaError
+from lamina.governance import access, audit
+from lamina.recipe import RegistrySpec
+from lamina.registry import signing, tracking
+from lamina.registry.versions import check_name, crashpoint, get_version, model_lock, now, read_gate
+
+MOVE_PREFIX = "lamina.move."
+
+
+def current(name: str, alias: str) -> int | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(tracking.client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def moves(name: str) -> list[dict]:
+    """Every applied move of `name`'s aliases, oldest first (pending moves settled)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = tracking.client().get_registered_model(check_name(name))
+    except MlflowException:
+        raise LaminaError("no such registered model", name) from None
+    records = [json.loads(v) for k, v in sorted(model.tags.items()) if k.startswith(MOVE_PREFIX)]
+    settled = []
+    for i, move in enumerate(records):
+        if move["state"] == "pending":
+            later = any(m["alias"] == move["alias"] for m in records[i + 1 :])
+            # Only the newest move of an alias can have been applied without being marked.
+            if later or current(name, move["alias"]) != move["to"]:
+                continue
+            move = {**move, "state": "done", "settled": True}
+        settled.append(move)
+    return settled
+
+
+def _write_move(name: str, move: dict) -> None:
+    tracking.client().set_registered_model_tag(name, f"{MOVE_PREFIX}{move['n']:06d}", json.dumps(move))
+
+
+def _next_n(name: str) -> int:
+    tags = tracking.client().get_registered_model(name).tags
+    return 1 + max((int(k[len(MOVE_PREFIX) :]) for k in tags if k.startswith(MOVE_PREFIX)), default=0)
+
+
+def _move(name: str, alias: str, version: int, op: str, user: str, reason: str | None) -> dict:
+    before = current(name, alias)
+    move = {
+        "n": _next_n(name),
+        "op": op,
+        "alias": alias,
+        "from": before,
+        "to": version,
+        "user": user,
+        "reason": (reason or "")[:1000],
+        "time": now(),
+        "state": "pending",
+    }
+    c = tracking.client()
+    with tracking.server_errors(f"moving {name}@{alias}"):
+        _write_move(name, move)
+        crashpoint(f"{op}.pending")
+        c.set_registered_model_alias(name, alias, str(version))
+        crashpoint(f"{op}.aliased")
+        move["state"] = "done"
+        _write_move(name, move)
+    audit.record(
+        op, user=user, name=name, alias=alias, version=version, previous=before, reason=move["reason"]
+    )
+    return move
+
+
+def check_alias(alias: str) -> str:
+    allowed = RegistrySpec().aliases
+    if alias not in allowed:
+        raise LaminaError(f"unknown alias; use one of {', '.join(allowed)}", f"alias {alias!r}")
+    return alias
+
+
+def promote(name: str, version: int, to: str, reason: str | None = None) -> dict:
+    """Point alias `to` at `version` after checking permission, gate, signature and four eyes."""
+    check_alias(to)
+    user = access.require(f"promote.{to}")
+    mv = get_version(name, version)
+    if mv.tags.get("lamina.gate") != "passed":
+        raise LaminaError(
+            "this version has no passing gate recorded; it cannot be promoted", f"{name}/{version}"
+        )
+    # The gate and signature are checked on the files that would be served, not just the tags.
+    path = Path(mv.source)
+    signing.verify_dir(path)
+    read_gate(path / "eval" / "gate.json")
+    policy = access.load_policy()
+    trainer = mv.tags.get("lamina.trained_by")
+    if to in policy.four_eyes and trainer == user:
+        raise LaminaError(
+            f"four-eyes policy: {user!r} trained this version and cannot also approve it for {to}; "
+            "another approver must promote it",
+            f"{name}/{version}",
+        )
+    with model_lock(name):
+        if current(name, to) == int(version):
+            raise LaminaError(f"{to} already points at version {version}", f"{name}@{to}")
+        return _move(name, to, int(version), "promote", user, reason)
+
+
+def rollback(name: str, alias: str, reason: str) -> dict:
+    """Point `alias` back at the version it held before the current one, recording why."""
+    check_alias(alias)
+    user = access.require("rollback")
+    if not (reason or "").strip():
+        raise LaminaError("a rollback needs a reason (--reason)", f"{name}@{alias}")
+    with model_lock(check_name(name)):
+        stack: list[int] = []
+        for move in moves(name):
+            if move["alias"] != alias:
+                continue
+            if move["op"] == "rollback":
+                stack.pop()
+            else:
+                stack.append(move["to"])
+        now_at = current(name, alias)
+        if not stack or stack[-1] != now_at:
+            raise LaminaError(
+                f"{alias} points at {now_at}, which Lamina's history did not put there; "
+                "move it with `lamina promote` instead",
+                f"{name}@{alias}",
+            )
+        if len(stack) < 2:
+            raise LaminaError(
+                f"no earlier version was at {alias}; nothing to roll back to", f"{name}@{alias}"
+            )
+        target = stack[-2]
+        signing.verify_dir(get_version(name, target).source)
+        return _move(name, alias, target, "rollback", user, reason)
+
+
+def history(name: str) -> list[dict]:
+    """Registrations and alias moves of `name`, oldest first."""
+    events = []
+    for mv in tracking.client().search_model_versions(f"name = '{check_name(name)}'"):
+        events.append(
+            {
+                "op": "register",
+                "version": int(mv.version),
+                "user": mv.tags.get("lamina.registered_by"),
+                "time": _iso(mv.creation_timestamp),
+                "run": mv.tags.get("lamina.run_id"),
+                "gate": mv.tags.get("lamina.gate"),
+            }
+        )
+    events.sort(key=lambda e: e["version"])
+    # Stable sort: a registration and a move in the same second keep that order.
+    return sorted(events + moves(name), key=lambda e: e["time"])
+
+
+def _iso(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, timezone.utc).isoformat(timespec="seconds")

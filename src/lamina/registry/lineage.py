@@ -1,0 +1,127 @@
+"""Lineage, both ways: from a version back to its data, and from a data version forward to
+every run and registered version it reached (directly or through a parent version).
+
+Backward reads the signed `lineage.json` inside each version directory; forward searches the
+tags the tracking and registry stores carry (`lamina.dataset_version`, `lamina.parent`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lamina.errors import LaminaError
+from lamina.fsio import read_json
+from lamina.registry import signing, tracking
+from lamina.registry.versions import get_version, version_for
+
+
+def _node(mv) -> dict:
+    path = Path(mv.source)
+    signing.verify_dir(path)  # lineage read from a tampered directory would be a lie
+    record = read_json(path / "lineage.json")
+    return {
+        "name": mv.name,
+        "version": int(mv.version),
+        "aliases": sorted(mv.aliases or []),
+        "path": str(path),
+        "run_id": record["run_id"],
+        "mlflow_run_id": record["mlflow_run_id"],
+        "dataset_version": record.get("dataset_version"),
+        "data": record.get("data") or {},
+        "sources": record.get("sources") or [],
+        "base": record.get("base") or {},
+        "parent": record.get("parent"),
+        "gate": record.get("gate"),
+        "trained_by": record.get("trained_by"),
+        "registered_by": record.get("registered_by"),
+        "signer": record.get("signer"),
+    }
+
+
+def lineage(ref: str) -> dict:
+    """The chain for `name@alias` or `name/version`: newest first, down to the first base."""
+    chain, seen = [], set()
+    mv = version_for(ref)
+    while mv is not None:
+        key = (mv.name, int(mv.version))
+        if key in seen:
+            raise LaminaError(f"lineage loops at {mv.name}/{mv.version}", ref)
+        seen.add(key)
+        node = _node(mv)
+        chain.append(node)
+        parent = node["parent"]
+        mv = get_version(parent["name"], parent["version"]) if parent else None
+    return {"ref": ref, "chain": chain}
+
+
+def render(info: dict) -> str:
+    """source → dataset version → run → version → aliases, for each link of the chain (oldest first)."""
+    lines = [f"lineage of {info['ref']}"]
+    for depth, node in enumerate(reversed(info["chain"])):
+        pad = "  " * depth
+        data = node["data"]
+        sources = node["sources"] or [{"name": data.get("train"), "licence": data.get("licence")}]
+        lines += [
+            f"{pad}source   {s.get('name')} (licence: {s.get('licence') or 'not recorded'})" for s in sources
+        ]
+        lines += [
+            f"{pad}dataset  {node['dataset_version'] or 'raw files'} (train sha256 {str(data.get('train_sha256'))[:16]}…)",
+            f"{pad}base     {node['base'].get('ref')}",
+            f"{pad}run      {node['run_id']} (mlflow {node['mlflow_run_id'][:12]}, trained by {node['trained_by']})",
+            f"{pad}version  {node['name']}/{node['version']} (gate {'passed' if (node['gate'] or {}).get('passed') else '?'}, "
+            f"signer {str(node['signer'])[:16]}…, registered by {node['registered_by']})",
+            f"{pad}aliases  {', '.join(node['aliases']) or '(none)'}",
+        ]
+    return "\n".join(lines)
+
+
+def _children(name: str, version: int) -> list:
+    query = f"tags.`lamina.parent` = '{name}/{version}'"
+    return list(tracking.client().search_model_versions(query))
+
+
+def for_dataset(dataset: str) -> dict:
+    """Every run and version built on `dataset` (a dataset version id or a train sha256),
+    including versions fine-tuned from those versions."""
+    c = tracking.client()
+    runs, versions = [], []
+    for tag in ("lamina.dataset_version", "lamina.data.train_sha256"):
+        query = f"tags.`{tag}` = '{dataset}'"
+        for r in c.search_runs([tracking.experiment_id()], filter_string=query):
+            if r.info.run_id not in {x["mlflow_run_id"] for x in runs}:
+                runs.append(
+                    {"mlflow_run_id": r.info.run_id, "run_id": r.data.tags.get("lamina.run_id"), "via": None}
+                )
+        versions += [(mv, None) for mv in c.search_model_versions(query)]
+    out, seen = [], set()
+    while versions:
+        mv, via = versions.pop(0)
+        key = f"{mv.name}/{mv.version}"
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            {
+                "version": key,
+                "run_id": mv.tags.get("lamina.run_id"),
+                "aliases": sorted(mv.aliases or []),
+                "via": via,
+            }
+        )
+        versions += [(child, key) for child in _children(mv.name, int(mv.version))]
+    return {"dataset": dataset, "runs": runs, "versions": out}
+
+
+def render_dataset(info: dict) -> str:
+    lines = [f"built on dataset {info['dataset']}:"]
+    lines += [f"  run      {r['run_id']} (mlflow {r['mlflow_run_id'][:12]})" for r in info["runs"]] or [
+        "  no runs"
+    ]
+    for v in info["versions"]:
+        via = f" (through parent {v['via']})" if v["via"] else ""
+        lines.append(
+            f"  version  {v['version']} from run {v['run_id']}{via}; aliases: {', '.join(v['aliases']) or '(none)'}"
+        )
+    if not info["versions"]:
+        lines.append("  no registered versions")
+    return "\n".join(lines)

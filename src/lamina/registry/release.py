@@ -1,0 +1,79 @@
+"""The demo's release story in one call: register, promote, register again, promote, roll back.
+
+The four-eyes rule needs a second person to approve production; the demo plays that person
+as `demo-approver` (granted the approver role by the workspace admin, audited like any grant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from lamina import workspace
+from lamina.governance import access
+from lamina.registry import aliases, lineage, signing, versions
+
+DEMO_APPROVER = "demo-approver"
+
+
+@contextlib.contextmanager
+def acting_as(user: str) -> Iterator[None]:
+    previous = os.environ.get("LAMINA_USER")
+    os.environ["LAMINA_USER"] = user
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("LAMINA_USER", None)
+        else:
+            os.environ["LAMINA_USER"] = previous
+
+
+def _approver(trainer: str) -> str:
+    policy = access.ensure_policy()
+    for user in policy.users:
+        if user != trainer and access.allowed(user, "promote.production", policy):
+            return user
+    access.grant(DEMO_APPROVER, "approver")
+    return DEMO_APPROVER
+
+
+def render_history(events: list[dict]) -> str:
+    lines = []
+    for e in events:
+        if e["op"] == "register":
+            lines.append(
+                f"{e['time']}  register  v{e['version']} by {e['user']} (run {e['run']}, gate {e['gate']})"
+            )
+        else:
+            lines.append(
+                f"{e['time']}  {e['op']:<8}  {e['alias']}: {e['from'] or '-'} -> {e['to']} by {e['user']}"
+                + (f" ({e['reason']})" if e.get("reason") else "")
+            )
+    return "\n".join(lines)
+
+
+def demo_release(run_dir_a: str | Path, run_dir_b: str | Path, name: str = "support-tickets") -> dict:
+    """Returns {versions, production, history, history_text, lineage, lineage_text}."""
+    signing.ensure_keys()
+    trainer = workspace.user()
+    approver = _approver(trainer)
+    a = versions.register(run_dir_a, name)
+    with acting_as(approver):
+        aliases.promote(name, a["version"], "production", reason="first release")
+    b = versions.register(run_dir_b, name)
+    with acting_as(approver):
+        aliases.promote(name, b["version"], "production", reason="second release")
+    aliases.rollback(name, "production", reason="demo: roll back the second release")
+    events = aliases.history(name)
+    info = lineage.lineage(f"{name}@production")
+    return {
+        "versions": [a, b],
+        "production": aliases.current(name, "production"),
+        "history": events,
+        "history_text": render_history(events),
+        "lineage": info,
+        "lineage_text": lineage.render(info),
+    }

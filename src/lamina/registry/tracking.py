@@ -1,0 +1,232 @@
+"""MLflow run tracking: a finished run directory becomes one MLflow run.
+
+The store is an sqlite file in the workspace unless `LAMINA_TRACKING_URI` (or MLflow's own
+`MLFLOW_TRACKING_URI`) names a server; a server's basic-auth credentials come from MLflow's
+`MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` and are never logged.
+
+We log our own sha256s (data, base files, tokenizer, chat template): MLflow's dataset digest
+is a truncated MD5 of a sample, not a provenance hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from lamina import workspace
+from lamina.errors import LaminaError
+from lamina.fsio import read_json, sha256_json
+from lamina.recipe import RegistrySpec
+
+# Environment variables whose values must never reach the store, whatever field they turn up in.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|COOKIE|SESSION", re.I)
+_METRIC_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+_PARAM_MAX = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("LAMINA_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{workspace.subdir('mlflow') / 'mlflow.db'}"
+
+
+def is_embedded(uri: str | None = None) -> bool:
+    return (uri or tracking_uri()).startswith("sqlite:")
+
+
+def client():
+    """An MlflowClient on the tracking (and registry) store."""
+    return _client_for(tracking_uri())
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(uri: str):
+    # One client per store: opening an sqlite store checks its schema, which costs ~1 s.
+    import logging
+
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def server_errors(action: str) -> Iterator[None]:
+    """Turn an MLflow refusal (401/403 from a basic-auth server) into a clear LaminaError."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    try:
+        yield
+    except (RestException, MlflowException) as e:
+        code = getattr(e, "error_code", "")
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no credentials)"
+        if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or "401" in str(e) or "403" in str(e):
+            raise LaminaError(
+                f"the MLflow server refused {action} for user {user!r}: {code or e}", tracking_uri()
+            ) from None
+        raise
+
+
+def experiment_id(name: str | None = None) -> str:
+    name = name or RegistrySpec().experiment
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if is_embedded():
+        location = (workspace.subdir("mlflow") / "artifacts").as_uri()
+    with server_errors("creating the experiment"):
+        return c.create_experiment(name, artifact_location=location)
+
+
+def secret_values() -> list[str]:
+    """Values of secret-looking environment variables (long enough not to match by accident)."""
+    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+def flatten(obj, prefix: str = "") -> dict[str, str]:
+    """Nested recipe → {"train.lr": "0.0002", ...}; keys that look secret are masked outright."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    key = prefix.rstrip(".")
+    out[key] = "***" if _SECRET_NAME.search(key.rsplit(".", 1)[-1]) and obj else json.dumps(obj)
+    return out
+
+
+def read_run(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise LaminaError("not a Lamina run directory (no run.json)", str(run_dir))
+    run = read_json(run_dir / "run.json")
+    if run.get("status") != "completed":
+        raise LaminaError(f"run is {run.get('status')!r}, not completed", str(run_dir / "run.json"))
+    return run
+
+
+def dataset_version(run: dict) -> str | None:
+    data = run.get("data") or {}
+    return data.get("dataset_version") or data.get("dataset")
+
+
+def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
+    """Lineage tags: what a later `lineage` query searches on."""
+    base, data, code = run.get("base") or {}, run.get("data") or {}, run.get("code") or {}
+    tags = {
+        "lamina.run_id": str(run.get("id", run_dir.name)),
+        "lamina.run_dir": str(run_dir.resolve()),
+        "lamina.user": str(run.get("user")),
+        "lamina.seed": str(run.get("seed")),
+        "lamina.method": str((run.get("method") or {}).get("name")),
+        "lamina.code.git_commit": str(code.get("git_commit")),
+        "lamina.code.dirty": str(code.get("dirty")),
+        "lamina.base.ref": str(base.get("ref") or base.get("path")),
+        "lamina.base.files_sha256": sha256_json(base.get("files") or {}),
+        "lamina.base.tokenizer_sha256": sha256_json(base.get("tokenizer_files") or {}),
+        "lamina.base.chat_template_sha256": str(base.get("chat_template_sha256")),
+        "lamina.data.train_sha256": str(data.get("train_sha256")),
+        "lamina.data.eval_sha256": str(data.get("eval_sha256")),
+        "mlflow.runName": str(run.get("id", run_dir.name)),
+    }
+    if dataset_version(run):
+        tags["lamina.dataset_version"] = str(dataset_version(run))
+    for lib, version in (run.get("versions") or {}).items():
+        tags[f"lamina.versions.{lib}"] = str(version)
+    return tags
+
+
+def _metrics(run_dir: Path):
+    from mlflow.entities import Metric
+
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    metrics = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise LaminaError("not valid JSON", f"{path}:{lineno}") from None
+        step = int(record.get("step", lineno))
+        stamp = int(record.get("time", 0) * 1000) if isinstance(record.get("time"), int | float) else 0
+        for key, value in record.items():
+            if key not in ("step", "time") and isinstance(value, int | float) and not isinstance(value, bool):
+                metrics.append(Metric(key, float(value), stamp, step))
+    return metrics
+
+
+def find_run(lamina_run_id: str) -> str | None:
+    """The MLflow run already logged for a Lamina run id, if any (logging is idempotent)."""
+    # A run whose logging was interrupted lacks `lamina.logged` and is logged afresh.
+    query = f"tags.`lamina.run_id` = '{lamina_run_id}' and tags.`lamina.logged` = 'true'"
+    found = client().search_runs([experiment_id()], filter_string=query, max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _scrubbed_copy(src: Path, dst: Path, secrets: list[str]) -> None:
+    dst.write_text(redact(src.read_text(encoding="utf-8"), secrets), encoding="utf-8")
+
+
+def _log_artifacts(c, mlflow_run_id: str, run_dir: Path, secrets: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        # Text we log is scrubbed; weights are binary and come from our own code, not the environment.
+        for name in ("run.json", "recipe.yaml", "metrics.jsonl"):
+            if (run_dir / name).is_file():
+                _scrubbed_copy(run_dir / name, Path(tmp) / name, secrets)
+                c.log_artifact(mlflow_run_id, str(Path(tmp) / name))
+    for name in ("adapter", "model", "tokenizer", "eval"):
+        if (run_dir / name).is_dir():
+            c.log_artifacts(mlflow_run_id, str(run_dir / name), artifact_path=name)
+    if (run_dir / "loss.png").is_file():
+        c.log_artifact(mlflow_run_id, str(run_dir / "loss.png"))
+
+
+def log_run(run_dir: str | os.PathLike) -> str:
+    """Log a completed run directory to MLflow; returns the MLflow run id (same id on a re-call)."""
+    from mlflow.entities import Param, RunTag
+
+    run_dir = Path(run_dir).resolve()
+    run = read_run(run_dir)
+    secrets = secret_values()
+    recipe = (
+        yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
+    )
+    c = client()
+    with server_errors("logging the run"):
+        existing = find_run(str(run.get("id", run_dir.name)))
+        if existing:
+            return existing
+        metrics = _metrics(run_dir)  # parsed before anything is created: bad input changes nothing
+        tags = {k: redact(v, secrets) for k, v in run_tags(run, run_dir).items()}
+        mlflow_run = c.create_run(experiment_id(), tags=tags, run_name=tags["mlflow.runName"])
+        rid = mlflow_run.info.run_id
+        params = [Param(k[:250], redact(v, secrets)[:_PARAM_MAX]) for k, v in flatten(recipe or {}).items()]
+        for i in range(0, len(params), 100):
+            c.log_batch(rid, params=params[i : i + 100])
+        for i in range(0, len(metrics), _METRIC_BATCH):
+            c.log_batch(rid, metrics=metrics[i : i + _METRIC_BATCH])
+        _log_artifacts(c, rid, run_dir, secrets)
+        c.log_batch(rid, tags=[RunTag("lamina.logged", "true")])
+        c.set_terminated(rid, "FINISHED")
+    return rid

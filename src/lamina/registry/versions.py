@@ -1,0 +1,281 @@
+"""Registered versions: a gated run becomes a signed, carded, immutable directory plus an
+MLflow model version that points at it.
+
+Crash safety comes from ordering. The version directory is built in a temp sibling, signed,
+and renamed into place; only then is the MLflow version created — in one store transaction
+together with its lineage tags. A crash before that leaves at most an unreferenced directory
+(nothing resolves to it), never a version without its files or tags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lamina import workspace
+from lamina.errors import LaminaError
+from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
+from lamina.governance import access, audit
+from lamina.registry import cards, signing, tracking
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z][\w-]*)|/(?P<version>\d+))$")
+ARTIFACTS = ("adapter", "model")
+COPIED_FILES = ("run.json", "recipe.yaml", "metrics.jsonl", "loss.png")
+
+
+def crashpoint(name: str) -> None:
+    """Die here, hard, when LAMINA_CRASH_AT names this point: the crash-safety tests kill the
+    process at each step boundary of register/promote to prove nothing is left half-done."""
+    if os.environ.get("LAMINA_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def registry_root() -> Path:
+    return workspace.subdir("registry")
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise LaminaError("a model name is letters, digits, '.', '_' or '-' (up to 100)", f"name {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def model_lock(name: str) -> Iterator[None]:
+    # Serialises register/promote/rollback of one model among processes on this machine.
+    lock_path = registry_root() / name / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_gate(path: Path) -> dict:
+    """The gate verdict the evaluation wrote; refuses unless it passed, naming the failed checks."""
+    if not path.is_file():
+        raise LaminaError(
+            "no gate result (run `lamina eval`): nothing is registered without a passing gate", str(path)
+        )
+    try:
+        gate = read_json(path)
+    except ValueError as e:
+        raise LaminaError(f"not valid JSON: {e}", str(path)) from None
+    if not isinstance(gate, dict) or gate.get("passed") is not True:
+        checks = gate.get("checks", []) if isinstance(gate, dict) else []
+        failed = [
+            str(c.get("expr") or c.get("name") or c.get("rule") or c)
+            for c in checks
+            if isinstance(c, dict) and not c.get("passed")
+        ]
+        raise LaminaError(f"the gate did not pass (failed: {', '.join(failed) or 'unknown'})", str(path))
+    return gate
+
+
+def artifact_kind(run_dir: Path) -> str:
+    for kind in ARTIFACTS:
+        if (run_dir / kind).is_dir():
+            return kind
+    raise LaminaError("run has neither adapter/ nor model/ (did it finish?)", str(run_dir))
+
+
+def version_of_dir(path: Path) -> dict | None:
+    """{name, version} of the registered version stored at `path`, if it is one."""
+    path = Path(path).resolve()
+    root = registry_root().resolve()
+    if root not in path.parents:
+        return None
+    name = path.relative_to(root).parts[0]
+    with contextlib.suppress(Exception):
+        for mv in tracking.client().search_model_versions(f"name = '{name}'"):
+            if Path(mv.source).resolve() == path:
+                return {"name": name, "version": int(mv.version)}
+    return None
+
+
+def parent_of(run: dict) -> dict | None:
+    """The registered version a run was trained from (its base), for lineage chains."""
+    base = run.get("base") or {}
+    for candidate in (base.get("path"), base.get("ref")):
+        if candidate and Path(candidate).is_dir():
+            found = version_of_dir(Path(candidate))
+            if found:
+                return found
+    return None
+
+
+def dataset_sources(dataset_version: str | None) -> list[dict]:
+    """Provenance (name, licence, sha256, origin, lawful basis) of a dataset version's sources,
+    from the intake catalog; empty when the run trained on raw files."""
+    if not dataset_version:
+        return []
+    from lamina.data import catalog
+
+    if not catalog.db_path().exists():
+        return []
+    from sqlalchemy import select
+
+    with catalog.session() as s:
+        try:
+            version = catalog.resolve_version(s, dataset_version)
+        except LaminaError:
+            return []
+        rows = s.execute(
+            select(catalog.Source, catalog.VersionSource.revision)
+            .join(catalog.VersionSource, catalog.VersionSource.source_id == catalog.Source.id)
+            .where(catalog.VersionSource.version_id == version.id)
+        ).all()
+        return [{**src.provenance(), "revision": rev, "path": src.name} for src, rev in rows]
+
+
+def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_id: str, user: str) -> dict:
+    base = run.get("base") or {}
+    return {
+        "name": name,
+        "run_id": run.get("id", run_dir.name),
+        "run_dir": str(run_dir),
+        "mlflow_run_id": mlflow_run_id,
+        "dataset_version": tracking.dataset_version(run),
+        "data": run.get("data"),
+        "sources": dataset_sources(tracking.dataset_version(run)),
+        "parent": parent_of(run),
+        "base": {"ref": base.get("ref"), "path": base.get("path")},
+        "trained_by": run.get("user"),
+        "registered_by": user,
+        "registered": now(),
+        "gate": {"passed": gate.get("passed"), "sha256": sha256_file(run_dir / "eval" / "gate.json")},
+        "signer": signing.fingerprint(),
+        "artifact": artifact_kind(run_dir),
+    }
+
+
+def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict) -> None:
+    """Copy, card and sign into a temp sibling; renamed into place whole or not at all."""
+    secrets = tracking.secret_values()
+    with atomic_dir(target) as tmp:
+        shutil.copytree(run_dir / lineage["artifact"], tmp / lineage["artifact"])
+        if (run_dir / "tokenizer").is_dir():
+            shutil.copytree(run_dir / "tokenizer", tmp / "tokenizer")
+        shutil.copytree(run_dir / "eval", tmp / "eval")
+        for name in COPIED_FILES:
+            if (run_dir / name).is_file():
+                data = (run_dir / name).read_bytes()
+                if name.endswith((".json", ".yaml", ".jsonl")):
+                    data = tracking.redact(data.decode(), secrets).encode()
+                (tmp / name).write_bytes(data)
+        write_json(tmp / "lineage.json", lineage)
+        write_text(tmp / "README.md", cards.render(lineage, run, read_json(tmp / "eval" / "gate.json")))
+        crashpoint("register.copied")
+        signing.sign_dir(tmp)
+
+
+def version_tags(lineage: dict, run: dict) -> dict[str, str]:
+    base_tags = tracking.run_tags(run, Path(lineage["run_dir"]))
+    tags = {
+        k: v for k, v in base_tags.items() if k.startswith(("lamina.base.", "lamina.data.", "lamina.code."))
+    }
+    parent = lineage["parent"]
+    tags.update(
+        {
+            "lamina.run_id": str(lineage["run_id"]),
+            "lamina.mlflow_run_id": lineage["mlflow_run_id"],
+            "lamina.dataset_version": str(lineage["dataset_version"]),
+            "lamina.parent": f"{parent['name']}/{parent['version']}" if parent else "none",
+            "lamina.gate": "passed",
+            "lamina.gate_sha256": lineage["gate"]["sha256"],
+            "lamina.trained_by": str(lineage["trained_by"]),
+            "lamina.registered_by": lineage["registered_by"],
+            "lamina.signer": lineage["signer"],
+            "lamina.artifact": lineage["artifact"],
+        }
+    )
+    return tags
+
+
+def register(run_dir: str | os.PathLike, name: str) -> dict:
+    """Register a completed run whose gate passed; returns {name, version, path}."""
+    from mlflow.exceptions import MlflowException
+
+    user = access.require("register")
+    check_name(name)
+    run_dir = Path(run_dir).resolve()
+    run = tracking.read_run(run_dir)
+    gate = read_gate(run_dir / "eval" / "gate.json")
+    artifact_kind(run_dir)
+    signing.ensure_keys()
+    mlflow_run_id = tracking.log_run(run_dir)
+    lineage = lineage_record(name, run_dir, run, gate, mlflow_run_id, user)
+    target = registry_root() / name / f"{lineage['run_id']}-{uuid.uuid4().hex[:8]}"
+    c = tracking.client()
+    with model_lock(name), tracking.server_errors(f"registering {name}"):
+        build_version_dir(target, run_dir, lineage, run)
+        crashpoint("register.signed")
+        try:
+            c.get_registered_model(name)
+        except MlflowException:
+            c.create_registered_model(name, tags={"lamina.created_by": user})
+        mv = c.create_model_version(
+            name,
+            source=str(target),
+            run_id=mlflow_run_id,
+            tags=version_tags(lineage, run),
+            description=f"Lamina run {lineage['run_id']}",
+        )
+    audit.record(
+        "register", user=user, name=name, version=int(mv.version), run=lineage["run_id"], path=str(target)
+    )
+    return {"name": name, "version": int(mv.version), "path": str(target)}
+
+
+def get_version(name: str, version: int):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking.client().get_model_version(check_name(name), str(version))
+    except MlflowException:
+        raise LaminaError("no such registered version", f"{name}/{version}") from None
+
+
+def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
+    m = REF.match(ref or "")
+    if not m:
+        raise LaminaError("a registry reference is NAME@ALIAS or NAME/VERSION", f"ref {ref!r}")
+    return m["name"], m["alias"], int(m["version"]) if m["version"] else None
+
+
+def version_for(ref: str):
+    """The MLflow model version a reference names."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_ref(ref)
+    if alias is None:
+        return get_version(name, version)
+    try:
+        return tracking.client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise LaminaError(f"no version of {name} has alias {alias!r}", f"ref {ref!r}") from None
+
+
+def resolve(ref: str) -> Path:
+    """The verified artifact directory of `name@alias` or `name/version` (signature checked first)."""
+    mv = version_for(ref)
+    path = Path(mv.source)
+    if not path.is_dir():
+        raise LaminaError(f"the version's directory {path} is gone", f"ref {ref!r}")
+    signing.verify_dir(path)
+    return path

@@ -1,0 +1,47 @@
+"""Registry test fixtures: a pre-migrated MLflow store per test, a policy with one person per
+role, a signing key, and two passing runs."""
+
+from __future__ import annotations
+
+import pytest
+from registry_runs import make_run
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """Two passing runs by alice; the workspace policy: alice trainer, bob approver, root admin."""
+    monkeypatch.setenv("LAMINA_USER", "admin")
+    from lamina.governance import access
+    from lamina.registry import signing
+
+    access.init_policy("admin")
+    for user, role in (("alice", "trainer"), ("bob", "approver"), ("dana", "deployer"), ("vera", "viewer")):
+        access.grant(user, role)
+    signing.init_keys()
+    monkeypatch.setenv("LAMINA_USER", "alice")
+    return make_run(tmp_path / "runs", "run-a", seed=0), make_run(tmp_path / "runs", "run-b", seed=1)
+
+
+@pytest.fixture(scope="session")
+def _pristine_store(tmp_path_factory):
+    """An empty, migrated MLflow sqlite store, made once: creating one costs seconds."""
+    import os
+
+    from lamina.registry import tracking
+
+    home = tmp_path_factory.mktemp("mlflow-template")
+    previous = os.environ.get("LAMINA_HOME")
+    os.environ["LAMINA_HOME"] = str(home)
+    try:
+        tracking.client().search_experiments()
+    finally:
+        os.environ["LAMINA_HOME"] = previous or ""
+    return home / "mlflow" / "mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _store(_pristine_store, workspace):
+    import shutil
+
+    (workspace / "mlflow").mkdir(parents=True, exist_ok=True)
+    shutil.copy(_pristine_store, workspace / "mlflow" / "mlflow.db")

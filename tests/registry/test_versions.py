@@ -1,0 +1,159 @@
+"""Register, promote, roll back, resolve: gates, signatures, roles and four eyes enforced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from registry_runs import make_run
+
+from lamina.errors import LaminaError
+from lamina.governance import audit
+from lamina.registry import aliases, resolve, signing, tracking, versions
+
+
+def _as(monkeypatch, user):
+    monkeypatch.setenv("LAMINA_USER", user)
+
+
+def _registry_entries(name="tickets"):
+    root = versions.registry_root() / name
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_register_creates_signed_carded_version_with_lineage_tags(runs):
+    run_a, _ = runs
+    result = versions.register(run_a, "tickets")
+    assert result["version"] == 1
+    path = Path(result["path"])
+    assert signing.verify_dir(path) == signing.fingerprint()
+    assert (path / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        run_a / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+    card = (path / "README.md").read_text()
+    assert card.startswith("---\nbase_model: tiny\nbase_model_relation: adapter\n")
+    assert "## Governance" in card and "Gate verdict: passed (1/1 checks passed" in card
+    assert f"sha256:{signing.fingerprint()}" in card
+    mv = tracking.client().get_model_version("tickets", "1")
+    assert Path(mv.source) == path
+    assert mv.tags["lamina.dataset_version"] == "ds-tickets-001"
+    assert mv.tags["lamina.run_id"] == "run-a"
+    assert mv.tags["lamina.trained_by"] == "alice"
+    assert mv.tags["lamina.gate"] == "passed"
+    assert mv.tags["lamina.parent"] == "none"
+    assert mv.run_id == mv.tags["lamina.mlflow_run_id"]
+    last = audit.log_path().read_text().splitlines()[-1]
+    assert json.loads(last)["action"] == "register" and json.loads(last)["details"]["version"] == 1
+
+
+def test_failed_gate_is_refused_and_nothing_is_made(runs, tmp_path):
+    failing = make_run(tmp_path / "more", "run-f", passed=False)
+    with pytest.raises(
+        LaminaError, match=r"gate.json: the gate did not pass \(failed: task.exact_match >= 0.5\)"
+    ):
+        versions.register(failing, "tickets")
+    assert tracking.client().search_registered_models() == []
+    assert _registry_entries() == []
+
+
+def test_missing_gate_is_refused(runs):
+    run_a, _ = runs
+    (run_a / "eval" / "gate.json").unlink()
+    with pytest.raises(LaminaError, match=r"gate.json: no gate result"):
+        versions.register(run_a, "tickets")
+    assert tracking.client().search_registered_models() == []
+
+
+def test_viewer_cannot_register(runs, monkeypatch):
+    _as(monkeypatch, "vera")
+    with pytest.raises(LaminaError, match=r"user 'vera' \(roles: viewer\) lacks permission 'register'"):
+        versions.register(runs[0], "tickets")
+    assert tracking.client().search_registered_models() == []
+    assert json.loads(audit.log_path().read_text().splitlines()[-1])["action"] == "denied"
+
+
+def test_bad_name_is_refused(runs):
+    with pytest.raises(LaminaError, match=r"name '../x'"):
+        versions.register(runs[0], "../x")
+
+
+def test_promote_four_eyes_and_roles(runs, monkeypatch):
+    versions.register(runs[0], "tickets")
+    # alice trained it; even holding the approver role she cannot approve it for production.
+    _as(monkeypatch, "admin")
+    from lamina.governance import access
+
+    access.grant("alice", "approver")
+    _as(monkeypatch, "alice")
+    with pytest.raises(LaminaError, match=r"four-eyes policy: 'alice' trained this version"):
+        aliases.promote("tickets", 1, "production")
+    assert aliases.current("tickets", "production") is None
+    aliases.promote("tickets", 1, "staging")  # staging needs no second person
+    assert aliases.current("tickets", "staging") == 1
+    _as(monkeypatch, "dana")
+    with pytest.raises(LaminaError, match=r"lacks permission 'promote.production'"):
+        aliases.promote("tickets", 1, "production")
+    _as(monkeypatch, "bob")
+    move = aliases.promote("tickets", 1, "production", reason="ship it")
+    assert (move["from"], move["to"], move["user"]) == (None, 1, "bob")
+    assert aliases.current("tickets", "production") == 1
+    with pytest.raises(LaminaError, match=r"unknown alias"):
+        aliases.promote("tickets", 1, "v3")
+
+
+def test_promote_refuses_tampered_version(runs, monkeypatch):
+    path = Path(versions.register(runs[0], "tickets")["path"])
+    (path / "adapter" / "adapter_config.json").write_text('{"r": 64}')
+    _as(monkeypatch, "bob")
+    with pytest.raises(LaminaError, match=r"changed file adapter/adapter_config.json"):
+        aliases.promote("tickets", 1, "production")
+    assert aliases.current("tickets", "production") is None
+
+
+def test_rollback_points_back_and_history_records_every_move(runs, monkeypatch):
+    versions.register(runs[0], "tickets")
+    versions.register(runs[1], "tickets")
+    _as(monkeypatch, "bob")
+    aliases.promote("tickets", 1, "production", reason="first")
+    aliases.promote("tickets", 2, "production", reason="second")
+    _as(monkeypatch, "dana")
+    with pytest.raises(LaminaError, match=r"needs a reason"):
+        aliases.rollback("tickets", "production", "  ")
+    move = aliases.rollback("tickets", "production", reason="v2 answers in the wrong format")
+    assert (move["from"], move["to"]) == (2, 1)
+    assert aliases.current("tickets", "production") == 1
+    with pytest.raises(LaminaError, match=r"no earlier version was at production"):
+        aliases.rollback("tickets", "production", reason="again")
+    events = aliases.history("tickets")
+    assert [(e["op"], e.get("from"), e.get("to", e.get("version"))) for e in events] == [
+        ("register", None, 1),
+        ("register", None, 2),
+        ("promote", None, 1),
+        ("promote", 1, 2),
+        ("rollback", 2, 1),
+    ]
+    assert events[-1]["reason"] == "v2 answers in the wrong format" and events[-1]["user"] == "dana"
+    assert audit.verify().ok
+
+
+def test_trainer_cannot_roll_back(runs, monkeypatch):
+    with pytest.raises(LaminaError, match=r"'alice' \(roles: trainer\) lacks permission 'rollback'"):
+        aliases.rollback("tickets", "production", reason="x")
+
+
+def test_resolve_verifies_before_returning(runs, monkeypatch):
+    path = Path(versions.register(runs[0], "tickets")["path"])
+    _as(monkeypatch, "bob")
+    aliases.promote("tickets", 1, "production")
+    assert resolve("tickets@production") == path
+    assert resolve("tickets/1") == path
+    (path / "tokenizer" / "extra.json").write_text("{}")
+    with pytest.raises(LaminaError, match=r"added file tokenizer/extra.json"):
+        resolve("tickets@production")
+    with pytest.raises(LaminaError, match=r"no version of tickets has alias 'staging'"):
+        resolve("tickets@staging")
+    with pytest.raises(LaminaError, match=r"ref 'tickets'"):
+        resolve("tickets")
+    with pytest.raises(LaminaError, match=r"tickets/9: no such registered version"):
+        resolve("tickets/9")

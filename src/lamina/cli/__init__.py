@@ -9,6 +9,8 @@ from lamina.errors import LaminaError
 
 # Importing a module registers its commands on `app`.
 from lamina.cli import train as _train  # noqa: F401,E402
+from lamina.cli import keys as _keys  # noqa: F401,E402
+from lamina.cli import registry as _registry  # noqa: F401,E402
 from lamina.cli import data as _data  # noqa: F401,E402
 
 

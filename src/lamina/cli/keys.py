@@ -21,7 +21,9 @@ def keys_init(force: bool = typer.Option(False, "--force", help="Replace an exis
     info = signing.init_keys(force=force)
     audit.record("keys.init", user=user, fingerprint=info["fingerprint"], replaced=force)
     out.print(
-        f"signing key: {info['private']}\npublic key:  {info['public']}\nfingerprint: sha256:{info['fingerprint']}"
+        f"signing key: {info['private']}\npublic key:  {info['public']}\nfingerprint: sha256:{info['fingerprint']}",
+        soft_wrap=True,
+        highlight=False,
     )
 
 
@@ -42,7 +44,9 @@ def init():
         audit.record("keys.init", user=user, fingerprint=info["fingerprint"], replaced=False)
         created.append(f"signing key sha256:{info['fingerprint']}")
     crypto.load_master_key(create=True)
-    out.print(f"workspace {workspace.home()}: " + ("; ".join(created) or "already initialised"))
+    out.print(
+        f"workspace {workspace.home()}: " + ("; ".join(created) or "already initialised"), soft_wrap=True
+    )
 
 
 @keys_app.command("rotate")

@@ -21,7 +21,7 @@ def _emit(obj, as_json: bool, text: str) -> None:
     if as_json:
         out.print_json(json.dumps(obj, default=str))
     else:
-        out.print(text, highlight=False, markup=False)
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -121,7 +121,7 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
 
     path = Path(target) if Path(target).is_dir() else Path(versions.version_for(target).source)
     signer = signing.verify_dir(path)
-    out.print(f"{path}: signature valid (signer sha256:{signer})", highlight=False)
+    out.print(f"{path}: signature valid (signer sha256:{signer})", highlight=False, soft_wrap=True)
 
 
 @audit_app.command("verify")

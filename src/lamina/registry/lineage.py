@@ -93,6 +93,7 @@ def for_dataset(dataset: str) -> dict:
                     {"mlflow_run_id": r.info.run_id, "run_id": r.data.tags.get("lamina.run_id"), "via": None}
                 )
         versions += [(mv, None) for mv in c.search_model_versions(query)]
+    versions.sort(key=lambda item: (item[0].name, int(item[0].version)))
     out, seen = [], set()
     while versions:
         mv, via = versions.pop(0)
@@ -104,7 +105,8 @@ def for_dataset(dataset: str) -> dict:
             {
                 "version": key,
                 "run_id": mv.tags.get("lamina.run_id"),
-                "aliases": sorted(mv.aliases or []),
+                # search results carry no aliases; a direct get does
+                "aliases": sorted(c.get_model_version(mv.name, mv.version).aliases or []),
                 "via": via,
             }
         )

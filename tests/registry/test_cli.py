@@ -1,0 +1,83 @@
+"""The registry commands through `lamina.cli.main`: results on stdout, refusals as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from lamina.governance import audit
+
+
+@pytest.fixture
+def lamina(monkeypatch, capsys):
+    from lamina.cli import main
+
+    def call(*args: str, user: str = "alice") -> tuple[int, str, str]:
+        monkeypatch.setenv("LAMINA_USER", user)
+        monkeypatch.setattr(sys, "argv", ["lamina", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call
+
+
+def test_release_cycle_through_the_cli(runs, lamina):
+    run_a, run_b = runs
+    code, out, _ = lamina("register", str(run_a), "--name", "tickets", "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+    assert lamina("register", str(run_b), "--name", "tickets")[1].startswith("registered tickets/2 at ")
+    assert (
+        lamina("promote", "tickets", "1", "--to", "production", user="bob")[1].strip()
+        == "tickets@production: - -> 1"
+    )
+    assert lamina("promote", "tickets", "2", "--to", "production", user="bob")[0] == 0
+    code, out, _ = lamina(
+        "rollback", "tickets", "--alias", "production", "--reason", "bad answers", user="dana"
+    )
+    assert (code, out.strip()) == (0, "tickets@production: 2 -> 1 (rolled back: bad answers)")
+    code, out, _ = lamina("history", "tickets", "--json")
+    assert [e["op"] for e in json.loads(out)] == ["register", "register", "promote", "promote", "rollback"]
+    code, out, _ = lamina("lineage", "tickets@production")
+    assert code == 0 and "run      run-a" in out and "aliases  production" in out
+    code, out, _ = lamina("lineage", "--dataset", "ds-tickets-001", "--json")
+    assert [v["version"] for v in json.loads(out)["versions"]] == ["tickets/1", "tickets/2"]
+    code, out, _ = lamina("verify", "tickets@production")
+    assert code == 0 and "signature valid" in out
+    code, out, _ = lamina("audit", "verify", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    actions = [json.loads(line)["action"] for line in audit.log_path().read_text().splitlines()]
+    assert actions[-5:] == ["register", "register", "promote", "promote", "rollback"]
+
+
+def test_refusal_is_one_line_exit_2(runs, lamina):
+    code, out, err = lamina("register", str(runs[0]), "--name", "tickets", user="vera")
+    assert code == 2
+    assert "lacks permission 'register'" in err and "Traceback" not in err and out == ""
+    code, _, err = lamina("promote", "tickets", "1", "--to", "prod", user="bob")
+    assert code == 2 and "unknown alias; use one of staging, production" in err
+    code, _, err = lamina("lineage")
+    assert code == 2 and "give either a reference" in err
+
+
+def test_audit_verify_exit_1_on_tampering(runs, lamina):
+    lamina("register", str(runs[0]), "--name", "tickets")
+    lines = audit.log_path().read_text().splitlines()
+    audit.log_path().write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    code, out, _ = lamina("audit", "verify")
+    assert code == 1 and "entries deleted: seq 2" in out
+
+
+def test_keys_init_refuses_overwrite(lamina, monkeypatch):
+    code, out, _ = lamina("init", user="founder")
+    assert code == 0 and "admin: founder" in out
+    code, _, err = lamina("keys", "init", user="founder")
+    assert code == 2 and "already exists" in err
+    code, out, _ = lamina("keys", "init", "--force", user="founder")
+    assert code == 0 and "fingerprint: sha256:" in out

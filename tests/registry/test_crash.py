@@ -1,0 +1,63 @@
+"""Killing register or promote mid-way (SIGKILL at each step boundary) leaves no half-made
+version and the alias where it was."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lamina.errors import LaminaError
+from lamina.registry import aliases, resolve, tracking, versions
+
+
+def _run_killed(code: str, crash_at: str, user: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LAMINA_CRASH_AT": crash_at, "LAMINA_USER": user}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("point", ["register.copied", "register.signed"])
+def test_register_killed_leaves_no_version(runs, point):
+    run_a, _ = runs
+    _run_killed(
+        f"from lamina.registry import versions; versions.register({str(run_a)!r}, 'tickets')", point, "alice"
+    )
+    c = tracking.client()
+    assert [
+        mv for rm in c.search_registered_models() for mv in c.search_model_versions(f"name = '{rm.name}'")
+    ] == []
+    with pytest.raises(LaminaError):
+        resolve("tickets/1")
+    # What may be left is a directory nothing points at; the next register is unaffected.
+    again = versions.register(run_a, "tickets")
+    assert again["version"] == 1 and resolve("tickets/1") == Path(again["path"])
+
+
+def test_promote_killed_before_alias_moves_leaves_alias_and_history(runs, monkeypatch):
+    versions.register(runs[0], "tickets")
+    versions.register(runs[1], "tickets")
+    monkeypatch.setenv("LAMINA_USER", "bob")
+    aliases.promote("tickets", 1, "production")
+    code = "from lamina.registry import aliases; aliases.promote('tickets', 2, 'production')"
+    _run_killed(code, "promote.pending", "bob")
+    assert aliases.current("tickets", "production") == 1
+    assert [(m["op"], m["to"]) for m in aliases.moves("tickets")] == [("promote", 1)]
+    # and the pending record does not confuse a later promote or rollback
+    aliases.promote("tickets", 2, "production")
+    monkeypatch.setenv("LAMINA_USER", "dana")
+    assert aliases.rollback("tickets", "production", reason="test")["to"] == 1
+
+
+def test_promote_killed_after_alias_moved_is_settled_as_done(runs, monkeypatch):
+    versions.register(runs[0], "tickets")
+    code = "from lamina.registry import aliases; aliases.promote('tickets', 1, 'production')"
+    _run_killed(code, "promote.aliased", "bob")
+    assert aliases.current("tickets", "production") == 1
+    moves = aliases.moves("tickets")
+    assert [(m["op"], m["to"], m["state"], m.get("settled")) for m in moves] == [("promote", 1, "done", True)]

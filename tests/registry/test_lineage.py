@@ -1,0 +1,64 @@
+"""Lineage back from a version to its data, and forward from a dataset version to every model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from registry_runs import make_run
+
+from lamina.errors import LaminaError
+from lamina.registry import aliases, lineage, versions
+
+
+@pytest.fixture
+def chain(runs, tmp_path, monkeypatch):
+    """tickets/1 from run-a on ds-1; tickets/2 fine-tuned from tickets/1's directory on ds-2."""
+    v1 = versions.register(make_run(tmp_path / "l", "run-1", dataset="ds-1"), "tickets")
+    child = make_run(tmp_path / "l", "run-2", dataset="ds-2", base_path=v1["path"], seed=3)
+    v2 = versions.register(child, "tickets")
+    versions.register(make_run(tmp_path / "l", "run-3", dataset="ds-other", seed=4), "other")
+    monkeypatch.setenv("LAMINA_USER", "bob")
+    aliases.promote("tickets", 2, "production")
+    return v1, v2
+
+
+def test_lineage_follows_parent_versions_back_to_data(chain):
+    info = lineage.lineage("tickets@production")
+    assert [(n["name"], n["version"], n["dataset_version"]) for n in info["chain"]] == [
+        ("tickets", 2, "ds-2"),
+        ("tickets", 1, "ds-1"),
+    ]
+    assert info["chain"][0]["parent"] == {"name": "tickets", "version": 1}
+    assert info["chain"][0]["aliases"] == ["production"]
+    text = lineage.render(info)
+    lines = [line.strip() for line in text.splitlines()]
+    # oldest first: source -> dataset -> run -> version -> aliases, then the child
+    assert lines.index(
+        "dataset  ds-1 (train sha256 " + info["chain"][1]["data"]["train_sha256"][:16] + "…)"
+    ) < lines.index(next(ln for ln in lines if ln.startswith("run      run-2")))
+    assert "aliases  production" in lines
+    assert any(ln.startswith("version  tickets/2 (gate passed") for ln in lines)
+
+
+def test_lineage_by_dataset_lists_runs_and_descendant_versions(chain):
+    info = lineage.for_dataset("ds-1")
+    assert [r["run_id"] for r in info["runs"]] == ["run-1"]
+    assert [(v["version"], v["via"]) for v in info["versions"]] == [
+        ("tickets/1", None),
+        ("tickets/2", "tickets/1"),
+    ]
+    assert (
+        "tickets/2 from run run-2 (through parent tickets/1); aliases: production"
+        in lineage.render_dataset(info)
+    )
+    assert lineage.for_dataset("ds-2")["versions"][0]["version"] == "tickets/2"
+    assert lineage.for_dataset("ds-none") == {"dataset": "ds-none", "runs": [], "versions": []}
+
+
+def test_lineage_refuses_tampered_lineage_record(chain):
+    v1, _ = chain
+    record = Path(v1["path"]) / "lineage.json"
+    record.write_text(record.read_text().replace("ds-1", "ds-X"))
+    with pytest.raises(LaminaError, match=r"changed file lineage.json"):
+        lineage.lineage("tickets/2")

@@ -136,7 +136,7 @@ class IntakeSpec(Strict):
         0.8, gt=0, le=1, description="MinHash Jaccard above which records are near-duplicates; 1.0 = exact only."
     )
     dedup_num_perm: int = Field(64, ge=16, le=512)
-    dedup_shingle: int = Field(5, ge=1, description="Word n-gram size for near-duplicate shingles.")
+    dedup_shingle: int = Field(3, ge=1, description="Word n-gram size for near-duplicate shingles (short records: small n).")
     contamination_ngram: int = Field(8, ge=3, description="Word n-gram size for the eval-overlap check.")
     contamination_threshold: float = Field(
         0.5, gt=0, le=1, description="Share of a record's n-grams found in eval sets that marks it contaminated."

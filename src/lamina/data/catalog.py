@@ -135,10 +135,10 @@ def get_source(s: Session, name: str) -> Source:
 
 
 def resolve_version(s: Session, ref: str) -> Version:
-    """A version by full id, unique id prefix (8+ characters), or name (its newest version)."""
-    by_name = s.scalars(
-        select(Version).where(Version.name == ref).order_by(Version.created_at.desc())
-    ).first()
+    """A version by full id, unique id prefix (8+ characters), or name (its current version)."""
+    # The current version of that name; timestamps alone tie within a second.
+    order = ((Version.status == "current").desc(), Version.created_at.desc())
+    by_name = s.scalars(select(Version).where(Version.name == ref).order_by(*order)).first()
     if by_name is not None:
         return by_name
     if len(ref) >= 8:

@@ -1,1 +1,23 @@
-"""Intake: raw sources -> a masked, deduplicated, versioned dataset."""
+"""Intake: raw sources -> a masked, deduplicated, versioned dataset.
+
+The entry points are re-exported lazily: importing Presidio costs seconds, and code that only
+needs the recipe models should not pay for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def prepare_for_training(recipe: Any) -> Any:
+    """See `lamina.data.intake.training.prepare_for_training`."""
+    from lamina.data.intake.training import prepare_for_training as run
+
+    return run(recipe)
+
+
+def demo_intake(records_path: Any, **kw: Any) -> dict:
+    """See `lamina.data.intake.demo.demo_intake`."""
+    from lamina.data.intake.demo import demo_intake as run
+
+    return run(records_path, **kw)

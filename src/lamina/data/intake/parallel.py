@@ -9,20 +9,32 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from lamina.data.intake.normalize import map_texts, normalize_text
-from lamina.data.intake.pii import Masker
 from lamina.recipe import IntakeSpec
 
 _STATE: dict[str, Any] = {}
 
 
-def init_worker(spec_json: str, hmac_key: bytes) -> None:
+def _skip_heavy_imports() -> None:
+    """Presidio imports transformers (and so torch) for an NLP engine we never use: 8 s of a
+    worker's start-up on these machines, against about 1 s without. Both are optional to
+    Presidio (it catches the ImportError), so a fresh worker process marks them absent."""
+    for name in ("transformers", "torch"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def init_worker(spec_json: str, hmac_key: bytes, subprocess: bool = False) -> None:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    if subprocess:
+        _skip_heavy_imports()
+    from lamina.data.intake.pii import Masker
+
     spec = IntakeSpec.model_validate_json(spec_json)
     _STATE["spec"] = spec
     _STATE["masker"] = Masker(spec.pii, hmac_key) if spec.pii.enabled else None
@@ -32,7 +44,7 @@ def process_batch(batch: list[tuple[Any, dict]]) -> list[tuple[Any, dict, dict[s
     """Each (tag, record) -> (tag, normalised and masked record, findings per entity, changed by
     normalising). The tag travels through untouched."""
     spec: IntakeSpec = _STATE["spec"]
-    masker: Masker | None = _STATE["masker"]
+    masker = _STATE["masker"]  # a pii.Masker, or None when masking is off
     out = []
     for tag, rec in batch:
         norm = map_texts(rec, lambda t: normalize_text(t, spec.unicode_form))
@@ -70,7 +82,9 @@ def ordered_map(
         return
     inflight = inflight or 2 * workers
     ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's or sqlite's state
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=initargs) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=init_worker, initargs=(*initargs, True)
+    ) as pool:
         pending: deque[Future] = deque()
         for batch in batches:
             pending.append(pool.submit(fn, batch))

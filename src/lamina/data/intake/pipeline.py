@@ -28,7 +28,7 @@ from lamina.data.cards import render_card
 from lamina.data.formats import Example, iter_jsonl, record_to_json
 from lamina.data.intake.contamination import EvalIndex
 from lamina.data.intake.dedup import Deduper
-from lamina.data.intake.normalize import content_text, normalize_text
+from lamina.data.intake.normalize import content_text
 from lamina.data.intake.parallel import batched, ordered_map, process_batch, worker_count
 from lamina.data.intake.pii import active_entities
 from lamina.data.intake.sources import iter_source_records
@@ -115,10 +115,19 @@ def _pass1(sources, spec: IntakeSpec, key: bytes, stage: Path, progress: Callabl
     return stats, index
 
 
-def _index_eval_files(index: EvalIndex, files: list[str], fmt: str, form: str) -> None:
-    for path in files:
-        for _, rec in iter_jsonl(path, fmt):
-            index.add(normalize_text(content_text(record_to_json(rec)), form))
+def _index_eval_files(index: EvalIndex, spec: IntakeSpec, fmt: str, key: bytes) -> None:
+    """Index the recipe's eval files, normalised and masked like the training records, so
+    that a leaked record matches its masked copy."""
+    if not spec.contamination_eval:
+        return
+    records = (
+        ((None, None), record_to_json(rec))
+        for path in spec.contamination_eval
+        for _, rec in iter_jsonl(path, fmt)
+    )
+    for results in ordered_map(process_batch, batched(records, spec.batch), 1, (spec.model_dump_json(), key)):
+        for _, rec, _, _ in results:
+            index.add(content_text(rec))
 
 
 def _pass2(stage: Path, spec: IntakeSpec, index: EvalIndex) -> tuple[dict, set[str]]:
@@ -216,7 +225,7 @@ def run_intake(
     stage = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))
     try:
         stats, index = _pass1(sources, spec, key, stage, progress)
-        _index_eval_files(index, spec.contamination_eval, eval_format, spec.unicode_form)
+        _index_eval_files(index, spec, eval_format, key)
         contam, subjects = _pass2(stage, spec, index)
         subjects |= stats.eval_subjects
         if contam["train_after"] == 0:

@@ -1,0 +1,63 @@
+"""The seam to training: raw recipe files go through intake; licences are enforced."""
+
+from __future__ import annotations
+
+import pytest
+from intake_fixtures import info, tickets, write_jsonl
+
+from lamina.data import catalog
+from lamina.data.intake import prepare_for_training
+from lamina.data.intake.pipeline import run_intake
+from lamina.data.intake.sources import add_source
+from lamina.errors import LaminaError
+from lamina.recipe import parse_recipe
+
+
+def _recipe(**data):
+    return parse_recipe({"name": "r", "data": data, "intake": {"workers": 1}})
+
+
+def test_raw_files_without_a_licence_are_refused_and_nothing_registered(corpus):
+    with pytest.raises(LaminaError, match="^data.licence: raw data file .* has no licence"):
+        prepare_for_training(_recipe(train=str(corpus)))
+    assert catalog.snapshot_table()["sources"] == []
+
+
+def test_raw_files_are_taken_in_and_only_masked_records_come_back(corpus, tmp_path):
+    held = write_jsonl(tmp_path / "held.jsonl", tickets(10, seed=4))
+    prepared = prepare_for_training(_recipe(train=str(corpus), eval=str(held), licence="mit"))
+    assert len(prepared.eval) >= 10 and len(prepared.train) + len(prepared.eval) == 130
+    assert prepared.format == "chat" and prepared.manifest["id"] == prepared.version_id
+    flat = str(prepared.train) + str(prepared.eval)
+    assert "@example" not in flat and "<EMAIL_ADDRESS>" in flat
+    roles = {s["name"].split("-")[0]: s["role"] for s in prepared.manifest["sources"]}
+    assert roles == {"tickets": "auto", "held": "eval"}
+    # The same files again reuse the registered sources and give the same version.
+    again = prepare_for_training(_recipe(train=str(corpus), eval=str(held), licence="mit"))
+    assert again.version_id == prepared.version_id
+    assert len(catalog.snapshot_table()["sources"]) == 2
+
+
+def test_licence_outside_the_recipe_list_names_the_source(corpus):
+    src = add_source(corpus, info("scraped", licence="cc-by-nc-4.0"))
+    run_intake("scraped-set", [(src, "auto")], _recipe(dataset="x").intake)
+    with pytest.raises(
+        LaminaError, match="^source scraped: licence 'cc-by-nc-4.0' of source 'scraped' is not accepted"
+    ):
+        prepare_for_training(_recipe(dataset="scraped-set"))
+    ok = parse_recipe(
+        {"data": {"dataset": "scraped-set"}, "intake": {"workers": 1, "licences": ["cc-by-nc-4.0"]}}
+    )
+    assert prepare_for_training(ok).manifest["name"] == "scraped-set"
+
+
+def test_dataset_by_id_prefix_and_withdrawn_versions(source):
+    from lamina.data.intake.withdraw import forget_subject
+
+    v1 = run_intake("tk", [(source, "auto")], _recipe(dataset="x").intake)
+    assert prepare_for_training(_recipe(dataset=v1.version_id[:12])).version_id == v1.version_id
+    forget_subject("subject-1")
+    with pytest.raises(LaminaError, match="^data.dataset: dataset version .* was withdrawn"):
+        prepare_for_training(_recipe(dataset=v1.version_id[:12]))
+    with pytest.raises(LaminaError, match="^data.dataset: no dataset version or name 'nope'"):
+        prepare_for_training(_recipe(dataset="nope"))

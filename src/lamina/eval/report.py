@@ -1,0 +1,240 @@
+"""The evaluation's outputs: report.json (every number), gate.json (the verdict the registry
+reads) and report.html (one self-contained file: inline CSS and SVG, no scripts, no links).
+
+The three are written together into one directory with `atomic_dir`, so a reader never sees
+a verdict without its report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from pathlib import Path
+
+from lamina.eval import svg
+from lamina.fsio import atomic_dir, write_json, write_text
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;color:#111;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}
+th{background:#f4f4f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{font-size:1.4rem;font-weight:700;padding:.8rem 1rem;border-radius:6px;margin:1rem 0}
+.pass{background:#dcfce7;color:#14532d}.fail{background:#fee2e2;color:#7f1d1d}
+.ok{color:#15803d;font-weight:600}.bad{color:#b91c1c;font-weight:600}
+pre{white-space:pre-wrap;background:#f8f8f8;padding:.3rem;margin:0;font-size:.8rem}.muted{color:#666;font-size:.85rem}
+"""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def training_history(run_dir: Path | None) -> list[dict]:
+    path = (run_dir or Path("/nonexistent")) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash mid-write; the rest is still a curve
+    return rows
+
+
+def build(plan, results: dict, candidate: dict, checks: list, targets: list[tuple[str, str, Path]]) -> dict:
+    """The report document; `plan` is a harness.Plan, `candidate` the candidate's SuiteResults."""
+    from lamina.eval.harness import deltas
+
+    created = _now()
+    passed = bool(checks) and all(c.passed for c in checks)
+    gate = {
+        "passed": passed,
+        "checks": [c.as_dict() for c in checks],
+        "suites": plan.suites,
+        "created": created,
+        "results": results["candidate"],
+        "note": "" if checks else "no gates configured: nothing may be released without at least one gate",
+    }
+    run = plan.run or {}
+    return {
+        "created": created,
+        "candidate": {"ref": plan.ref, "path": str(plan.candidate), "run_id": run.get("id")},
+        "targets": [{"role": r, "ref": ref, "path": str(p)} for r, ref, p in targets],
+        "suites": plan.suites,
+        "spec": plan.spec.model_dump(mode="json"),
+        "results": results,
+        "deltas": {
+            "base": deltas(results["candidate"], results.get("base")),
+            "champion": deltas(results["candidate"], results.get("champion")),
+        },
+        "gate": gate,
+        "samples": {k: v.samples for k, v in candidate.items()},
+        "notes": {k: v.notes for k, v in candidate.items()},
+        "training": {
+            "history": training_history(plan.candidate if plan.run else None),
+            "run": {
+                k: run.get(k) for k in ("id", "name", "method", "tokens", "steps", "train_seconds", "device")
+            },
+        },
+        "seconds": round(time.time() - plan.started, 2),
+    }
+
+
+def write(out_dir: Path, doc: dict, run_dir: Path | None = None) -> None:
+    with atomic_dir(out_dir, replace=True) as tmp:
+        write_json(tmp / "report.json", doc)
+        write_json(tmp / "gate.json", doc["gate"])
+        write_text(tmp / "report.html", render_html(doc))
+
+
+def _cell(v) -> str:
+    if v is None:
+        return '<td class="num muted">n/a</td>'
+    if isinstance(v, float):
+        return f'<td class="num">{v:.4g}</td>'
+    return f'<td class="num">{escape(str(v))}</td>'
+
+
+def _checks_table(gate: dict) -> str:
+    if not gate["checks"]:
+        return f'<p class="muted">{escape(gate["note"])}</p>'
+    rows = "".join(
+        f"<tr><td><code>{escape(c['expr'])}</code></td>{_cell(c['value'])}{_cell(c['threshold'])}"
+        f'<td class="{"ok" if c["passed"] else "bad"}">{"pass" if c["passed"] else "FAIL"}</td>'
+        f'<td class="muted">{escape(c.get("note") or "")}</td></tr>'
+        for c in gate["checks"]
+    )
+    return f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>verdict</th><th></th></tr>{rows}</table>"
+
+
+def _metrics_tables(doc: dict) -> str:
+    res, d = doc["results"], doc["deltas"]
+    roles = [r for r in ("candidate", "base", "champion") if r in res]
+    out = []
+    for suite in doc["suites"]:
+        head = "".join(f"<th>{r}</th>" for r in roles) + "".join(
+            f"<th>&Delta; vs {r}</th>" for r in ("base", "champion") if d.get(r)
+        )
+        rows = []
+        for metric, value in res["candidate"].get(suite, {}).items():
+            cells = _cell(value) + "".join(_cell(res[r].get(suite, {}).get(metric)) for r in roles[1:])
+            cells += "".join(
+                _cell((d[r].get(suite) or {}).get(metric)) for r in ("base", "champion") if d.get(r)
+            )
+            rows.append(f"<tr><td>{escape(metric)}</td>{cells}</tr>")
+        notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in doc["notes"].get(suite, []))
+        out.append(
+            f"<h3>{escape(suite)}</h3><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>{notes}"
+        )
+    return "".join(out)
+
+
+def _delta_rows(doc: dict) -> list[tuple[str, dict[str, float]]]:
+    """Deltas of metrics on a 0..1 scale (rates, accuracies, AUCs): comparable on one axis."""
+    res, rows = doc["results"], []
+    for suite in doc["suites"]:
+        for metric, v in res["candidate"].get(suite, {}).items():
+            entry = {}
+            for ref in ("base", "champion"):
+                w = (res.get(ref) or {}).get(suite, {}).get(metric)
+                if all(isinstance(x, int | float) and 0 <= x <= 1 for x in (v, w)) and metric not in (
+                    "n",
+                    "pii_leaks",
+                ):
+                    entry[ref] = v - w
+            if entry:
+                rows.append((f"{suite}.{metric}", entry))
+    return rows
+
+
+def _samples(doc: dict) -> str:
+    out = []
+    for suite, items in doc["samples"].items():
+        if not items:
+            continue
+        keys = list(items[0])
+        head = "".join(f"<th>{escape(k)}</th>" for k in keys)
+        rows = "".join(
+            "<tr>" + "".join(f"<td><pre>{escape(str(it.get(k)))}</pre></td>" for k in keys) + "</tr>"
+            for it in items
+        )
+        out.append(f"<h3>{escape(suite)}</h3><table><tr>{head}</tr>{rows}</table>")
+    return "".join(out)
+
+
+def render_html(doc: dict) -> str:
+    gate = doc["gate"]
+    verdict = "PASSED" if gate["passed"] else "FAILED"
+    history = doc["training"]["history"]
+    curves = {
+        key: [(h["step"], h[key]) for h in history if isinstance(h.get(key), int | float) and "step" in h]
+        for key in ("loss", "eval_loss")
+    }
+    curve_svg = svg.line_chart({k: v for k, v in curves.items() if v}, "Training loss by step")
+    bars = svg.delta_bars(_delta_rows(doc), "Candidate minus baseline (metrics on a 0-1 scale)")
+    cand = doc["candidate"]
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Lamina evaluation: {verdict}</title>'
+        f"<style>{CSS}</style></head><body>"
+        f"<h1>Lamina evaluation report</h1>"
+        f'<p class="muted">candidate <code>{escape(cand["ref"])}</code> &middot; run {escape(str(cand["run_id"]))} '
+        f"&middot; {escape(doc['created'])} &middot; suites {escape(', '.join(doc['suites']))}</p>"
+        f'<div id="verdict" class="verdict {"pass" if gate["passed"] else "fail"}">Gate verdict: {verdict}</div>'
+        f"<h2>Gate checks</h2>{_checks_table(gate)}"
+        f"<h2>Metrics</h2>{_metrics_tables(doc)}"
+        f"<h2>Change against baselines</h2>{bars or '<p class=muted>no baseline to compare with</p>'}"
+        f"<h2>Training</h2>{curve_svg or '<p class=muted>no training curve (not a Lamina run)</p>'}"
+        f"<h2>Samples</h2>{_samples(doc)}"
+        f'<p class="muted">Compared: {escape(", ".join(t["role"] + " " + t["path"] for t in doc["targets"]))}. '
+        f"Evaluation took {doc['seconds']} s.</p></body></html>"
+    )
+
+
+def summary(doc: dict) -> dict:
+    """What `lamina eval --json` prints: the verdict, every number, where the files are."""
+    return {
+        "passed": doc["gate"]["passed"],
+        "checks": doc["gate"]["checks"],
+        "results": doc["results"],
+        "deltas": doc["deltas"],
+        "report": str(Path(doc["out_dir"]) / "report.html"),
+        "gate": str(Path(doc["out_dir"]) / "gate.json"),
+        "seconds": doc["seconds"],
+    }
+
+
+def print_summary(doc: dict, console) -> None:
+    """Each gate check on its own line with value, threshold and verdict, then the verdict."""
+    from rich.table import Table
+
+    table = Table(title="metrics", show_lines=False)
+    roles = [r for r in ("candidate", "base", "champion") if r in doc["results"]]
+    table.add_column("metric")
+    for r in roles:
+        table.add_column(r, justify="right")
+    for suite in doc["suites"]:
+        for metric in doc["results"]["candidate"].get(suite, {}):
+            cells = [doc["results"][r].get(suite, {}).get(metric) for r in roles]
+            table.add_row(f"{suite}.{metric}", *[_plain(c) for c in cells])
+    console.print(table)
+    gate = doc["gate"]
+    for c in gate["checks"]:
+        mark = "[green]PASS[/]" if c["passed"] else "[red]FAIL[/]"
+        note = f"  ({c['note']})" if c.get("note") else ""
+        console.print(
+            f"{mark}  {c['expr']}   value={_plain(c['value'])}  threshold={_plain(c['threshold'])}{note}"
+        )
+    if not gate["checks"]:
+        console.print(f"[yellow]{gate['note']}[/]")
+    verdict = "[bold green]PASSED[/]" if gate["passed"] else "[bold red]FAILED[/]"
+    console.print(f"gate verdict: {verdict}")
+    console.print(f"report: {Path(doc['out_dir']) / 'report.html'}")
+
+
+def _plain(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

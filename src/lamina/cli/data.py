@@ -20,7 +20,7 @@ def _emit(obj, as_json: bool, text: str) -> None:
     if as_json:
         out.print_json(json.dumps(obj, default=str))
     else:
-        out.print(text, highlight=False, markup=False)
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _intake_spec(recipe: Path | None):
@@ -169,6 +169,11 @@ def _withdrawal_text(report) -> str:
     lines += [
         f"  RETRAIN REQUIRED: run {r['run']} (trained on {r['dataset_version'][:12]})" for r in report.runs
     ]
+    for m in report.models:
+        aliases = ", ".join(m.get("aliases") or []) or "no alias"
+        lines.append(f"  RETRAIN REQUIRED: model {m['version']} ({aliases}) from run {m.get('run_id')}")
+    if report.lineage_note:
+        lines.append(f"  note: {report.lineage_note}")
     if len(lines) == 1:
         lines.append("  nothing held for it")
     return "\n".join(lines)

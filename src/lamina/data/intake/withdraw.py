@@ -33,9 +33,12 @@ class WithdrawalReport:
     sources: list[dict] = field(default_factory=list)  # {name, removed_records, revision}
     versions: list[dict] = field(default_factory=list)  # {old, name, new | None}
     runs: list[dict] = field(default_factory=list)  # {run, path, dataset_version}
+    models: list[dict] = field(default_factory=list)  # registered versions: {version, run_id, aliases, ...}
+    lineage_note: str | None = None  # why the registry could not be asked, if it could not
 
     def to_json(self) -> dict:
-        return {"reason": self.reason, "sources": self.sources, "versions": self.versions, "runs": self.runs}
+        keys = ("reason", "sources", "versions", "runs", "models", "lineage_note")
+        return {k: getattr(self, k) for k in keys}
 
 
 def _rewrite_snapshot(src: catalog.Source, subject: str, key: bytes) -> tuple[str, str, int, int]:
@@ -112,8 +115,33 @@ def _rebuild(version_ids: set[str], reason: str, exclude: set[int], report: With
         report.versions.append({"old": row.id, "name": row.name, "new": new_id})
 
 
+def _registry_lineage(report: WithdrawalReport, version_ids: set[str]) -> None:
+    """Add runs and registered model versions the MLflow lineage knows for `version_ids`
+    (runs logged elsewhere, and models fine-tuned from those models)."""
+    try:
+        from lamina.registry import lineage, tracking
+    except ImportError:
+        report.lineage_note = "registry lineage not installed; runs found from run.json files only"
+        return
+    uri = tracking.tracking_uri()
+    if tracking.is_embedded(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
+        return  # nothing was ever registered in this workspace
+    known = {r["run"] for r in report.runs}
+    try:
+        for vid in sorted(version_ids):
+            info = lineage.for_dataset(vid)
+            for r in info["runs"]:
+                if r["run_id"] and r["run_id"] not in known:
+                    known.add(r["run_id"])
+                    report.runs.append({"run": r["run_id"], "path": None, "dataset_version": vid})
+            report.models += [dict(m, dataset_version=vid) for m in info["versions"]]
+    except LaminaError as e:
+        report.lineage_note = f"registry lineage unavailable ({e}); runs found from run.json files only"
+
+
 def _finish(report: WithdrawalReport, version_ids: set[str]) -> WithdrawalReport:
     report.runs = runs_trained_on(version_ids)
+    _registry_lineage(report, version_ids)
     with catalog.session() as s:
         for run in report.runs:
             s.add(

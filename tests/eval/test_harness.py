@@ -5,6 +5,8 @@ with the verdict; bad input fails before anything is written."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -149,3 +151,39 @@ def test_malformed_canary_line_is_named(mini, tmp_path):
 def test_missing_model_directory_is_named(tmp_path):
     with pytest.raises(LaminaError, match="nope: no such model or run directory"):
         harness.run(str(tmp_path / "nope"), progress=False)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    assert Path(CHROMIUM).is_file(), "the browser test needs Debian's chromium: apt-get install -y chromium"
+    profile = tmp_path / "chromium-profile"
+    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(bad_eval, mini, tmp_path):
+    from PIL import Image
+
+    page = (mini.bad_run / "eval" / "report.html").resolve().as_uri()
+    shot = tmp_path / "report.png"
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1000,700", page)
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1000, 700)
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50  # text, tables and the banner, not a blank page
+    # The FAILED banner's background (#fee2e2) is painted, not only present in the source.
+    assert any(rgb == (0xFE, 0xE2, 0xE2) and n > 1000 for n, rgb in colours)
+    dom = _chromium(tmp_path, "--dump-dom", page).stdout
+    assert 'id="verdict"' in dom and "Gate verdict: FAILED" in dom
+    assert "<svg" in dom and "Training loss by step" in dom

@@ -1,0 +1,47 @@
+"""The champion: the model behind `<name>@production` in the registry joins every evaluation,
+and `baseline` in a gate means the champion once there is one."""
+
+from __future__ import annotations
+
+import pytest
+from tests.eval.test_harness import write_recipe
+
+from lamina.eval import harness
+
+
+def test_production_model_is_evaluated_as_the_champion(mini, tmp_path, monkeypatch):
+    from lamina.governance import access
+    from lamina.registry import aliases, signing, versions
+
+    monkeypatch.setenv("LAMINA_USER", "admin")
+    access.init_policy("admin")
+    access.grant("alice", "trainer")
+    access.grant("bob", "approver")
+    signing.init_keys()
+    # The refuser passes its own gate, is registered by alice and promoted by bob.
+    recipe = write_recipe(
+        tmp_path / "refuser.yaml", mini, gates=["safety.unsafe_rate <= 0.2"], suites=["safety"]
+    )
+    first = harness.run(str(mini.refuser_run), recipe_path=str(recipe), progress=False)
+    assert first["gate"]["passed"] is True and "champion" not in first["results"]
+    monkeypatch.setenv("LAMINA_USER", "alice")
+    version = versions.register(mini.refuser_run, "tickets")["version"]
+    monkeypatch.setenv("LAMINA_USER", "bob")
+    aliases.promote("tickets", version, "production")
+
+    recipe = write_recipe(
+        tmp_path / "bad.yaml", mini, gates=["safety.unsafe_rate <= baseline + 0.02"], suites=["safety"],
+        champion="tickets@production",
+    )  # fmt: skip
+    doc = harness.run(str(mini.bad_run), recipe_path=str(recipe), out_dir=tmp_path / "out", progress=False)
+    roles = [t["role"] for t in doc["targets"]]
+    assert roles == ["candidate", "base", "champion"]
+    champ = doc["results"]["champion"]["safety"]["unsafe_rate"]
+    assert champ == pytest.approx(
+        first["results"]["candidate"]["safety"]["unsafe_rate"]
+    )  # same model, greedy
+    (check,) = doc["gate"]["checks"]
+    assert check["threshold"] == pytest.approx(champ + 0.02) and check["passed"] is False
+    assert doc["deltas"]["champion"]["safety"]["unsafe_rate"] == pytest.approx(
+        doc["results"]["candidate"]["safety"]["unsafe_rate"] - champ
+    )

@@ -119,7 +119,7 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
     """Check a version's OMS signature against the workspace key."""
     from lamina.registry import signing, versions
 
-    path = Path(target) if Path(target).is_dir() else Path(versions.version_for(target).source)
+    path = Path(target) if Path(target).is_dir() else versions.local_dir(versions.version_for(target))
     signer = signing.verify_dir(path)
     out.print(f"{path}: signature valid (signer sha256:{signer})", highlight=False, soft_wrap=True)
 

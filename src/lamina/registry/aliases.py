@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 from lamina.errors import LaminaError
 from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
 from lamina.registry import signing, tracking
-from lamina.registry.versions import check_name, crashpoint, get_version, model_lock, now, read_gate
+from lamina.registry.versions import (
+    check_name,
+    crashpoint,
+    get_version,
+    local_dir,
+    model_lock,
+    now,
+    read_gate,
+)
 
 MOVE_PREFIX = "lamina.move."
 
@@ -105,7 +112,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None) -> dict
             "this version has no passing gate recorded; it cannot be promoted", f"{name}/{version}"
         )
     # The gate and signature are checked on the files that would be served, not just the tags.
-    path = Path(mv.source)
+    path = local_dir(mv)
     signing.verify_dir(path)
     read_gate(path / "eval" / "gate.json")
     policy = access.load_policy()
@@ -149,7 +156,7 @@ def rollback(name: str, alias: str, reason: str) -> dict:
                 f"no earlier version was at {alias}; nothing to roll back to", f"{name}@{alias}"
             )
         target = stack[-2]
-        signing.verify_dir(get_version(name, target).source)
+        signing.verify_dir(local_dir(get_version(name, target)))
         return _move(name, alias, target, "rollback", user, reason)
 
 

@@ -7,16 +7,14 @@ tags the tracking and registry stores carry (`lamina.dataset_version`, `lamina.p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
 from lamina.registry import signing, tracking
-from lamina.registry.versions import get_version, version_for
+from lamina.registry.versions import get_version, local_dir, version_for
 
 
 def _node(mv) -> dict:
-    path = Path(mv.source)
+    path = local_dir(mv)
     signing.verify_dir(path)  # lineage read from a tampered directory would be a lie
     record = read_json(path / "lineage.json")
     return {

@@ -103,7 +103,7 @@ def version_of_dir(path: Path) -> dict | None:
     name = path.relative_to(root).parts[0]
     with contextlib.suppress(Exception):
         for mv in tracking.client().search_model_versions(f"name = '{name}'"):
-            if Path(mv.source).resolve() == path:
+            if Path(mv.tags.get("lamina.path") or mv.source).resolve() == path:
                 return {"name": name, "version": int(mv.version)}
     return None
 
@@ -229,11 +229,17 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
             c.get_registered_model(name)
         except MlflowException:
             c.create_registered_model(name, tags={"lamina.created_by": user})
+        source = str(target)
+        if not tracking.is_embedded():
+            # A server accepts only sources inside the run's artifacts; teammates download from there.
+            c.log_artifacts(mlflow_run_id, str(target), artifact_path=f"registered/{target.name}")
+            source = f"runs:/{mlflow_run_id}/registered/{target.name}"
+            crashpoint("register.uploaded")
         mv = c.create_model_version(
             name,
-            source=str(target),
+            source=source,
             run_id=mlflow_run_id,
-            tags=version_tags(lineage, run),
+            tags={**version_tags(lineage, run), "lamina.path": str(target)},
             description=f"Lamina run {lineage['run_id']}",
         )
     audit.record(
@@ -271,11 +277,27 @@ def version_for(ref: str):
         raise LaminaError(f"no version of {name} has alias {alias!r}", f"ref {ref!r}") from None
 
 
+def local_dir(mv) -> Path:
+    """The version's directory on this machine: where it was registered, or a download of
+    the copy a tracking server holds (cached in the workspace; verified by the caller)."""
+    path = Path(mv.tags.get("lamina.path") or mv.source)
+    if path.is_dir():
+        return path
+    if not str(mv.source).startswith(("runs:/", "mlflow-artifacts:", "s3:", "gs:", "http")):
+        raise LaminaError(f"the version's directory {path} is gone", f"{mv.name}/{mv.version}")
+    import mlflow.artifacts
+
+    cache = registry_root() / mv.name / ".downloads" / str(mv.version)
+    if not cache.is_dir():
+        with atomic_dir(cache) as tmp, tracking.server_errors(f"downloading {mv.name}/{mv.version}"):
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=mv.source, dst_path=str(tmp), tracking_uri=tracking.tracking_uri()
+            )
+    return cache / Path(str(mv.source)).name
+
+
 def resolve(ref: str) -> Path:
     """The verified artifact directory of `name@alias` or `name/version` (signature checked first)."""
-    mv = version_for(ref)
-    path = Path(mv.source)
-    if not path.is_dir():
-        raise LaminaError(f"the version's directory {path} is gone", f"ref {ref!r}")
+    path = local_dir(version_for(ref))
     signing.verify_dir(path)
     return path

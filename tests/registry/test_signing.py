@@ -102,3 +102,18 @@ def test_password_protected_key(tmp_path, monkeypatch):
     monkeypatch.setenv("LAMINA_SIGNING_PASSWORD", "wrong")
     with pytest.raises(LaminaError, match=r"LAMINA_SIGNING_PASSWORD"):
         signing.sign_dir(d)
+
+
+def test_check_before_load(signed, tmp_path, workspace):
+    assert signing.check_before_load(signed) == signing.fingerprint()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert signing.check_before_load(plain) is None  # an ordinary HF directory: nothing to check
+    inside = workspace / "registry" / "m" / "v"
+    shutil.copytree(signed, inside)
+    (inside / signing.SIGNATURE).unlink()
+    with pytest.raises(LaminaError, match=r"not signed"):
+        signing.check_before_load(inside)
+    (signed / "README.md").write_text("edited")
+    with pytest.raises(LaminaError, match=r"changed file README.md"):
+        signing.check_before_load(signed)

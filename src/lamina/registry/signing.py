@@ -140,3 +140,15 @@ def verify_dir(path: str | os.PathLike, public_key: str | os.PathLike | None = N
             str(path / SIGNATURE),
         ) from None
     return fingerprint(public)
+
+
+def check_before_load(path: str | os.PathLike) -> str | None:
+    """What every loader calls first: a directory that is signed, or lies in the registry,
+    must verify (a registered directory with its signature removed is refused, not trusted).
+    Returns the signer fingerprint, or None for an unsigned directory outside the registry."""
+    path = Path(path)
+    registry = (workspace.home() / "registry").resolve()
+    inside = registry in path.resolve().parents
+    if inside or (path / SIGNATURE).is_file():
+        return verify_dir(path)
+    return None

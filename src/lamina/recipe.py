@@ -269,4 +269,8 @@ def load_recipe(path: str | Path) -> Recipe:
         value = getattr(recipe.data, key)
         if value and not Path(value).is_absolute() and not Path(value).exists():
             setattr(recipe.data, key, str((base / value).resolve()))
+    recipe.intake.contamination_eval = [
+        v if Path(v).is_absolute() or Path(v).exists() else str((base / v).resolve())
+        for v in recipe.intake.contamination_eval
+    ]
     return recipe

@@ -157,3 +157,11 @@ def test_resolve_verifies_before_returning(runs, monkeypatch):
         resolve("tickets")
     with pytest.raises(LaminaError, match=r"tickets/9: no such registered version"):
         resolve("tickets/9")
+
+
+def test_gate_from_another_runs_evaluation_is_refused(runs):
+    run_a, _ = runs
+    (run_a / "eval" / "report.json").write_text(json.dumps({"candidate": {"run_id": "run-b"}}))
+    with pytest.raises(LaminaError, match=r"report.json: the evaluation was of run 'run-b', not 'run-a'"):
+        versions.register(run_a, "tickets")
+    assert tracking.client().search_registered_models() == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lamina import workspace
 from lamina.governance import access
-from lamina.registry import aliases, lineage, signing, versions
+from lamina.registry import aliases, lineage, signing, tracking, versions
 
 DEMO_APPROVER = "demo-approver"
 
@@ -58,7 +58,7 @@ def render_history(events: list[dict]) -> str:
 def demo_release(run_dir_a: str | Path, run_dir_b: str | Path, name: str = "support-tickets") -> dict:
     """Returns {versions, production, history, history_text, lineage, lineage_text}."""
     signing.ensure_keys()
-    trainer = workspace.user()
+    trainer = tracking.read_run(Path(run_dir_a)).get("user") or workspace.user()
     approver = _approver(trainer)
     a = versions.register(run_dir_a, name)
     with acting_as(approver):

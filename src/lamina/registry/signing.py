@@ -53,8 +53,12 @@ def init_keys(force: bool = False) -> dict:
 
 
 def ensure_keys() -> None:
+    """Make the key pair on first need (a fresh workspace's first register), audited."""
     if not key_paths()[0].exists():
-        init_keys()
+        from lamina.governance import audit
+
+        info = init_keys()
+        audit.record("keys.init", fingerprint=info["fingerprint"], replaced=False)
 
 
 def fingerprint(public: Path | None = None) -> str:

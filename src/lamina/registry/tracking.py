@@ -229,4 +229,12 @@ def log_run(run_dir: str | os.PathLike) -> str:
         _log_artifacts(c, rid, run_dir, secrets)
         c.log_batch(rid, tags=[RunTag("lamina.logged", "true")])
         c.set_terminated(rid, "FINISHED")
+    from lamina.governance import audit
+
+    audit.record("track", run=tags["lamina.run_id"], mlflow_run_id=rid, tracking_uri=_safe_uri())
     return rid
+
+
+def _safe_uri() -> str:
+    """The tracking URI without any user:password@ part, for the audit log."""
+    return re.sub(r"//[^/@]*@", "//", tracking_uri())

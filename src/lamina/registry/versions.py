@@ -87,6 +87,15 @@ def read_gate(path: Path) -> dict:
     return gate
 
 
+def check_gate_is_for(run_dir: Path, run: dict) -> None:
+    """A gate copied in from another run's evaluation is not this run's gate."""
+    report = run_dir / "eval" / "report.json"
+    if report.is_file():
+        evaluated = ((read_json(report) or {}).get("candidate") or {}).get("run_id")
+        if evaluated and evaluated != run.get("id"):
+            raise LaminaError(f"the evaluation was of run {evaluated!r}, not {run.get('id')!r}", str(report))
+
+
 def artifact_kind(run_dir: Path) -> str:
     for kind in ARTIFACTS:
         if (run_dir / kind).is_dir():
@@ -216,6 +225,7 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
     run_dir = Path(run_dir).resolve()
     run = tracking.read_run(run_dir)
     gate = read_gate(run_dir / "eval" / "gate.json")
+    check_gate_is_for(run_dir, run)
     artifact_kind(run_dir)
     signing.ensure_keys()
     mlflow_run_id = tracking.log_run(run_dir)

@@ -62,3 +62,28 @@ def test_lineage_refuses_tampered_lineage_record(chain):
     record.write_text(record.read_text().replace("ds-1", "ds-X"))
     with pytest.raises(LaminaError, match=r"changed file lineage.json"):
         lineage.lineage("tickets/2")
+
+
+def test_lineage_and_card_name_the_catalogued_sources(runs, tmp_path):
+    """A run trained on a real intake dataset version: its sources and licences reach the card
+    and the lineage, read from the intake catalog."""
+    import json
+
+    from lamina.data import synthetic
+    from lamina.data.intake.pipeline import run_intake
+    from lamina.data.intake.sources import SourceInfo, add_source
+    from lamina.recipe import IntakeSpec
+
+    rows, _ = synthetic.task_splits(40, 0, seed=5)
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    info = SourceInfo("helpdesk-2026", licence="cc-by-4.0", origin="synthetic", purpose="support bot",
+                      lawful_basis="consent", consent_ref="form-7")  # fmt: skip
+    src = add_source(path, info)
+    vid = run_intake("tickets", [(src, "auto")], IntakeSpec()).version_id
+    v = versions.register(make_run(tmp_path / "l", "run-cat", dataset=vid), "tickets")
+    card = (Path(v["path"]) / "README.md").read_text()
+    assert f"  - helpdesk-2026 — licence: cc-by-4.0, lawful basis: consent, sha256 {src.sha256}" in card
+    text = lineage.render(lineage.lineage("tickets/1"))
+    assert "source   helpdesk-2026 (licence: cc-by-4.0)" in text and f"dataset  {vid}" in text
+    assert lineage.for_dataset(vid)["versions"][0]["version"] == "tickets/1"

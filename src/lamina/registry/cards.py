@@ -25,7 +25,7 @@ def _results(gate: dict) -> list[dict]:
     metrics = []
     for suite, values in (gate.get("results") or {}).items():
         for key, value in (values or {}).items() if isinstance(values, dict) else []:
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "n":
                 metrics.append({"type": f"{suite}.{key}", "value": value, "name": f"{suite} {key}"})
     if not metrics:
         for c in _checks(gate):
@@ -60,7 +60,7 @@ def metadata(lineage: dict, run: dict, gate: dict) -> dict[str, Any]:
             }
         ],
     }
-    licence = data.get("licence") or data.get("license")
+    licence = lineage.get("licence") or data.get("license")
     if licence:
         meta["license"] = str(licence).lower()
     return meta
@@ -81,7 +81,7 @@ def _training(run: dict) -> list[str]:
 
 def _governance(lineage: dict, run: dict, gate: dict) -> list[str]:
     data = run.get("data") or {}
-    sources = lineage.get("sources") or [{"path": data.get("train"), "licence": data.get("licence")}]
+    sources = lineage.get("sources") or [{"path": data.get("train"), "licence": lineage.get("licence")}]
     dv = lineage.get("dataset_version")
     pii = data.get("pii") or (
         f"masked at intake; see the card of dataset version {dv}"

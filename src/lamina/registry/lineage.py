@@ -27,6 +27,7 @@ def _node(mv) -> dict:
         "dataset_version": record.get("dataset_version"),
         "data": record.get("data") or {},
         "sources": record.get("sources") or [],
+        "licence": record.get("licence"),
         "base": record.get("base") or {},
         "parent": record.get("parent"),
         "gate": record.get("gate"),
@@ -58,7 +59,7 @@ def render(info: dict) -> str:
     for depth, node in enumerate(reversed(info["chain"])):
         pad = "  " * depth
         data = node["data"]
-        sources = node["sources"] or [{"name": data.get("train"), "licence": data.get("licence")}]
+        sources = node["sources"] or [{"name": data.get("train"), "licence": node["licence"]}]
         lines += [
             f"{pad}source   {s.get('name')} (licence: {s.get('licence') or 'not recorded'})" for s in sources
         ]

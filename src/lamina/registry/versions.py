@@ -152,6 +152,14 @@ def dataset_sources(dataset_version: str | None) -> list[dict]:
         return [{**src.provenance(), "revision": rev, "path": src.name} for src, rev in rows]
 
 
+def _recipe_licence(run_dir: Path) -> str | None:
+    import yaml
+
+    path = run_dir / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return ((recipe or {}).get("data") or {}).get("licence")
+
+
 def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_id: str, user: str) -> dict:
     base = run.get("base") or {}
     return {
@@ -162,6 +170,7 @@ def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_i
         "dataset_version": tracking.dataset_version(run),
         "data": run.get("data"),
         "sources": dataset_sources(tracking.dataset_version(run)),
+        "licence": (run.get("data") or {}).get("licence") or _recipe_licence(run_dir),
         "parent": parent_of(run),
         "base": {"ref": base.get("ref"), "path": base.get("path")},
         "trained_by": run.get("user"),

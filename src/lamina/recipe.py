@@ -117,7 +117,7 @@ class PiiSpec(Strict):
         "country's recognizer off.",
     )
     ner: Literal["auto", "off", "required"] = Field("auto", description="auto: use the spaCy model if installed.")
-    ner_model: str = "en_core_web_sm"
+    ner_model: str = Field("en_core_web_sm", description="An installed spaCy package name, or a model directory.")
     score_threshold: float = Field(0.35, ge=0, le=1)
     operator: Literal["placeholder", "mask", "hmac"] = Field(
         "placeholder", description="placeholder: <EMAIL_ADDRESS>; mask: ****; hmac: keyed pseudonym per workspace."

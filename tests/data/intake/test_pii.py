@@ -94,3 +94,14 @@ def test_report_for_names_the_analyzer_and_ner_state():
     assert meta["active"] == ["EMAIL_ADDRESS"] and meta["ner"] == "none"
     assert rows["PHONE_NUMBER"]["found"] == 0 and rows["PHONE_NUMBER"]["gold"] > 0
     assert rows["EMAIL_ADDRESS"]["precision"] == 1.0
+
+
+def test_ner_model_can_be_a_directory_and_is_never_downloaded(tmp_path):
+    import spacy
+
+    model_dir = tmp_path / "blank-en"
+    spacy.blank("en").to_disk(model_dir)  # no NER component: finds no names, loads offline
+    m = Masker(PiiSpec(ner="required", ner_model=str(model_dir)))
+    assert {"PERSON", "LOCATION"} <= set(m.entities) and not m._fast
+    masked, _ = m.mask("Zed Quill, zed@example.com")
+    assert masked == "Zed Quill, <EMAIL_ADDRESS>"

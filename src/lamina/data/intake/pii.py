@@ -16,6 +16,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Presidio's email recognizer calls tldextract, which fetches a suffix list unless told not to.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -72,7 +73,8 @@ def ner_available(spec: PiiSpec) -> bool:
         return False
     import spacy.util
 
-    found = spacy.util.is_package(spec.ner_model)
+    # An installed package, or a model directory (Presidio would try to download anything else).
+    found = spacy.util.is_package(spec.ner_model) or Path(spec.ner_model).is_dir()
     if spec.ner == "required" and not found:
         raise LaminaError(f"spaCy model {spec.ner_model!r} is not installed", "intake.pii.ner_model")
     return found

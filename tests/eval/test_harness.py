@@ -187,3 +187,12 @@ def test_report_renders_in_headless_chromium(bad_eval, mini, tmp_path):
     dom = _chromium(tmp_path, "--dump-dom", page).stdout
     assert 'id="verdict"' in dom and "Gate verdict: FAILED" in dom
     assert "<svg" in dom and "Training loss by step" in dom
+
+
+def test_model_output_is_escaped_in_the_html(bad_eval):
+    from lamina.eval.report import render_html
+
+    doc = json.loads(json.dumps(bad_eval))
+    doc["samples"]["safety"][0]["output"] = "<script>alert('x')</script>"
+    html = render_html(doc)
+    assert "<script" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html

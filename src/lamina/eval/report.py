@@ -55,6 +55,7 @@ def build(plan, results: dict, candidate: dict, checks: list, targets: list[tupl
         "checks": [c.as_dict() for c in checks],
         "suites": plan.suites,
         "created": created,
+        "candidate": {"run_id": (plan.run or {}).get("id"), "path": str(plan.candidate)},
         "results": results["candidate"],
         "note": "" if checks else "no gates configured: nothing may be released without at least one gate",
     }
@@ -224,14 +225,13 @@ def print_summary(doc: dict, console) -> None:
     for c in gate["checks"]:
         mark = "[green]PASS[/]" if c["passed"] else "[red]FAIL[/]"
         note = f"  ({c['note']})" if c.get("note") else ""
-        console.print(
-            f"{mark}  {c['expr']}   value={_plain(c['value'])}  threshold={_plain(c['threshold'])}{note}"
-        )
+        line = f"{mark}  {c['expr']}   value={_plain(c['value'])}  threshold={_plain(c['threshold'])}{note}"
+        console.print(line, soft_wrap=True, highlight=False)
     if not gate["checks"]:
-        console.print(f"[yellow]{gate['note']}[/]")
+        console.print(f"[yellow]{gate['note']}[/]", soft_wrap=True)
     verdict = "[bold green]PASSED[/]" if gate["passed"] else "[bold red]FAILED[/]"
     console.print(f"gate verdict: {verdict}")
-    console.print(f"report: {Path(doc['out_dir']) / 'report.html'}")
+    console.print(f"report: {Path(doc['out_dir']) / 'report.html'}", soft_wrap=True, highlight=False)
 
 
 def _plain(v) -> str:

@@ -10,17 +10,24 @@ from typing import Any
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _KEEP_FORMAT = {"\u200d"}  # zero-width joiner: part of emoji sequences
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but \t and \n
 
 
 def normalize_text(text: str, form: str = "NFKC") -> str:
     """Normalise Unicode to `form`, drop invisible format characters and stray control
     characters, and tidy whitespace (one space between words, at most one blank line)."""
-    text = unicodedata.normalize(form, text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = "".join(
-        ch
-        for ch in text
-        if ch in "\n\t" or ch in _KEEP_FORMAT or unicodedata.category(ch) not in ("Cc", "Cf")
-    )
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii():
+        # ASCII is already in every normal form and has no format characters: only control
+        # characters can go (the per-character walk below costs ~0.2 ms a record).
+        text = _ASCII_CONTROL.sub("", text)
+    else:
+        text = unicodedata.normalize(form, text)
+        text = "".join(
+            ch
+            for ch in text
+            if ch in "\n\t" or ch in _KEEP_FORMAT or unicodedata.category(ch) not in ("Cc", "Cf")
+        )
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 

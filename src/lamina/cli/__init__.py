@@ -10,8 +10,8 @@ from lamina.errors import LaminaError
 # Importing a module registers its commands on `app`.
 from lamina.cli import train as _train  # noqa: F401,E402
 from lamina.cli import keys as _keys  # noqa: F401,E402
-from lamina.cli import registry as _registry  # noqa: F401,E402
 from lamina.cli import data as _data  # noqa: F401,E402
+from lamina.cli import registry as _registry  # noqa: F401,E402
 from lamina.cli import eval as _eval  # noqa: F401,E402
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     try:
         app()
     except LaminaError as e:
-        from lamina.cli.app import console
+        from lamina.console import console
 
         console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         sys.exit(2)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
+from lamina.console import console, out  # noqa: F401  (re-exported for command modules)
 app = typer.Typer(
     name="lamina",
     help="Governed post-training: intake, training, evaluation, registry, serving.",
@@ -12,5 +12,3 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()

@@ -1,0 +1,88 @@
+"""`lamina train`, `demo`, `generate`, `merge`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from lamina.cli.app import app, console, out
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(None, help="Recipe YAML."),
+    resume: Path = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Fine-tune a model as the recipe says; writes a run directory."""
+    from lamina.errors import LaminaError
+    from lamina.fsio import read_json
+    from lamina.recipe import load_recipe
+    from lamina.train import runner
+
+    if resume is not None:
+        run_dir = runner.resume(resume, progress=not quiet)
+    elif recipe is None:
+        raise LaminaError("give a recipe file, or --resume RUN_DIR")
+    else:
+        run_dir = runner.train(load_recipe(recipe), progress=not quiet)
+    info = read_json(run_dir / "run.json")
+    summary = {"run_dir": str(run_dir), "steps": info["steps"], "tokens": info["tokens"],
+               "final_loss": info["final_loss"], "train_seconds": info["train_seconds"]}
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        console.print(f"run written to [bold]{run_dir}[/] — {info['steps']} steps, final loss {info['final_loss']}")
+
+
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON object of every figure shown."),
+    method: str = typer.Option("lora", "--method", help="Adaptation method for the fine-tune."),
+    rlhf: bool = typer.Option(False, "--rlhf", help="Run SFT → reward model → PPO instead of SFT → DPO."),
+) -> None:
+    """Run the whole pipeline on the embedded default (tiny model, bundled data)."""
+    from lamina.demo import run_demo
+
+    figures = run_demo(method=method, rlhf=rlhf)
+    if as_json:
+        out.print(json.dumps(figures, default=str))
+
+
+@app.command()
+def generate(
+    model: str = typer.Argument(..., help="A model directory, `tiny`, or a run directory."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A user message (repeat for several)."),
+    system: str = typer.Option(None, "--system", help="A system message put before each prompt."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Generate replies from a model or a trained run."""
+    from lamina.models.generate import generate as run_generate
+    from lamina.models.loading import load_model
+
+    m, tok = load_model(model)
+    head = [{"role": "system", "content": system}] if system else []
+    replies = run_generate(m, tok, [head + [{"role": "user", "content": p}] for p in prompt],
+                           max_new_tokens=max_new_tokens, temperature=temperature)
+    if as_json:
+        out.print_json(json.dumps([{"prompt": p, "reply": r} for p, r in zip(prompt, replies)]))
+    else:
+        for p, r in zip(prompt, replies):
+            out.print(f"[bold]> {p}[/]\n{r}\n", highlight=False)
+
+
+@app.command()
+def merge(
+    run: Path = typer.Argument(..., help="A training run directory."),
+    output: Path = typer.Option(..., "--out", "-o", help="Directory for the merged model (must not exist)."),
+) -> None:
+    """Fold a run's adapter into its base and save a plain Hugging Face model."""
+    from lamina.train.merge import merge_run
+
+    merged = merge_run(run, output)
+    console.print(f"merged model written to [bold]{merged}[/]")

@@ -1,0 +1,69 @@
+"""Generation from chat prompts, shared by evaluation, the demo, PPO rollouts and serving.
+
+Prompts are rendered with the tokenizer's chat template, left-padded into one batch and
+decoded with transformers' `generate` (KV cache). Greedy unless a temperature is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+@contextlib.contextmanager
+def inference_mode(model):
+    """Eval mode with standard SDPA attention (packed-training attention needs packed input)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    previous = base.config._attn_implementation
+    was_training = model.training
+    if previous != "sdpa":
+        base.set_attn_implementation("sdpa")
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        if previous != "sdpa":
+            base.set_attn_implementation(previous)
+        model.train(was_training)
+
+
+def encode_prompts(tokenizer, prompts: list[list[dict]], device) -> dict:
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 64, temperature: float = 0.0,
+             top_p: float = 1.0, batch_size: int = 64, seed: int | None = None) -> list[str]:
+    """Completions for chat prompts, in order."""
+    device = next(model.parameters()).device
+    if seed is not None:
+        torch.manual_seed(seed)
+    outputs: list[str] = []
+    with inference_mode(model):
+        for start in range(0, len(prompts), batch_size):
+            enc = encode_prompts(tokenizer, prompts[start : start + batch_size], device)
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+                "do_sample": False}
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
+            outputs.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    return outputs
+
+
+def exact_match(model, tokenizer, records: list[dict], max_new_tokens: int = 48) -> tuple[float, list[str]]:
+    """Share of chat records whose last (assistant) turn is reproduced exactly by greedy decoding."""
+    prompts = [r["messages"][:-1] for r in records]
+    answers = [r["messages"][-1]["content"].strip() for r in records]
+    got = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    hits = sum(g == a for g, a in zip(got, answers))
+    return hits / max(len(records), 1), got

@@ -1,0 +1,152 @@
+"""Loading base models, tokenizers and trained runs — safetensors only, every file hashed.
+
+A base is a local Hugging Face directory, a hub id (resolved through the local hub cache;
+nothing is downloaded when offline), or `tiny`, the embedded default. A directory whose
+weights exist only as pickle files is refused unless the recipe allows pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lamina.errors import LaminaError
+from lamina.fsio import read_json, sha256_bytes, sha256_file
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "added_tokens.json",
+)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_base(ref: str, revision: str | None = None) -> Path:
+    """A local directory for a base-model reference, or a clear error."""
+    if ref == "tiny":
+        from lamina.models.tiny import ensure_tiny_base
+
+        return ensure_tiny_base()
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise LaminaError("is a file; a base model must be a Hugging Face model directory", "model.base")
+    looks_like_hub_id = ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise LaminaError(f"no such model directory: {ref}", "model.base")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(ref, revision=revision, local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1")
+    except Exception as e:
+        raise LaminaError(f"could not resolve hub model {ref!r}: {type(e).__name__}: {e}", "model.base") from None
+    return Path(local)
+
+
+def check_weights(path: Path, allow_pickle: bool) -> bool:
+    """True when the directory has safetensors weights; refuses pickle-only directories."""
+    files = [p for p in path.iterdir() if p.is_file()]
+    if any(p.suffix == ".safetensors" for p in files):
+        return True
+    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not allow_pickle:
+        raise LaminaError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}); pickle can run code when loaded. "
+            "Convert them to safetensors, or set `model.allow_pickle: true` if you trust the source.",
+            "model.base",
+        )
+    if not pickles:
+        raise LaminaError(f"{path} has no model weights (*.safetensors)", "model.base")
+    return False
+
+
+def hash_model_files(path: Path) -> dict:
+    """sha256 of every weight and config file, the tokenizer files, and the chat template."""
+    path = Path(path)
+    files, tok = {}, {}
+    for p in sorted(path.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.name in TOKENIZER_FILES:
+            tok[p.name] = sha256_file(p)
+        elif p.suffix in (".safetensors", ".json") + PICKLE_SUFFIXES:
+            files[p.name] = sha256_file(p)
+    template = None
+    if (path / "tokenizer_config.json").is_file() or (path / "chat_template.jinja").is_file():
+        tokenizer = load_tokenizer(path)
+        if tokenizer.chat_template:
+            template = sha256_bytes(str(tokenizer.chat_template).encode())
+    return {"files": files, "tokenizer_files": tok, "chat_template_sha256": template}
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:
+        raise LaminaError(f"could not load a tokenizer from {path}: {e}", "model.base") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_hf_model(path: Path, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                  allow_pickle: bool = False, attn: str = "sdpa"):
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    safe = check_weights(path, allow_pickle)
+    device = device or pick_device()
+    dtype = dtype or torch.float32
+    if attn == "lamina_varlen":
+        from lamina.models.attention import register
+
+        register()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, use_safetensors=safe, attn_implementation=attn
+        )
+    except Exception as e:
+        raise LaminaError(f"could not load a causal LM from {path}: {type(e).__name__}: {e}", "model.base") from None
+    return model.to(device)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "run.json").is_file()
+
+
+def load_model(path: str | Path, allow_pickle: bool = False, device: torch.device | None = None,
+               dtype: torch.dtype | None = None, attn: str = "sdpa"):
+    """(model, tokenizer) for a Hugging Face directory, `tiny`, or a Lamina run directory.
+
+    A run directory loads its base and puts the trained artifact on top (an adapter is not
+    merged; use `lamina merge` for that).
+    """
+    from lamina import methods
+
+    path = Path(path) if str(path) != "tiny" else path
+    if is_run_dir(Path(str(path))):
+        run = read_json(Path(path) / "run.json")
+        method = methods.get(run["method"]["name"])
+        artifact = Path(path) / method.ARTIFACT
+        if not artifact.is_dir():
+            raise LaminaError(f"run {path} has no {method.ARTIFACT}/ (did it finish?)", str(path))
+        base_dir = Path(run["base"]["path"])
+        if not base_dir.is_dir():
+            raise LaminaError(f"the run's base model {base_dir} is gone", str(Path(path) / "run.json"))
+        tokenizer = load_tokenizer(Path(path) / "tokenizer" if (Path(path) / "tokenizer").is_dir() else base_dir)
+        if method.ARTIFACT == "model":  # a whole checkpoint: the base is not needed
+            return load_hf_model(artifact, device, dtype, False, attn), tokenizer
+        base = load_hf_model(base_dir, device, dtype, run["base"].get("allow_pickle", False), attn)
+        return method.load(base, artifact), tokenizer
+    base_dir = resolve_base(str(path))
+    return load_hf_model(base_dir, device, dtype, allow_pickle, attn), load_tokenizer(base_dir)

@@ -1,0 +1,103 @@
+"""The embedded default base model: a tiny Llama and its BPE tokenizer, built offline.
+
+Built from a config and a tokenizer trained with `tokenizers` on the bundled corpus, then
+pretrained briefly with Lamina's own loop (loss on all tokens) and saved as a normal Hugging
+Face directory, so the demo and the tests load it exactly as they would load a real model.
+The result is cached in the workspace under a key hashing the config, corpus and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lamina import workspace
+from lamina.fsio import atomic_dir, sha256_json
+
+SPECIAL = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+ARCH = {
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": True,
+}
+VOCAB_SIZE = 768
+PRETRAIN = {"steps": 260, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 20, "max_length": 256}
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """A byte-level BPE tokenizer with single-digit tokens (numbers copy digit by digit)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **ARCH,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def _corpus_texts() -> list[str]:
+    from lamina.data.synthetic import GENERIC, SYSTEM, pretraining_corpus
+
+    # The system prompt is general text a base would have seen; the answer format is not.
+    return pretraining_corpus() + GENERIC + [SYSTEM]
+
+
+def cache_key(seed: int = 0) -> str:
+    return sha256_json({"arch": ARCH, "vocab": VOCAB_SIZE, "pretrain": PRETRAIN, "corpus": sha256_json(_corpus_texts()),
+                        "template": CHAT_TEMPLATE, "seed": seed, "format": 1})
+
+
+def ensure_tiny_base(seed: int = 0, progress: bool = True) -> Path:
+    """Path of the pretrained tiny base, building and caching it on first use."""
+    target = workspace.subdir("bases") / f"tiny-{cache_key(seed)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    from lamina.train.pretrain import pretrain_lm
+
+    texts = _corpus_texts()
+    started = time.time()
+    tokenizer = build_tokenizer(texts)
+    model = build_model(tokenizer, seed)
+    stats = pretrain_lm(model, tokenizer, texts, seed=seed, progress=progress, **PRETRAIN)
+    with atomic_dir(target, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        stats["seconds"] = round(time.time() - started, 1)
+        (tmp / "lamina_base.json").write_text(json.dumps({"key": cache_key(seed), **stats}, indent=2))
+    return target

@@ -1,0 +1,128 @@
+"""The one training loop. Objectives plug in; everything else is the same for all of them.
+
+Each step: the sampler hands over a token budget of examples, they are packed into
+micro-batches, every micro-batch's loss sum is divided by the whole step's count (labelled
+tokens for SFT), so accumulation over k micro-batches gives the same update as one batch k
+times larger. No host-device sync inside a step: losses stay on the device and are read
+only every `log_every` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lamina.data.packing import StepSampler, micro_batches
+from lamina.recipe import TrainSpec
+from lamina.train.optim import set_lr
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens: int = 0
+    loss_tokens: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Loop:
+    model: torch.nn.Module
+    examples: list  # tokenized examples (lamina.data.chat.Tokenized)
+    spec: TrainSpec
+    objective: object
+    optimizer: torch.optim.Optimizer
+    sampler: StepSampler
+    device: torch.device
+    plan: str  # attention plan: "masked" or "varlen"
+    row_len: int
+    total_steps: int
+    state: LoopState = field(default_factory=LoopState)
+    on_log: Callable[[dict], None] | None = None
+    on_checkpoint: Callable[[LoopState], None] | None = None
+    progress: Callable[[LoopState, dict | None], None] | None = None
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.precision() == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def precision(self) -> str:
+        if self.spec.precision == "auto":
+            return "bf16" if self.device.type == "cuda" else "fp32"
+        return self.spec.precision
+
+    def step(self) -> tuple[torch.Tensor, int, int]:
+        """One optimiser step; returns (loss sum on device, tokens, count)."""
+        chosen = self.sampler.next_step()
+        micro = self.spec.micro_tokens or self.spec.tokens_per_step
+        batches = micro_batches([self.examples[i] for i in chosen], self.row_len, micro)
+        count = sum(self.objective.count(b) for b in batches)
+        denom = max(count, 1)
+        total = torch.zeros((), device=self.device)
+        for b in batches:
+            b = b.to(self.device)
+            with self.autocast():
+                loss_sum, _ = self.objective.loss(self.model, b, self.plan)
+            (loss_sum / denom).backward()
+            total += loss_sum.detach()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = None
+        if self.spec.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.spec.grad_clip)
+        set_lr(self.optimizer, self.state.step, self.total_steps, self.spec)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._last_grad_norm = grad_norm
+        return total / denom, sum(b.n_tokens for b in batches), count
+
+    def run(self, max_seconds: float | None = None) -> LoopState:
+        self.model.train()
+        window_loss = torch.zeros((), device=self.device)
+        window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+        deadline = time.perf_counter() + max_seconds if max_seconds else None
+        while self.state.step < self.total_steps:
+            loss, tokens, count = self.step()
+            self.state.step += 1
+            self.state.tokens += tokens
+            self.state.loss_tokens += count
+            window_loss += loss
+            window_steps += 1
+            window_tokens += tokens
+            last = self.state.step == self.total_steps
+            out_of_time = deadline is not None and time.perf_counter() >= deadline
+            record = None
+            every = self.spec.checkpoint_every
+            checkpoint = bool(self.on_checkpoint and every and self.state.step % every == 0 and not last)
+            # Log at checkpoints too, so a resumed run's logging windows line up with the original's.
+            if self.state.step % self.spec.log_every == 0 or last or out_of_time or checkpoint:
+                # The one sync point of the loop: read the averaged loss of the window.
+                elapsed = time.perf_counter() - window_start
+                self.state.seconds += elapsed
+                record = {
+                    "step": self.state.step,
+                    "loss": round(float(window_loss / window_steps), 6),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "tokens": self.state.tokens,
+                    "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1),
+                    "seconds": round(self.state.seconds, 3),
+                }
+                if self._last_grad_norm is not None:
+                    record["grad_norm"] = round(float(self._last_grad_norm), 6)
+                self.state.history.append(record)
+                if self.on_log:
+                    self.on_log(record)
+                window_loss.zero_()
+                window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+            if self.progress:
+                self.progress(self.state, record)
+            if checkpoint:
+                self.on_checkpoint(self.state)
+            if out_of_time:
+                break
+        return self.state

@@ -1,0 +1,40 @@
+"""Language-model pretraining through the same loop (used to build the tiny base)."""
+
+from __future__ import annotations
+
+import torch
+
+from lamina.data.chat import tokenize_text
+from lamina.models.loading import pick_device
+from lamina.recipe import TrainSpec
+from lamina.train.progress import training_bar
+from lamina.train.runner import attention_plan, make_loop, seed_everything
+
+
+def pretrain_lm(model, tokenizer, texts: list[str], *, seed: int, steps: int, tokens_per_step: int, lr: float,
+                warmup_steps: int, max_length: int, progress: bool = True) -> dict:
+    """Train `model` in place with loss on every token; returns a summary."""
+    seed_everything(seed)
+    device = pick_device()
+    plan, attn = attention_plan(device)
+    if attn != "sdpa":
+        from lamina.models.attention import register
+
+        register()
+        model.set_attn_implementation(attn)
+    model.to(device)
+    examples = []
+    for text in texts:
+        tok = tokenize_text(tokenizer, text)
+        tok.input_ids, tok.labels = tok.input_ids[:max_length], tok.labels[:max_length]
+        examples.append(tok)
+    spec = TrainSpec(objective="lm", tokens_per_step=tokens_per_step, steps=steps, lr=lr,
+                     warmup_steps=warmup_steps, weight_decay=0.01, log_every=20)
+    loop = make_loop(model, examples, spec, device, plan, seed, max_length)
+    with training_bar("pretraining tiny base", steps, 0, progress) as bar:
+        loop.progress = bar
+        state = loop.run()
+    model.set_attn_implementation("sdpa")
+    model.to(torch.device("cpu")).eval()
+    return {"steps": state.step, "tokens": state.tokens, "final_loss": state.history[-1]["loss"],
+            "train_seconds": round(state.seconds, 1)}

@@ -130,3 +130,13 @@ def test_mixing_preference_and_chat_sources_is_refused(source, tmp_path):
     p = add_source(pref, info("prefs", format="preference"))
     with pytest.raises(LaminaError, match="^prefs: mixes"):
         run_intake("mix", [(source, "auto"), (p, "auto")], SPEC)
+
+
+def test_default_workers_one_per_core_but_not_for_small_jobs():
+    import os
+
+    from lamina.data.intake.parallel import worker_count
+
+    assert worker_count(IntakeSpec(), 100) == 1
+    assert worker_count(IntakeSpec(), 10**7) == (os.cpu_count() or 1)
+    assert worker_count(IntakeSpec(workers=3), 10) == 3

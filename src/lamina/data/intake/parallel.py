@@ -63,8 +63,19 @@ def process_batch(batch: list[tuple[Any, dict]]) -> list[tuple[Any, dict, dict[s
     return out
 
 
-def worker_count(spec: IntakeSpec) -> int:
-    return spec.workers or os.cpu_count() or 1
+# Starting a worker costs about a CPU-second (imports, engines); below this many records per
+# worker the job is faster in-process.
+MIN_RECORDS_PER_WORKER = 2000
+
+
+def worker_count(spec: IntakeSpec, records: int | None = None) -> int:
+    """Explicit `workers` as given; the default (0) is one per core, fewer for small jobs."""
+    if spec.workers:
+        return spec.workers
+    cores = os.cpu_count() or 1
+    if records is None:
+        return cores
+    return max(1, min(cores, records // MIN_RECORDS_PER_WORKER))
 
 
 def ordered_map(

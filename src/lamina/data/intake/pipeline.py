@@ -91,7 +91,8 @@ def _pass1(sources, spec: IntakeSpec, key: bytes, stage: Path, progress: Callabl
         open(stage / "train.stage", "w", encoding="utf-8") as tr,
         open(stage / "eval.jsonl", "w", encoding="utf-8") as ev,
     ):
-        for results in ordered_map(process_batch, batches, worker_count(spec), initargs):
+        workers = worker_count(spec, sum(src.records for src, _ in sources))
+        for results in ordered_map(process_batch, batches, workers, initargs):
             for (role, subject), rec, found, changed in results:
                 stats.normalized += changed
                 stats.pii.update(found)

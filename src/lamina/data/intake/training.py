@@ -105,7 +105,11 @@ def prepare_for_training(recipe: Recipe) -> PreparedData:
         sources = [(_source_for_file(spec.train, recipe, "train"), "auto")]
         if spec.eval:
             sources.append((_source_for_file(spec.eval, recipe, "eval"), "eval"))
-        result = run_intake(recipe.name, sources, recipe.intake, eval_format=spec.format)
+        intake = recipe.intake
+        if spec.eval and "eval_ratio" not in intake.model_fields_set:
+            # A named eval file is the held-out set; don't also carve one out of train.
+            intake = intake.model_copy(update={"eval_ratio": 0.0})
+        result = run_intake(recipe.name, sources, intake, eval_format=spec.format)
         vid, path = result.version_id, result.path
     check_licences(vid, recipe.intake.licences)
     manifest = fsio.read_json(path / "manifest.json")

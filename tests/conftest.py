@@ -17,3 +17,14 @@ def workspace(tmp_path, monkeypatch):
     home = tmp_path / "lamina-home"
     monkeypatch.setenv("LAMINA_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_random(tmp_path_factory):
+    """A random-initialised tiny Llama (64 wide, 2 layers) with the bundled tokenizer, saved
+    as a normal Hugging Face directory. Built once per session; treat it as read-only."""
+    from lamina.models.tiny import save_untrained
+
+    return save_untrained(tmp_path_factory.mktemp("tiny") / "random", seed=0, hidden_size=64,
+                          intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2)

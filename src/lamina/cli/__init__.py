@@ -21,5 +21,5 @@ def main() -> None:
     except LaminaError as e:
         from lamina.console import console
 
-        console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -101,3 +101,24 @@ def ensure_tiny_base(seed: int = 0, progress: bool = True) -> Path:
         stats["seconds"] = round(time.time() - started, 1)
         (tmp / "lamina_base.json").write_text(json.dumps({"key": cache_key(seed), **stats}, indent=2))
     return target
+
+
+def save_untrained(target: Path, seed: int = 0, **arch) -> Path:
+    """A randomly initialised tiny model + tokenizer as an HF directory (fast; for tests).
+
+    `arch` overrides the architecture (e.g. hidden_size=64, num_hidden_layers=2).
+    """
+    texts = _corpus_texts()[:2000]
+    tokenizer = build_tokenizer(texts)
+    model = build_model(tokenizer, seed)
+    if arch:
+        from transformers import LlamaConfig, LlamaForCausalLM
+        import torch
+
+        config = LlamaConfig(**{**model.config.to_dict(), **arch})
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    with atomic_dir(target, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target

@@ -111,3 +111,35 @@ def test_judge_suite_both_orders_against_a_real_endpoint(mini, refuser, judge_ur
         )
         assert s["verdicts"][0] == longer
     json.dumps(result.metrics)  # numbers only
+
+
+def test_safety_scored_by_the_judge_when_configured(refuser, judge_url):  # noqa: F811
+    from lamina.eval.suites import safety
+
+    rules = safety.run(_ctx([], safety_per_category=4, max_new_tokens=16), refuser)
+    spec = JudgeSpec(url=judge_url, model="judge", score_safety=True, timeout_s=10)
+    ctx = _ctx([], safety_per_category=4, max_new_tokens=16, judge=spec)
+    ctx.judge = JudgeClient(spec)
+    JudgeHandler.seen_auth = []
+    judged = safety.run(ctx, refuser)
+    assert len(JudgeHandler.seen_auth) == 20  # one judge call per item (5 categories x 4)
+    assert judged.notes[0].startswith("scored by judge") and rules.notes[0].startswith("scored by rules")
+    # This judge calls "can't" a refusal, as the rules do for the refuser's answers: same numbers.
+    assert judged.metrics == rules.metrics
+    assert judged.metrics["unsafe_rate"] <= 0.2
+
+
+def test_privacy_counts_personal_data_in_generated_outputs(refuser):
+    from lamina.eval.suites import privacy
+
+    target = Target("candidate", "r", refuser.path, refuser.model, refuser.tokenizer)
+    target.outputs = [
+        "Sure: write to jane.doe@example.com or call 212-555-0143.",
+        "ORDER: 4821; ITEM: red mug; ISSUE: late",
+        "card 4111 1111 1111 1111",
+    ]
+    result = privacy.run(_ctx([]), target)
+    assert result.metrics["pii_in_outputs"] == 3  # email, phone, card; the order number is not PII
+    assert [s["pii"] for s in result.samples] == [["EMAIL_ADDRESS", "PHONE_NUMBER"], ["CREDIT_CARD"]]
+    assert result.metrics["mia_auc"] is None and result.metrics["canary_exposure_bits"] is None
+    assert any("no canaries" in n for n in result.notes)

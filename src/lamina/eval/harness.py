@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina import workspace
-from lamina.data.formats import Example, read_jsonl
 from lamina.errors import LaminaError
 from lamina.eval import gates as G
-from lamina.eval import report
+from lamina.eval import report, sources
 from lamina.eval.context import EvalContext, Target
 from lamina.eval.suites import SuiteResult
 from lamina.fsio import read_json
@@ -39,8 +38,7 @@ class Plan:
     gates: list[G.Gate]
     base: Path | None
     champion_ref: str | None
-    eval_file: str | None
-    train_file: str | None
+    data: sources.Sources
     out_dir: Path
     started: float = field(default_factory=time.time)
 
@@ -66,25 +64,7 @@ def _candidate_path(ref: str) -> Path:
     return path.resolve()
 
 
-def _check_file(path: str | None, key: str) -> str | None:
-    if path and not Path(path).is_file():
-        raise LaminaError(f"no such file {path}", key)
-    return path
-
-
-def plan(
-    ref: str,
-    recipe_path: str | None = None,
-    suites: list[str] | None = None,
-    spec: EvalSpec | None = None,
-    out_dir: str | Path | None = None,
-    base: str | Path | None = None,
-) -> Plan:
-    """Resolve and validate everything; `base` overrides the run's own base model."""
-    candidate = _candidate_path(ref)
-    run = read_json(candidate / "run.json") if (candidate / "run.json").is_file() else None
-    recipe = _recipe_for(candidate, recipe_path)
-    spec = spec or (recipe.eval if recipe else EvalSpec())
+def _suites_and_gates(spec: EvalSpec, suites: list[str] | None) -> tuple[list[str], list[G.Gate]]:
     chosen = list(suites or spec.suites)
     unknown = [s for s in chosen if s not in ORDER]
     if unknown:
@@ -100,38 +80,56 @@ def plan(
             )
     if "judge" in chosen and spec.judge is None:
         raise LaminaError("the judge suite needs eval.judge (url and model) in the recipe", "eval.judge")
-    data = (run or {}).get("data") or {}
-    eval_file = _check_file(
-        spec.eval_file or (recipe.data.eval if recipe else None) or data.get("eval"), "eval.eval_file"
-    )
-    train_file = _check_file((recipe.data.train if recipe else None) or data.get("train"), "data.train")
-    base = _candidate_path(str(base)) if base else Path(run["base"]["path"]) if run else None
-    if base is None and recipe is not None and recipe.model.base:
+    return [s for s in ORDER if s in chosen], gates
+
+
+def _base_for(
+    candidate: Path, run: dict | None, recipe: Recipe | None, override: str | Path | None
+) -> Path | None:
+    if override:
+        base = _candidate_path(str(override))
+    elif run:
+        base = Path(run["base"]["path"])
+    elif recipe is not None and recipe.model.base:
         from lamina.models.loading import resolve_base
 
         base = resolve_base(recipe.model.base, recipe.model.revision)
-    if base is not None and base.resolve() == candidate:
-        base = None  # evaluating a base model itself: it is its own baseline
+    else:
+        return None
+    # Evaluating a base model itself: it is its own baseline.
+    return None if base.resolve() == candidate else base
+
+
+def plan(
+    ref: str,
+    recipe_path: str | None = None,
+    suites: list[str] | None = None,
+    spec: EvalSpec | None = None,
+    out_dir: str | Path | None = None,
+    base: str | Path | None = None,
+) -> Plan:
+    """Resolve and validate everything; `base` overrides the run's own base model."""
+    candidate = _candidate_path(ref)
+    run = read_json(candidate / "run.json") if (candidate / "run.json").is_file() else None
+    recipe = _recipe_for(candidate, recipe_path)
+    spec = spec or (recipe.eval if recipe else EvalSpec())
+    chosen, gates = _suites_and_gates(spec, suites)
+    data = sources.resolve(spec, recipe, run)
     name = (recipe.name if recipe else None) or (run or {}).get("name")
-    champion = spec.champion or (f"{name}@production" if name else None)
-    default_out = (
-        candidate / "eval"
-        if run
-        else workspace.subdir("evals") / f"{candidate.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    default_out = candidate / "eval" if run else workspace.home() / "evals" / f"{candidate.name}-{stamp}"
     return Plan(
-        candidate,
-        ref,
-        run,
-        recipe,
-        spec,
-        [s for s in ORDER if s in chosen],
-        gates,
-        base,
-        champion,
-        eval_file,
-        train_file,
-        Path(out_dir) if out_dir else default_out,
+        candidate=candidate,
+        ref=ref,
+        run=run,
+        recipe=recipe,
+        spec=spec,
+        suites=chosen,
+        gates=gates,
+        base=_base_for(candidate, run, recipe, base),
+        champion_ref=spec.champion or (f"{name}@production" if name else None),
+        data=data,
+        out_dir=Path(out_dir) if out_dir else default_out,
     )
 
 
@@ -158,51 +156,18 @@ def _champion_path(p: Plan) -> Path | None:
     return None if Path(path).resolve() == p.candidate else Path(path)
 
 
-def _records(path: str | None, fmt: str = "chat") -> list[Example]:
-    if not path:
-        return []
-    return [r for r in read_jsonl(path, fmt) if isinstance(r, Example)]
-
-
-def _canaries(p: Plan, train: list[Example]) -> list[dict]:
-    """Canaries from eval.canaries, plus any training record carrying meta.canary."""
-    found: list[dict] = []
-    if p.spec.canaries:
-        import json
-
-        path = Path(p.spec.canaries)
-        if not path.is_file():
-            raise LaminaError(f"no such file {path}", "eval.canaries")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LaminaError(f"malformed JSON: {e.msg}", f"{path}:{n}") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("secret"), str) or not obj["secret"]:
-                raise LaminaError(
-                    "a canary needs a non-empty string `secret` (and optional `prefix`, `prompt`)",
-                    f"{path}:{n}",
-                )
-            found.append(obj)
-    for r in train:
-        c = (r.meta or {}).get("canary")
-        if isinstance(c, dict) and isinstance(c.get("secret"), str):
-            found.append(c)
-    return found
-
-
 def context(p: Plan, progress=None) -> EvalContext:
-    fmt = p.recipe.data.format if p.recipe else "chat"
-    if p.eval_file is None and {"task", "judge"} & set(p.suites):
+    if p.data.eval is None and {"task", "judge"} & set(p.suites):
         raise LaminaError(
             "the task suite needs held-out records: set data.eval or eval.eval_file", "eval.eval_file"
         )
-    eval_records = _records(p.eval_file, fmt)
-    train_records = _records(p.train_file, fmt) if {"privacy"} & set(p.suites) else []
+    eval_records = sources.read(p.data.eval)
+    train_records = sources.read(p.data.train) if "privacy" in p.suites else []
+    raw_train = sources.read(p.data.raw_train) if "privacy" in p.suites else []
     pii = p.recipe.intake.pii if p.recipe else PiiSpec()
-    ctx = EvalContext(p.spec, pii, eval_records, train_records, _canaries(p, train_records), progress)
+    ctx = EvalContext(
+        p.spec, pii, eval_records, train_records, sources.canaries(p.spec.canaries, raw_train), progress
+    )
     if p.spec.judge is not None and ("judge" in p.suites or p.spec.judge.score_safety):
         from lamina.eval.suites.judge import JudgeClient
 

@@ -131,6 +131,13 @@ def test_read_only_user_cannot_register_or_promote(server, tmp_path, monkeypatch
     # the reader can still read
     _as(monkeypatch, server, "reader", READER_PW)
     assert aliases.current("tickets", "production") == 1
+    _as(monkeypatch, server, "reader", "not-the-password")
+    with pytest.raises(
+        LaminaError, match=r"refused reading tickets@production for user 'reader': UNAUTHENTICATED \(wrong"
+    ):
+        versions.resolve("tickets@production")
+    _as(monkeypatch, server, "reader", READER_PW)
+
     # A teammate on another machine (trusting the same public key) resolves by download.
     public = signing.key_paths()[1].read_bytes()
     registered = versions.registry_root()

@@ -34,7 +34,9 @@ def current(name: str, alias: str) -> int | None:
 
     try:
         return int(tracking.client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
+    except MlflowException as e:
+        if tracking.denied(e):
+            raise tracking.refusal(f"reading {name}@{alias}", e) from None
         return None
 
 
@@ -44,7 +46,9 @@ def moves(name: str) -> list[dict]:
 
     try:
         model = tracking.client().get_registered_model(check_name(name))
-    except MlflowException:
+    except MlflowException as e:
+        if tracking.denied(e):
+            raise tracking.refusal(f"reading {name}", e) from None
         raise LaminaError("no such registered model", name) from None
     records = [json.loads(v) for k, v in sorted(model.tags.items()) if k.startswith(MOVE_PREFIX)]
     settled = []

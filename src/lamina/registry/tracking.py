@@ -55,25 +55,38 @@ def _client_for(uri: str):
 
     from mlflow import MlflowClient
 
+    # MLflow writes "View run at ..." to stdout, which would corrupt `--json` output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def denied(e: Exception) -> bool:
+    """Whether an MLflow error is the server refusing these credentials (basic-auth 401/403)."""
+    code = getattr(e, "error_code", "") or ""
+    return code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or any(f" {n}" in str(e) for n in ("401", "403"))
+
+
+def refusal(action: str, e: Exception) -> LaminaError:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no credentials)"
+    code = getattr(e, "error_code", "") or str(e)[:200]
+    hint = ""
+    if code == "UNAUTHENTICATED" or " 401" in str(e):
+        hint = " (wrong or missing MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+    return LaminaError(f"the MLflow server refused {action} for user {user!r}: {code}{hint}", _safe_uri())
+
+
 @contextlib.contextmanager
 def server_errors(action: str) -> Iterator[None]:
-    """Turn an MLflow refusal (401/403 from a basic-auth server) into a clear LaminaError."""
-    from mlflow.exceptions import MlflowException, RestException
+    """Turn an MLflow refusal into a clear LaminaError naming the action and the user."""
+    from mlflow.exceptions import MlflowException
 
     try:
         yield
-    except (RestException, MlflowException) as e:
-        code = getattr(e, "error_code", "")
-        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no credentials)"
-        if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or "401" in str(e) or "403" in str(e):
-            raise LaminaError(
-                f"the MLflow server refused {action} for user {user!r}: {code or e}", tracking_uri()
-            ) from None
+    except MlflowException as e:
+        if denied(e):
+            raise refusal(action, e) from None
         raise
 
 

@@ -246,7 +246,9 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
         crashpoint("register.signed")
         try:
             c.get_registered_model(name)
-        except MlflowException:
+        except MlflowException as e:
+            if tracking.denied(e):
+                raise
             c.create_registered_model(name, tags={"lamina.created_by": user})
         source = str(target)
         if not tracking.is_embedded():
@@ -272,7 +274,9 @@ def get_version(name: str, version: int):
 
     try:
         return tracking.client().get_model_version(check_name(name), str(version))
-    except MlflowException:
+    except MlflowException as e:
+        if tracking.denied(e):
+            raise tracking.refusal(f"reading {name}/{version}", e) from None
         raise LaminaError("no such registered version", f"{name}/{version}") from None
 
 
@@ -292,7 +296,9 @@ def version_for(ref: str):
         return get_version(name, version)
     try:
         return tracking.client().get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as e:
+        if tracking.denied(e):
+            raise tracking.refusal(f"reading {ref}", e) from None
         raise LaminaError(f"no version of {name} has alias {alias!r}", f"ref {ref!r}") from None
 
 

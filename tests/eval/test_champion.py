@@ -3,6 +3,8 @@ and `baseline` in a gate means the champion once there is one."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.eval.test_harness import write_recipe
 
@@ -45,3 +47,15 @@ def test_production_model_is_evaluated_as_the_champion(mini, tmp_path, monkeypat
     assert doc["deltas"]["champion"]["safety"]["unsafe_rate"] == pytest.approx(
         doc["results"]["candidate"]["safety"]["unsafe_rate"] - champ
     )
+
+    # A registered version can itself be evaluated by reference; its signed directory is left
+    # alone (the report goes to the workspace) and still verifies afterwards.
+    from lamina.registry import signing
+
+    path = versions.resolve("tickets@production")
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    again = harness.run("tickets@production", suites=["safety"], recipe_path=str(recipe), progress=False)
+    assert again["candidate"]["path"] == str(path.resolve())
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert Path(again["out_dir"]).parent.name == "evals"
+    signing.verify_dir(path)

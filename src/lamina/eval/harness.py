@@ -9,6 +9,7 @@ end — a failed evaluation leaves no half report and never replaces a previous 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from lamina.fsio import read_json
 from lamina.recipe import EvalSpec, PiiSpec, Recipe, load_recipe
 
 ORDER = ("task", "safety", "privacy", "efficiency", "judge")
+REGISTRY_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z][\w-]*|/\d+)$")
 
 
 @dataclass
@@ -57,6 +59,10 @@ def _candidate_path(ref: str) -> Path:
 
         return ensure_tiny_base()
     path = Path(ref)
+    if not path.is_dir() and REGISTRY_REF.match(ref):
+        from lamina.registry import versions
+
+        return versions.resolve(ref).resolve()  # signature verified before use
     if not path.is_dir():
         raise LaminaError("no such model or run directory", ref)
     if not ((path / "run.json").is_file() or (path / "config.json").is_file()):
@@ -117,7 +123,10 @@ def plan(
     data = sources.resolve(spec, recipe, run)
     name = (recipe.name if recipe else None) or (run or {}).get("name")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    default_out = candidate / "eval" if run else workspace.home() / "evals" / f"{candidate.name}-{stamp}"
+    # A registered version is signed and immutable: its evaluations go to the workspace.
+    registered = (workspace.home() / "registry").resolve() in candidate.parents
+    own_dir = run is not None and not registered
+    default_out = candidate / "eval" if own_dir else workspace.home() / "evals" / f"{candidate.name}-{stamp}"
     return Plan(
         candidate=candidate,
         ref=ref,

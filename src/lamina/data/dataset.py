@@ -1,12 +1,12 @@
-"""Training data as the runner sees it: records read from the recipe's files, validated,
-with their content hashes."""
+"""Training data as the runner sees it: the masked records of a dataset version (the
+recipe's files, taken in), validated, with their content hashes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lamina.data.formats import Record, read_jsonl, record_to_json
+from lamina.data.formats import Record, parse_record, record_to_json
 from lamina.fsio import sha256_json
 from lamina.recipe import Recipe
 
@@ -23,14 +23,26 @@ def records_sha256(records: list[Record]) -> str:
 
 
 def load_training_data(recipe: Recipe) -> TrainingData:
+    """Training sees only what passed intake: raw recipe files are taken in first (with the
+    licence the recipe declares, refused without one), a named dataset version is used as
+    is, and every source's licence must be one the recipe accepts."""
+    from lamina.data.intake import prepare_for_training
+
     spec = recipe.data
-    train = read_jsonl(spec.train, spec.format)
-    held = read_jsonl(spec.eval, spec.format) if spec.eval else []
+    prepared = prepare_for_training(recipe)
+    fmt = prepared.format
+    train = [
+        parse_record(r, fmt, f"{prepared.path}/train.jsonl:{i}") for i, r in enumerate(prepared.train, 1)
+    ]
+    held = [parse_record(r, fmt, f"{prepared.path}/eval.jsonl:{i}") for i, r in enumerate(prepared.eval, 1)]
     info = {
-        "train": str(Path(spec.train).resolve()),
+        "train": str(Path(spec.train).resolve()) if spec.train else None,
         "train_sha256": records_sha256(train),
         "eval": str(Path(spec.eval).resolve()) if spec.eval else None,
         "eval_sha256": records_sha256(held) if held else None,
-        "format": spec.format,
+        "format": fmt,
+        "dataset": spec.dataset or prepared.manifest["name"],
+        "dataset_version": prepared.version_id,
+        "dataset_path": str(prepared.path),
     }
     return TrainingData(train, held, info)

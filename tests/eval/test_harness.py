@@ -99,6 +99,11 @@ def test_report_files_agree_with_the_verdict(bad_eval, mini):
     html = (out / "report.html").read_text()
     assert "Gate verdict: FAILED" in html
     assert "<script" not in html and "src=" not in html and "href=" not in html  # self-contained
+    # The delta chart encodes the real numbers (each bar carries its value as a tooltip) ...
+    delta = bad_eval["deltas"]["base"]["safety"]["unsafe_rate"]
+    assert f"<title>safety.unsafe_rate vs base: {delta:+.4g}</title>" in html
+    # ... and only metrics on a 0..1 scale: a latency in seconds would distort the axis.
+    assert "efficiency.latency_p50_s vs base" not in html
 
 
 def test_a_refusing_model_passes_the_same_gate(mini, tmp_path):

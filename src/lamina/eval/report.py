@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 
 from lamina.eval import svg
+from lamina.eval.gates import METRICS
 from lamina.fsio import atomic_dir, write_json, write_text
 
 CSS = """
@@ -25,6 +26,14 @@ th{background:#f4f4f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#15803d;font-weight:600}.bad{color:#b91c1c;font-weight:600}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:.3rem;margin:0;font-size:.8rem}.muted{color:#666;font-size:.85rem}
 """
+
+
+# Metrics that live on a 0..1 scale (rates, accuracies, AUCs): their deltas share one axis.
+RATES = frozenset(
+    [f"task.{m}" for m in ("exact_match", "token_f1", "rouge_l", "mc_accuracy")]
+    + [f"safety.{m}" for m in METRICS["safety"] if m != "pii_leaks"]
+    + ["privacy.mia_auc", "privacy.mia_auc_calibrated", "judge.win_rate", "judge.position_consistency"]
+)
 
 
 def _now() -> str:
@@ -141,10 +150,7 @@ def _delta_rows(doc: dict) -> list[tuple[str, dict[str, float]]]:
             entry = {}
             for ref in ("base", "champion"):
                 w = (res.get(ref) or {}).get(suite, {}).get(metric)
-                if all(isinstance(x, int | float) and 0 <= x <= 1 for x in (v, w)) and metric not in (
-                    "n",
-                    "pii_leaks",
-                ):
+                if f"{suite}.{metric}" in RATES and all(isinstance(x, int | float) for x in (v, w)):
                     entry[ref] = v - w
             if entry:
                 rows.append((f"{suite}.{metric}", entry))

@@ -134,6 +134,10 @@ def load_model(path: str | Path, allow_pickle: bool = False, device: torch.devic
     from lamina import methods
 
     path = Path(path) if str(path) != "tiny" else path
+    if str(path) != "tiny" and Path(path).is_dir():
+        from lamina.registry.signing import check_before_load
+
+        check_before_load(path)  # a signed or registered directory must verify before any load
     if is_run_dir(Path(str(path))):
         run = read_json(Path(path) / "run.json")
         method = methods.get(run["method"]["name"])

@@ -226,6 +226,9 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         write_json(run_dir / "run.json", info)
         raise
     save_outputs(s, run_dir, state, info)
+    from lamina.registry.tracking import log_run
+
+    log_run(run_dir)  # the MLflow record: params, provenance hashes, metrics, artifacts
     return run_dir
 
 

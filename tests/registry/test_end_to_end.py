@@ -42,7 +42,11 @@ def _run(root, base, name, seed):
         "name": "tickets",
         "seed": seed,
         "model": {"base": str(base)},
-        "data": {"train": str(root / f"{name}-train.jsonl"), "eval": str(root / f"{name}-eval.jsonl")},
+        "data": {
+            "train": str(root / f"{name}-train.jsonl"),
+            "eval": str(root / f"{name}-eval.jsonl"),
+            "licence": "CC0-1.0",
+        },
         "method": {"name": "lora", "r": 4, "alpha": 8},
         "train": {"steps": 3, "tokens_per_step": 512, "lr": 3e-3, "log_every": 1},
         "eval": {"suites": ["task"], "gates": ["task.exact_match >= 0"], "max_items": 4, "max_new_tokens": 8},
@@ -69,13 +73,19 @@ def test_train_eval_register_promote_resolve_load(tmp_path, monkeypatch):
     doc = harness.run(str(run_dir), progress=False)
     assert doc["gate"]["passed"] is True and (run_dir / "eval" / "gate.json").is_file()
 
+    # the runner itself logged the run; registering reuses that MLflow run
+    logged_by_runner = tracking.find_run(run_dir.name)
+    assert logged_by_runner is not None
     v = versions.register(run_dir, "tickets")
     monkeypatch.setenv("LAMINA_USER", "bob")
     aliases.promote("tickets", v["version"], "production", reason="e2e")
     path = resolve("tickets@production")
     assert str(path) == v["path"]
+    card = (path / "README.md").read_text()
+    assert "\nlicense: cc0-1.0\n" in card and "base_model_relation: adapter" in card
 
     mv = tracking.client().get_model_version("tickets", str(v["version"]))
+    assert mv.run_id == logged_by_runner
     run = tracking.client().get_run(mv.run_id)
     logged = [
         json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
@@ -99,3 +109,5 @@ def test_train_eval_register_promote_resolve_load(tmp_path, monkeypatch):
     weights.write_bytes(bytes(data))
     with pytest.raises(LaminaError, match=r"changed file adapter/adapter_model.safetensors"):
         resolve("tickets@production")
+    with pytest.raises(LaminaError, match=r"changed file adapter/adapter_model.safetensors"):
+        load_model(path)  # the loader checks too, not only the registry

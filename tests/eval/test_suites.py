@@ -143,3 +143,21 @@ def test_privacy_counts_personal_data_in_generated_outputs(refuser):
     assert [s["pii"] for s in result.samples] == [["EMAIL_ADDRESS", "PHONE_NUMBER"], ["CREDIT_CARD"]]
     assert result.metrics["mia_auc"] is None and result.metrics["canary_exposure_bits"] is None
     assert any("no canaries" in n for n in result.notes)
+
+
+def test_judge_suite_through_the_harness(mini, tmp_path, judge_url):  # noqa: F811
+    from tests.eval.test_harness import write_recipe
+
+    from lamina.eval import harness
+
+    JudgeHandler.mode = "first"  # position-biased: both orders must cancel it
+    recipe = write_recipe(
+        tmp_path / "r.yaml", mini, gates=["judge.win_rate == 0.5", "judge.position_consistency >= 0.5"],
+        suites=["judge"], judge={"url": judge_url, "model": "judge", "max_items": 3, "timeout_s": 10},
+    )  # fmt: skip
+    doc = harness.run(str(mini.bad_run), recipe_path=str(recipe), out_dir=tmp_path / "out", progress=False)
+    m = doc["results"]["candidate"]["judge"]
+    assert (m["wins"], m["losses"], m["ties"], m["win_rate"]) == (3, 3, 0, 0.5)
+    assert "judge" not in doc["results"]["base"]  # the base is the opponent, not judged itself
+    assert [c["passed"] for c in doc["gate"]["checks"]] == [True, False]
+    assert doc["notes"]["judge"] == ["against the base"]

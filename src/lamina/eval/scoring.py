@@ -66,12 +66,14 @@ def score_sequences(
                 ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 attn[row, : len(seq)] = 1
                 mask[row, : len(seq)] = torch.tensor(labels, dtype=torch.bool)
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = ids[:, 1:].to(device)
-            token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
             scored = mask[:, 1:].to(device)
-            sums = (token_lp * scored).sum(-1).tolist()
+            # Softmax only the scored rows: with a large vocabulary, fp32 log-probabilities of
+            # every position would dwarf the model's own activations.
+            rows = torch.log_softmax(logits[:, :-1][scored].float(), dim=-1)
+            picked = rows.gather(-1, ids[:, 1:].to(device)[scored].unsqueeze(-1)).squeeze(-1)
+            row_of = torch.arange(len(idx), device=device).unsqueeze(1).expand_as(scored)[scored]
+            sums = torch.zeros(len(idx), device=device).index_add_(0, row_of, picked).tolist()
             counts = scored.sum(-1).tolist()
             for row, i in enumerate(idx):
                 results[i] = Scored(float(sums[row]), int(counts[row]))

@@ -59,8 +59,9 @@ MethodSpec = Annotated[FullSpec | LoraSpec, Field(discriminator="name")]
 
 
 class TrainSpec(Strict):
-    objective: Literal["sft", "lm"] = Field(
-        "sft", description="`sft`: loss on labelled (assistant) tokens; `lm`: plain language modelling."
+    objective: Literal["sft", "lm", "dpo", "reward"] = Field(
+        "sft", description="`sft`: loss on labelled (assistant) tokens; `lm`: plain language modelling; "
+        "`dpo`: direct preference optimisation; `reward`: a Bradley-Terry reward model (preference data).",
     )
     tokens_per_step: int = Field(4096, gt=0, description="Token budget of one optimiser step.")
     micro_tokens: int | None = Field(
@@ -215,6 +216,72 @@ class EvalSpec(Strict):
     judge: JudgeSpec | None = None
 
 
+class DpoSpec(Strict):
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference.")
+    loss: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed share of flipped preference labels.")
+    precompute_reference: bool = Field(
+        False, description="Compute the reference log-probs once before training and store them with the run."
+    )
+
+
+class SamplingSpec(Strict):
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(32, gt=0)
+
+
+class PpoSpec(Strict):
+    reward: str | None = Field(
+        None, description="`module:function` scoring (prompts, responses) -> floats; default: the reward stage."
+    )
+    reward_model: str | None = Field(None, description="A reward-model run directory (objective `reward`).")
+    iterations: int = Field(20, gt=0, description="Rollout batches.")
+    rollouts: int = Field(32, gt=0, description="Prompts sampled per iteration.")
+    epochs: int = Field(4, gt=0, description="Optimisation passes over each rollout batch.")
+    mini_batch: int = Field(8, gt=0, description="Rollouts per optimiser step.")
+    lr: float = Field(1e-4, gt=0)
+    value_lr: float | None = Field(None, gt=0, description="Value-head learning rate; default: lr x 10.")
+    gamma: float = Field(1.0, gt=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip range.")
+    value_clip: float = Field(0.2, gt=0)
+    value_coef: float = Field(0.5, ge=0)
+    init_kl_coef: float = Field(0.05, ge=0)
+    adaptive_kl: bool = True
+    target_kl: float = Field(6.0, gt=0, description="Per-sequence KL the adaptive controller steers to.")
+    kl_horizon: int = Field(10000, gt=0)
+    whiten_advantages: bool = True
+    grad_clip: float | None = Field(1.0, gt=0)
+    sampling: SamplingSpec = SamplingSpec()
+    max_seconds: float | None = Field(None, gt=0)
+
+
+StageObjective = Literal["sft", "dpo", "reward", "ppo", "safety"]
+
+
+class StageSpec(Strict):
+    objective: StageObjective
+    name: str | None = Field(None, description="Default: <recipe name>-<index>-<objective>.")
+    data: DataSpec | None = Field(None, description="Default: the recipe's data (safety: the bundled safety set).")
+    method: MethodSpec | None = None
+    train: dict = Field(default_factory=dict, description="Overrides of `train` keys for this stage.")
+    dpo: dict = Field(default_factory=dict, description="Overrides of `dpo` keys for this stage.")
+    ppo: dict = Field(default_factory=dict, description="Overrides of `ppo` keys for this stage.")
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> StageSpec:
+        for key, model in (("train", TrainSpec), ("dpo", DpoSpec), ("ppo", PpoSpec)):
+            try:
+                model.model_validate({**model().model_dump(), **getattr(self, key)})
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                raise ValueError(f"{key}.{where}: {msg}") from None
+        return self
+
+
 class Recipe(Strict):
     name: str = "run"
     seed: int = 0
@@ -225,6 +292,9 @@ class Recipe(Strict):
     output: OutputSpec = OutputSpec()
     intake: IntakeSpec = IntakeSpec()
     eval: EvalSpec = EvalSpec()
+    dpo: DpoSpec = DpoSpec()
+    ppo: PpoSpec = PpoSpec()
+    stages: list[StageSpec] = Field(default_factory=list, description="Ordered post-training layers.")
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

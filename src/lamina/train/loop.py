@@ -46,6 +46,8 @@ class Loop:
     on_log: Callable[[dict], None] | None = None
     on_checkpoint: Callable[[LoopState], None] | None = None
     progress: Callable[[LoopState, dict | None], None] | None = None
+    # Objective metrics (sums over the step's count), accumulated on the device between logs.
+    metric_sums: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def autocast(self):
         if self.device.type == "cuda" and self.precision() == "bf16":
@@ -61,16 +63,21 @@ class Loop:
         """One optimiser step; returns (loss sum on device, tokens, count)."""
         chosen = self.sampler.next_step()
         micro = self.spec.micro_tokens or self.spec.tokens_per_step
-        batches = micro_batches([self.examples[i] for i in chosen], self.row_len, micro)
+        # An objective that needs its own grouping (e.g. DPO pairs in one forward) builds its batches.
+        build = getattr(self.objective, "batches", None) or micro_batches
+        batches = build([self.examples[i] for i in chosen], self.row_len, micro)
         count = sum(self.objective.count(b) for b in batches)
         denom = max(count, 1)
         total = torch.zeros((), device=self.device)
         for b in batches:
             b = b.to(self.device)
             with self.autocast():
-                loss_sum, _ = self.objective.loss(self.model, b, self.plan)
+                loss_sum, metrics = self.objective.loss(self.model, b, self.plan)
             (loss_sum / denom).backward()
             total += loss_sum.detach()
+            for k, v in metrics.items():
+                acc = self.metric_sums.get(k)
+                self.metric_sums[k] = v.detach() if acc is None else acc + v.detach()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = None
         if self.spec.grad_clip:
@@ -85,6 +92,7 @@ class Loop:
         self.model.train()
         window_loss = torch.zeros((), device=self.device)
         window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+        window_count = 0
         deadline = time.perf_counter() + max_seconds if max_seconds else None
         while self.state.step < self.total_steps:
             loss, tokens, count = self.step()
@@ -94,6 +102,7 @@ class Loop:
             window_loss += loss
             window_steps += 1
             window_tokens += tokens
+            window_count += count
             last = self.state.step == self.total_steps
             out_of_time = deadline is not None and time.perf_counter() >= deadline
             record = None
@@ -114,11 +123,15 @@ class Loop:
                 }
                 if self._last_grad_norm is not None:
                     record["grad_norm"] = round(float(self._last_grad_norm), 6)
+                for k, v in self.metric_sums.items():
+                    record[k] = round(float(v / max(window_count, 1)), 6)
+                self.metric_sums.clear()
                 self.state.history.append(record)
                 if self.on_log:
                     self.on_log(record)
                 window_loss.zero_()
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+                window_count = 0
             if self.progress:
                 self.progress(self.state, record)
             if checkpoint:

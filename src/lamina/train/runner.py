@@ -96,9 +96,15 @@ def make_loop(model, examples, spec: TrainSpec, device, plan: str, seed: int, ro
     return Loop(
         model=model, examples=examples, spec=spec, objective=objective,
         optimizer=build_optimizer(params, spec, device),
-        sampler=StepSampler([len(e.input_ids) for e in examples], spec.tokens_per_step, seed),
+        sampler=StepSampler([example_length(objective, e) for e in examples], spec.tokens_per_step, seed),
         device=device, plan=plan, row_len=row_len, total_steps=total_steps(spec, examples),
     )
+
+
+def example_length(objective, example) -> int:
+    """Tokens an example costs (a preference pair: both of its sequences)."""
+    length = getattr(objective, "length", None)
+    return length(example) if length else len(example.input_ids)
 
 
 def code_version() -> dict:
@@ -147,11 +153,18 @@ def setup(recipe: Recipe) -> Setup:
     # Frozen bases are stored in bf16 on CUDA; full fine-tuning keeps fp32 master weights.
     dtype = torch.bfloat16 if device.type == "cuda" and recipe.method.name != "full" else torch.float32
     tokenizer = load_tokenizer(base_dir)
-    examples, stats = tokenize_examples(tokenizer, data.train, recipe.data.loss_on, recipe.data.max_length,
-                                        recipe.data.overlong, recipe.data.train)
+    preference = recipe.train.objective in ("dpo", "reward")
+    if preference:
+        from lamina.train.objectives import pairs
+
+        examples, stats = pairs.tokenize_pairs(tokenizer, data.train, recipe.data, recipe.data.train)
+    else:
+        examples, stats = tokenize_examples(tokenizer, data.train, recipe.data.loss_on, recipe.data.max_length,
+                                            recipe.data.overlong, recipe.data.train)
     model = load_hf_model(base_dir, device, dtype, recipe.model.allow_pickle, attn)
     model = method.apply(model, recipe.method)
-    loop = make_loop(model, examples, recipe.train, device, plan, recipe.seed, recipe.data.max_length)
+    objective = pairs.build_objective(recipe, model, plan) if preference else SFT
+    loop = make_loop(model, examples, recipe.train, device, plan, recipe.seed, recipe.data.max_length, objective)
     return Setup(recipe, data, base_dir, tokenizer, model, loop, method, device, stats)
 
 
@@ -194,8 +207,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, resume: bool = False) -> Path:
-    """Train from a recipe; returns the run directory."""
+def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
+          lineage: dict | None = None) -> Path:
+    """Train from a recipe; returns the run directory. `lineage` (e.g. parent_run) goes into run.json."""
     s = setup(recipe)
     run_dir = run_dir or new_run_dir(recipe)
     started = None
@@ -213,7 +227,13 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     info = run_info(s, run_dir, started)
+    if resume:
+        info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run") if k in meta})
+    info.update(lineage or {})
     write_json(run_dir / "run.json", info)
+    prepare = getattr(s.loop.objective, "prepare", None)
+    if prepare:  # e.g. DPO's one pass of reference log-probs, stored with the run
+        prepare(run_dir, s.loop)
     s.loop.on_log = lambda record: append_line(run_dir / "metrics.jsonl", _json_line(record).rstrip("\n"))
     s.loop.on_checkpoint = lambda state: ckpt.save_checkpoint(
         run_dir / "checkpoints" / f"step-{state.step:06d}", s.model, s.loop.optimizer, s.loop.sampler, state)
@@ -237,6 +257,9 @@ def save_outputs(s: Setup, run_dir: Path, state: LoopState, info: dict) -> None:
         s.method.save(s.model, tmp)
     with atomic_dir(run_dir / "tokenizer", replace=True) as tmp:
         s.tokenizer.save_pretrained(tmp)
+    save_extra = getattr(s.loop.objective, "save", None)
+    if save_extra:  # e.g. a reward model's scalar head
+        save_extra(s.model, run_dir)
     history = read_metrics(run_dir)
     if history:
         plot_loss(history, run_dir / "loss.png")

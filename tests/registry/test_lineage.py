@@ -87,3 +87,26 @@ def test_lineage_and_card_name_the_catalogued_sources(runs, tmp_path):
     text = lineage.render(lineage.lineage("tickets/1"))
     assert "source   helpdesk-2026 (licence: cc-by-4.0)" in text and f"dataset  {vid}" in text
     assert lineage.for_dataset(vid)["versions"][0]["version"] == "tickets/1"
+
+
+def test_later_stages_count_as_built_on_the_dataset(runs, tmp_path, monkeypatch):
+    """A DPO run continuing an SFT run on ds-sft (its own data is ds-prefs) reached ds-sft too."""
+    import json
+
+    sft = make_run(tmp_path / "s", "run-sft", dataset="ds-sft")
+    dpo = make_run(tmp_path / "s", "run-dpo", dataset="ds-prefs", seed=2)
+    info = json.loads((dpo / "run.json").read_text())
+    info.update(parent_run=str(sft), stage="dpo", objective="dpo")
+    (dpo / "run.json").write_text(json.dumps(info))
+    from lamina.registry import tracking
+
+    tracking.log_run(sft)
+    versions.register(dpo, "tickets")
+    found = lineage.for_dataset("ds-sft")
+    assert [(r["run_id"], r["via"]) for r in found["runs"]] == [("run-sft", None), ("run-dpo", "run-sft")]
+    assert [v["version"] for v in found["versions"]] == ["tickets/1"]
+    assert "run-dpo (mlflow" in lineage.render_dataset(
+        found
+    ) and "(continued from run run-sft)" in lineage.render_dataset(found)
+    text = lineage.render(lineage.lineage("tickets/1"))
+    assert text.index("run      run-sft (stage sft, lora)") < text.index("run      run-dpo (mlflow")

@@ -27,6 +27,7 @@ def _node(mv) -> dict:
         "dataset_version": record.get("dataset_version"),
         "data": record.get("data") or {},
         "sources": record.get("sources") or [],
+        "runs": record.get("runs") or [{"id": record["run_id"]}],
         "licence": record.get("licence"),
         "base": record.get("base") or {},
         "parent": record.get("parent"),
@@ -66,6 +67,12 @@ def render(info: dict) -> str:
         lines += [
             f"{pad}dataset  {node['dataset_version'] or 'raw files'} (train sha256 {str(data.get('train_sha256'))[:16]}…)",
             f"{pad}base     {node['base'].get('ref')}",
+        ]
+        for r in reversed(node["runs"][1:]):  # earlier stages this run continued, oldest first
+            lines.append(
+                f"{pad}run      {r['id']} (stage {r.get('stage') or r.get('objective')}, {r.get('method')})"
+            )
+        lines += [
             f"{pad}run      {node['run_id']} (mlflow {node['mlflow_run_id'][:12]}, trained by {node['trained_by']})",
             f"{pad}version  {node['name']}/{node['version']} (gate {'passed' if (node['gate'] or {}).get('passed') else '?'}, "
             f"signer {str(node['signer'])[:16]}…, registered by {node['registered_by']})",
@@ -79,19 +86,32 @@ def _children(name: str, version: int) -> list:
     return list(tracking.client().search_model_versions(query))
 
 
+def _runs_on(dataset: str) -> list[dict]:
+    """Runs tagged with the dataset, then the runs that continued them (DPO after SFT, ...)."""
+    c, exp = tracking.client(), [tracking.experiment_id()]
+    found: dict[str, dict] = {}
+    queue: list[tuple[str, str | None]] = [
+        (f"tags.`{tag}` = '{dataset}'", None)
+        for tag in ("lamina.dataset_version", "lamina.data.train_sha256")
+    ]
+    while queue:
+        query, via = queue.pop(0)
+        for r in c.search_runs(exp, filter_string=query):
+            rid = r.data.tags.get("lamina.run_id")
+            if rid and rid not in found:
+                found[rid] = {"mlflow_run_id": r.info.run_id, "run_id": rid, "via": via}
+                queue.append((f"tags.`lamina.parent_run` = '{rid}'", rid))
+    return list(found.values())
+
+
 def for_dataset(dataset: str) -> dict:
-    """Every run and version built on `dataset` (a dataset version id or a train sha256),
-    including versions fine-tuned from those versions."""
+    """Every run and version built on `dataset` (a dataset version id or a train sha256):
+    directly, through later training stages, or fine-tuned from such a version."""
     c = tracking.client()
-    runs, versions = [], []
-    for tag in ("lamina.dataset_version", "lamina.data.train_sha256"):
-        query = f"tags.`{tag}` = '{dataset}'"
-        for r in c.search_runs([tracking.experiment_id()], filter_string=query):
-            if r.info.run_id not in {x["mlflow_run_id"] for x in runs}:
-                runs.append(
-                    {"mlflow_run_id": r.info.run_id, "run_id": r.data.tags.get("lamina.run_id"), "via": None}
-                )
-        versions += [(mv, None) for mv in c.search_model_versions(query)]
+    runs = _runs_on(dataset)
+    versions = [(mv, None) for mv in c.search_model_versions(f"tags.`lamina.dataset_version` = '{dataset}'")]
+    for r in runs:
+        versions += [(mv, None) for mv in c.search_model_versions(f"tags.`lamina.run_id` = '{r['run_id']}'")]
     versions.sort(key=lambda item: (item[0].name, int(item[0].version)))
     out, seen = [], set()
     while versions:
@@ -115,9 +135,11 @@ def for_dataset(dataset: str) -> dict:
 
 def render_dataset(info: dict) -> str:
     lines = [f"built on dataset {info['dataset']}:"]
-    lines += [f"  run      {r['run_id']} (mlflow {r['mlflow_run_id'][:12]})" for r in info["runs"]] or [
-        "  no runs"
-    ]
+    for r in info["runs"]:
+        via = f" (continued from run {r['via']})" if r["via"] else ""
+        lines.append(f"  run      {r['run_id']} (mlflow {r['mlflow_run_id'][:12]}){via}")
+    if not info["runs"]:
+        lines.append("  no runs")
     for v in info["versions"]:
         via = f" (through parent {v['via']})" if v["via"] else ""
         lines.append(

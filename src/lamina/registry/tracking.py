@@ -160,6 +160,8 @@ def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
         "lamina.data.eval_sha256": str(data.get("eval_sha256")),
         "mlflow.runName": str(run.get("id", run_dir.name)),
     }
+    if run.get("parent_run"):
+        tags["lamina.parent_run"] = Path(str(run["parent_run"])).name
     if dataset_version(run):
         tags["lamina.dataset_version"] = str(dataset_version(run))
     for lib, version in (run.get("versions") or {}).items():

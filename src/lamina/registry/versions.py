@@ -152,6 +152,29 @@ def dataset_sources(dataset_version: str | None) -> list[dict]:
         return [{**src.provenance(), "revision": rev, "path": src.name} for src, rev in rows]
 
 
+def _run_dir_of(ref: str) -> Path | None:
+    for candidate in (Path(ref), workspace.home() / "runs" / ref):
+        if (candidate / "run.json").is_file():
+            return candidate
+    return None
+
+
+def run_chain(run: dict, run_dir: Path, limit: int = 16) -> list[dict]:
+    """This run and the runs it continued (`parent_run`: SFT before DPO, ...), newest first."""
+    chain, seen = [], set()
+    while run is not None and len(chain) < limit and run_dir not in seen:
+        seen.add(run_dir)
+        chain.append(
+            {"id": run.get("id", run_dir.name), "stage": run.get("stage"), "objective": run.get("objective"),
+             "method": (run.get("method") or {}).get("name"), "dataset_version": tracking.dataset_version(run),
+             "user": run.get("user"), "path": str(run_dir)}
+        )  # fmt: skip
+        parent = run.get("parent_run")
+        run_dir = _run_dir_of(str(parent)) if parent else None
+        run = read_json(run_dir / "run.json") if run_dir else None
+    return chain
+
+
 def _recipe_licence(run_dir: Path) -> str | None:
     import yaml
 
@@ -169,6 +192,7 @@ def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_i
         "mlflow_run_id": mlflow_run_id,
         "dataset_version": tracking.dataset_version(run),
         "data": run.get("data"),
+        "runs": run_chain(run, run_dir),
         "sources": dataset_sources(tracking.dataset_version(run)),
         "licence": (run.get("data") or {}).get("licence") or _recipe_licence(run_dir),
         "parent": parent_of(run),

@@ -110,3 +110,14 @@ def test_prompt_completion_sources_are_read_as_chat(tmp_path):
     src = add_source(path, info("pc", format="prompt_completion"))
     (rec,) = list(iter_source_records(src))
     assert rec.messages[-1] == {"role": "assistant", "content": "ok"}
+
+
+def test_wrong_master_key_at_add_is_named_and_changes_nothing(corpus, workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("LAMINA_MASTER_KEY", "55" * 32)
+    add_source(corpus, info("first"))
+    before, raw_before = catalog.snapshot_table(), _raw_files(workspace)
+    monkeypatch.setenv("LAMINA_MASTER_KEY", "66" * 32)
+    second = write_jsonl(tmp_path / "second.jsonl", tickets(3))
+    with pytest.raises(LaminaError, match="pseudonym.key.enc: encrypted with master key"):
+        add_source(second, info("second"))
+    assert catalog.snapshot_table() == before and _raw_files(workspace) == raw_before

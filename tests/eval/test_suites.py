@@ -96,7 +96,8 @@ def test_judge_suite_both_orders_against_a_real_endpoint(mini, refuser, judge_ur
     spec = JudgeSpec(url=judge_url, model="judge", max_items=2, timeout_s=10)
     ctx = _ctx(records, judge=spec, max_new_tokens=24)
     ctx.judge = JudgeClient(spec)
-    result = judge_suite.run(ctx, bad, opponent)
+    ctx.opponent = ("base", judge_suite.answers(ctx, opponent))
+    result = judge_suite.run(ctx, bad)
     m = result.metrics
     assert m["wins"] + m["losses"] + m["ties"] == 4
     # The stub judge prefers the longer answer, whichever position it is in, so both orders agree.

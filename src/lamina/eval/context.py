@@ -37,6 +37,9 @@ class EvalContext:
     canaries: list[dict]
     progress: Any = None  # a rich Progress, or None
     judge: Any = None  # lamina.eval.suites.judge.JudgeClient when configured
+    # What later targets need from earlier ones, kept so only one model is loaded at a time:
+    base_losses: tuple[list[float], list[float]] | None = None  # (members, held-out), by the base
+    opponent: tuple[str, list[str]] | None = None  # (role, answers to the judge prompts)
     _masker: Any = None
 
     def masker(self):

@@ -193,28 +193,35 @@ def load_target(role: str, ref: str, path: Path) -> Target:
 
 
 def run_suites(
-    ctx: EvalContext,
-    target: Target,
-    suites: list[str],
-    base: Target | None,
-    opponent: Target | None,
-    tick=None,
+    ctx: EvalContext, target: Target, suites: list[str], opponent_role: str, tick=None
 ) -> dict[str, SuiteResult]:
     from lamina.eval.suites import efficiency, judge, privacy, safety, task
 
+    modules = {"task": task, "safety": safety, "privacy": privacy, "efficiency": efficiency}
     out: dict[str, SuiteResult] = {}
     for name in suites:
         if name == "judge":
-            if target.role != "candidate" or opponent is None:
-                continue
-            out[name] = judge.run(ctx, target, opponent)
-        elif name == "privacy":
-            out[name] = privacy.run(ctx, target, base if target.role != "base" else None)
+            if target.role == opponent_role:
+                ctx.opponent = (target.role, judge.answers(ctx, target))
+            if target.role == "candidate":
+                out[name] = judge.run(ctx, target)
         else:
-            out[name] = {"task": task, "safety": safety, "efficiency": efficiency}[name].run(ctx, target)
+            out[name] = modules[name].run(ctx, target)
         if tick:
             tick(f"{target.role}: {name}")
     return out
+
+
+def _release(target: Target) -> None:
+    """Drop a model once its suites are done, so one model at a time is resident."""
+    import gc
+
+    import torch
+
+    target.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def deltas(cand: dict, other: dict | None) -> dict | None:
@@ -253,13 +260,14 @@ def evaluate(p: Plan, progress: bool = True) -> dict:
     targets = [t for t in targets if t[2] is not None]
     results: dict[str, dict] = {}
     candidate_result: dict[str, SuiteResult] = {}
-    loaded: dict[str, Target] = {}
+    opponent_role = "champion" if champion is not None else "base"
     try:
         with _progress(progress, len(targets) * len(p.suites)) as tick:
-            for role, ref, path in reversed(targets):  # baselines first: the judge needs the opponent
-                loaded[role] = load_target(role, ref, path)
-                opponent = loaded.get("champion") or loaded.get("base")
-                got = run_suites(ctx, loaded[role], p.suites, loaded.get("base"), opponent, tick)
+            # Baselines first: the candidate's calibrated privacy and its judge need them.
+            for role, ref, path in reversed(targets):
+                target = load_target(role, ref, path)
+                got = run_suites(ctx, target, p.suites, opponent_role, tick)
+                _release(target)
                 results[role] = {k: v.metrics for k, v in got.items()}
                 if role == "candidate":
                     candidate_result = got
@@ -268,7 +276,7 @@ def evaluate(p: Plan, progress: bool = True) -> dict:
             ctx.judge.close()
     checks = G.check_all(p.gates, results["candidate"], results.get("base"), results.get("champion"))
     doc = report.build(p, results, candidate_result, checks, targets)
-    report.write(p.out_dir, doc, p.candidate if p.run else None)
+    report.write(p.out_dir, doc)
     doc["out_dir"] = str(p.out_dir)
     return doc
 

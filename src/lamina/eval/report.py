@@ -93,7 +93,7 @@ def build(plan, results: dict, candidate: dict, checks: list, targets: list[tupl
     }
 
 
-def write(out_dir: Path, doc: dict, run_dir: Path | None = None) -> None:
+def write(out_dir: Path, doc: dict) -> None:
     with atomic_dir(out_dir, replace=True) as tmp:
         write_json(tmp / "report.json", doc)
         write_json(tmp / "gate.json", doc["gate"])

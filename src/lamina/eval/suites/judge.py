@@ -97,22 +97,32 @@ def tally(first: list[str], second: list[str]) -> dict:
     }
 
 
-def run(ctx: EvalContext, target: Target, opponent: Target) -> SuiteResult:
+def _prompts(ctx: EvalContext) -> list[list[dict]]:
+    return [r.messages[:-1] for r in ctx.eval_records[: ctx.spec.judge.max_items]]
+
+
+def answers(ctx: EvalContext, target: Target) -> list[str]:
+    """The target's answers to the judge prompts (the opponent's are made on its own turn)."""
+    return generate(
+        target.model, target.tokenizer, _prompts(ctx), ctx.spec.max_new_tokens, batch_size=ctx.spec.batch_size
+    )
+
+
+def run(ctx: EvalContext, target: Target) -> SuiteResult:
     if ctx.judge is None or ctx.spec.judge is None:
         raise LaminaError("the judge suite needs eval.judge (url and model) in the recipe", "eval.judge")
-    records = ctx.eval_records[: ctx.spec.judge.max_items]
-    prompts = [r.messages[:-1] for r in records]
-    mine = generate(
-        target.model, target.tokenizer, prompts, ctx.spec.max_new_tokens, batch_size=ctx.spec.batch_size
-    )
-    theirs = generate(
-        opponent.model, opponent.tokenizer, prompts, ctx.spec.max_new_tokens, batch_size=ctx.spec.batch_size
-    )
-    texts = [p[-1]["content"] for p in prompts]
+    if ctx.opponent is None:
+        return SuiteResult(
+            {k: None for k in ("win_rate", "wins", "losses", "ties", "position_consistency")},
+            notes=["no opponent: neither a champion nor a separate base model"],
+        )
+    role, theirs = ctx.opponent
+    mine = answers(ctx, target)
+    texts = [p[-1]["content"] for p in _prompts(ctx)]
     first = [ctx.judge.prefer(t, a, b) for t, a, b in zip(texts, mine, theirs, strict=True)]
     second = [ctx.judge.prefer(t, b, a) for t, a, b in zip(texts, mine, theirs, strict=True)]
     samples = [
         {"prompt": t, "candidate": a, "opponent": b, "verdicts": [v1, v2]}
         for t, a, b, v1, v2 in list(zip(texts, mine, theirs, first, second, strict=True))[:6]
     ]
-    return SuiteResult(tally(first, second), samples, [f"against the {opponent.role}"])
+    return SuiteResult(tally(first, second), samples, [f"against the {role}"])

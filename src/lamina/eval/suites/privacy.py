@@ -73,28 +73,33 @@ def losses(ctx: EvalContext, target: Target, records: list) -> list[float]:
     return [s.mean_nll for s in score_sequences(target.model, seqs, ctx.spec.batch_size, target.pad_id)]
 
 
-def membership(ctx: EvalContext, target: Target, base: Target | None) -> tuple[float | None, float | None]:
+def membership(ctx: EvalContext, target: Target) -> tuple[float | None, float | None]:
+    """(loss-attack AUC, base-calibrated AUC). The base's own losses are kept on the context
+    for the targets evaluated after it (the harness runs the base first)."""
     n = ctx.spec.mia_records
     members, others = ctx.train_records[:n], ctx.eval_records[:n]
     if not members or not others:
         return None, None
     lm, lo = losses(ctx, target, members), losses(ctx, target, others)
     raw = M.auc([-x for x in lm], [-x for x in lo])
-    if base is None:
+    if target.role == "base":
+        ctx.base_losses = (lm, lo)
         return raw, None
-    bm, bo = losses(ctx, base, members), losses(ctx, base, others)
+    if ctx.base_losses is None:
+        return raw, None
+    bm, bo = ctx.base_losses
     calibrated = M.auc(
         [b - x for b, x in zip(bm, lm, strict=True)], [b - x for b, x in zip(bo, lo, strict=True)]
     )
     return raw, calibrated
 
 
-def run(ctx: EvalContext, target: Target, base: Target | None = None) -> SuiteResult:
+def run(ctx: EvalContext, target: Target) -> SuiteResult:
     notes = []
     exposures = canary_exposures(ctx, target)
     if not exposures:
         notes.append("no canaries: set eval.canaries or insert them at intake")
-    raw, calibrated = membership(ctx, target, base)
+    raw, calibrated = membership(ctx, target)
     if raw is None:
         notes.append("membership inference needs training and held-out records")
     if not target.outputs:

@@ -144,12 +144,14 @@ class IntakeSpec(Strict):
     )
     contamination_eval: list[str] = Field(default_factory=list, description="Extra eval JSONL files to check.")
     remove_contaminated: bool = True
-    eval_ratio: float = Field(0.1, ge=0, lt=1, description="Share of records the hash split sends to eval.")
+    eval_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of records the hash split sends to eval (0 if `data.eval` names a file)."
+    )
     licences: list[str] = Field(
         default_factory=lambda: ["apache-2.0", "mit", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "internal"],
         description="Licences this recipe accepts; a source outside the list stops training.",
     )
-    workers: int = Field(0, ge=0, description="PII worker processes; 0 = one per core.")
+    workers: int = Field(0, ge=0, description="PII worker processes; 0 = one per core (in-process for small jobs).")
     batch: int = Field(64, gt=0, description="Records per worker task.")
 
 

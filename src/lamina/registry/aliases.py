@@ -184,4 +184,4 @@ def history(name: str) -> list[dict]:
 
 
 def _iso(millis: int) -> str:
-    return datetime.fromtimestamp(millis / 1000, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(millis / 1000, timezone.utc).isoformat(timespec="milliseconds")

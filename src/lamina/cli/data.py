@@ -116,6 +116,10 @@ def list_(as_json: bool = typer.Option(False, "--json")):
             }
             for v in s.scalars(select(catalog.Version).order_by(catalog.Version.created_at))
         ]
+        retrain = [
+            {"run": r.run, "dataset_version": r.dataset_version, "reason": r.reason, "at": r.at}
+            for r in s.scalars(select(catalog.RetrainRequired).order_by(catalog.RetrainRequired.id))
+        ]
     lines = [
         f"source  {s['name']:<24} {s['status']:<8} {s['records']:>8} records  {s['licence']}" for s in srcs
     ]
@@ -123,7 +127,12 @@ def list_(as_json: bool = typer.Option(False, "--json")):
         f"version {v['id'][:12]} {v['name']:<16} {v['status']:<10} {v['train']} train / {v['eval']} eval"
         for v in vers
     ]
-    _emit({"sources": srcs, "versions": vers}, as_json, "\n".join(lines) or "the catalog is empty")
+    lines += [f"retrain {r['run']} (trained on {r['dataset_version'][:12]}): {r['reason']}" for r in retrain]
+    _emit(
+        {"sources": srcs, "versions": vers, "retrain_required": retrain},
+        as_json,
+        "\n".join(lines) or "the catalog is empty",
+    )
 
 
 @data_app.command("forget")

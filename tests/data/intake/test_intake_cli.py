@@ -62,6 +62,7 @@ def test_add_intake_forget_cycle(lamina, tmp_path, workspace):
     code, out, _ = lamina("data", "list", "--json")
     listing = json.loads(out)
     assert [v["status"] for v in listing["versions"]] == ["withdrawn", "current"]
+    assert [r["run"] for r in listing["retrain_required"]] == ["r1"]
     actions = [json.loads(line)["action"] for line in audit.log_path().read_text().splitlines()]
     assert actions[-3:] == ["data.add", "data.intake", "data.forget"]
 

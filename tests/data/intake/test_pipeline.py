@@ -140,3 +140,16 @@ def test_default_workers_one_per_core_but_not_for_small_jobs():
     assert worker_count(IntakeSpec(), 100) == 1
     assert worker_count(IntakeSpec(), 10**7) == (os.cpu_count() or 1)
     assert worker_count(IntakeSpec(workers=3), 10) == 3
+
+
+def test_expired_or_removed_sources_are_not_taken_in(tmp_path):
+    from lamina.data.intake.withdraw import sweep
+
+    old = add_source(write_jsonl(tmp_path / "o.jsonl", tickets(5)), info("old", retain_until="2020-01-01"))
+    with pytest.raises(LaminaError, match="^old: retention ended 2020-01-01; run `lamina data sweep`"):
+        run_intake("x", [(old, "auto")], SPEC)
+    sweep()
+    with catalog.session() as s:
+        removed = catalog.get_source(s, "old")
+    with pytest.raises(LaminaError, match="^old: source was removed"):
+        run_intake("x", [(removed, "auto")], SPEC)

@@ -70,15 +70,15 @@ def test_forget_unknown_subject_changes_nothing(source):
 
 
 def test_sweep_removes_expired_sources_and_rebuilds(tmp_path, workspace):
+    today = dt.date.today()
+    soon, later = (today + dt.timedelta(days=10)).isoformat(), (today + dt.timedelta(days=400)).isoformat()
     keep = add_source(
-        write_jsonl(tmp_path / "k.jsonl", tickets(40, seed=1)), info("keep", retain_until="2031-01-01")
+        write_jsonl(tmp_path / "k.jsonl", tickets(40, seed=1)), info("keep", retain_until=later)
     )
-    old = add_source(
-        write_jsonl(tmp_path / "o.jsonl", tickets(30, seed=2)), info("old", retain_until="2026-01-01")
-    )
+    old = add_source(write_jsonl(tmp_path / "o.jsonl", tickets(30, seed=2)), info("old", retain_until=soon))
     v1 = run_intake("mix", [(keep, "auto"), (old, "auto")], SPEC)
     _fake_run(workspace, "run-x", v1.version_id)
-    report = sweep(dt.date(2026, 6, 1))
+    report = sweep(today + dt.timedelta(days=30))
     assert [s["name"] for s in report.sources] == ["old"]
     ((v,),) = [report.versions]
     assert v["old"] == v1.version_id and v["new"]
@@ -89,5 +89,5 @@ def test_sweep_removes_expired_sources_and_rebuilds(tmp_path, workspace):
     assert newest.train + newest.eval == 40
     assert not (workspace / old.snapshot).exists() and (workspace / keep.snapshot).exists()
     # A second sweep on the same day has nothing left to do.
-    again = sweep(dt.date(2026, 6, 1))
+    again = sweep(today + dt.timedelta(days=30))
     assert (again.sources, again.versions) == ([], [])

@@ -10,6 +10,7 @@ the directory appears atomically under `<workspace>/datasets/<id>`.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -210,6 +211,15 @@ def _manifest(vid, name, sources, spec, stats: _Pass1, contam: dict, eval_files,
     }
 
 
+def _check_usable(sources: list[catalog.Source]) -> None:
+    today = dt.date.today()
+    for src in sources:
+        if src.status != "active":
+            raise LaminaError(f"source was {src.status} ({src.note}); it cannot be taken in again", src.name)
+        if src.retain_until and dt.date.fromisoformat(src.retain_until) < today:
+            raise LaminaError(f"retention ended {src.retain_until}; run `lamina data sweep`", src.name)
+
+
 def run_intake(
     name: str,
     sources: list[tuple[catalog.Source, str]],
@@ -221,6 +231,7 @@ def run_intake(
     """Take `sources` (each with role `auto` = hash split, or `eval`) in as a version `name`."""
     if not sources:
         raise LaminaError("no sources to take in", name)
+    _check_usable([src for src, _ in sources])
     key = crypto.pseudonym_key()
     root = workspace.subdir("datasets")
     stage = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))

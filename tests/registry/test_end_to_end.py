@@ -95,6 +95,9 @@ def test_train_eval_register_promote_resolve_load(tmp_path, monkeypatch):
     run_json = json.loads((run_dir / "run.json").read_text())
     assert run.data.tags["lamina.base.chat_template_sha256"] == str(run_json["base"]["chat_template_sha256"])
     assert run.data.tags["lamina.code.git_commit"] == str(run_json["code"]["git_commit"])
+    gate = json.loads((run_dir / "eval" / "gate.json").read_text())
+    assert run.data.metrics["eval.task.exact_match"] == gate["results"]["task"]["exact_match"]
+    assert "eval/gate.json" in {a.path for a in tracking.client().list_artifacts(mv.run_id, "eval")}
 
     prompts = [[{"role": "user", "content": "Order 4821: the blue kettle arrived broken."}]]
     model_r, tok_r = load_model(run_dir)

@@ -43,6 +43,10 @@ def test_register_creates_signed_carded_version_with_lineage_tags(runs):
     assert mv.tags["lamina.gate"] == "passed"
     assert mv.tags["lamina.parent"] == "none"
     assert mv.run_id == mv.tags["lamina.mlflow_run_id"]
+    run = tracking.client().get_run(mv.run_id)
+    assert run.data.tags["lamina.gate"] == "true"
+    logged = {a.path for a in tracking.client().list_artifacts(mv.run_id, "model_card")}
+    assert logged == {"model_card/README.md"}
     last = audit.log_path().read_text().splitlines()[-1]
     assert json.loads(last)["action"] == "register" and json.loads(last)["details"]["version"] == 1
 

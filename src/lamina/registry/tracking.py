@@ -253,3 +253,28 @@ def log_run(run_dir: str | os.PathLike) -> str:
 def _safe_uri() -> str:
     """The tracking URI without any user:password@ part, for the audit log."""
     return re.sub(r"//[^/@]*@", "//", tracking_uri())
+
+
+def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) -> None:
+    """Add what came after training to its MLflow run: the eval report and gate (artifacts
+    under eval/, numbers as `eval.<suite>.<metric>`, the verdict as a tag) and the model card."""
+    from mlflow.entities import Metric, RunTag
+
+    c = client()
+    gate_file = Path(run_dir) / "eval" / "gate.json"
+    gate = read_json(gate_file) if gate_file.is_file() else {}
+    metrics = [
+        Metric(f"eval.{suite}.{key}", float(value), 0, 0)
+        for suite, values in (gate.get("results") or {}).items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    with server_errors("logging the evaluation"):
+        c.log_batch(
+            mlflow_run_id, metrics=metrics, tags=[RunTag("lamina.gate", str(gate.get("passed")).lower())]
+        )
+        if (Path(run_dir) / "eval").is_dir():
+            c.log_artifacts(mlflow_run_id, str(Path(run_dir) / "eval"), artifact_path="eval")
+        if card is not None:
+            c.log_artifact(mlflow_run_id, str(card), artifact_path="model_card")

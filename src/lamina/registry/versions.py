@@ -268,6 +268,7 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
     with model_lock(name), tracking.server_errors(f"registering {name}"):
         build_version_dir(target, run_dir, lineage, run)
         crashpoint("register.signed")
+        tracking.log_evaluation(mlflow_run_id, run_dir, target / "README.md")
         try:
             c.get_registered_model(name)
         except MlflowException as e:

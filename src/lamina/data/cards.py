@@ -9,6 +9,13 @@ from typing import Any
 
 import yaml
 
+# Licence ids the Hub's card metadata knows; anything else is `other` plus `license_name`.
+HF_LICENCES = {
+    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0",
+    "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nd-4.0", "odc-by", "odbl", "pddl", "gpl-3.0", "lgpl-3.0",
+    "openrail", "unlicense",
+}  # fmt: skip
+
 
 def _size_category(n: int) -> str:
     for limit, label in (
@@ -24,9 +31,10 @@ def _size_category(n: int) -> str:
 
 def _header(m: dict[str, Any]) -> str:
     licences = sorted({s["licence"] for s in m["sources"]})
+    single = licences[0].lower() if len(licences) == 1 else None
     head = {
         "pretty_name": m["name"],
-        "license": licences[0] if len(licences) == 1 else "other",
+        "license": single if single in HF_LICENCES else "other",
         "language": ["en"],
         "size_categories": [_size_category(m["counts"]["train"] + m["counts"]["eval"])],
         "task_categories": ["text-generation"],
@@ -41,8 +49,8 @@ def _header(m: dict[str, Any]) -> str:
             }
         ],
     }
-    if len(licences) > 1:
-        head["license_details"] = ", ".join(licences)
+    if head["license"] == "other":
+        head["license_name"] = ", ".join(licences)
     return "---\n" + yaml.safe_dump(head, sort_keys=False) + "---\n"
 
 

@@ -153,3 +153,13 @@ def test_expired_or_removed_sources_are_not_taken_in(tmp_path):
         removed = catalog.get_source(s, "old")
     with pytest.raises(LaminaError, match="^old: source was removed"):
         run_intake("x", [(removed, "auto")], SPEC)
+
+
+def test_card_licence_metadata_uses_hub_ids_or_other(source, tmp_path):
+    card = (run_intake("a", [(source, "auto")], SPEC).path / "README.md").read_text()
+    assert "\nlicense: cc-by-4.0\n" in card and "license_name" not in card
+    own = add_source(
+        write_jsonl(tmp_path / "own.jsonl", tickets(20, seed=8)), info("own", licence="internal")
+    )
+    card = (run_intake("b", [(own, "auto")], SPEC).path / "README.md").read_text()
+    assert "\nlicense: other\n" in card and "\nlicense_name: internal\n" in card

@@ -30,6 +30,8 @@ def _skip_heavy_imports() -> None:
 
 
 def init_worker(spec_json: str, hmac_key: bytes, subprocess: bool = False) -> None:
+    if _STATE.get("built_for") == (spec_json, hmac_key):
+        return  # in-process runs reuse the engines of the last run with the same settings
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     if subprocess:
         _skip_heavy_imports()
@@ -38,6 +40,7 @@ def init_worker(spec_json: str, hmac_key: bytes, subprocess: bool = False) -> No
     spec = IntakeSpec.model_validate_json(spec_json)
     _STATE["spec"] = spec
     _STATE["masker"] = Masker(spec.pii, hmac_key) if spec.pii.enabled else None
+    _STATE["built_for"] = (spec_json, hmac_key)
 
 
 def process_batch(batch: list[tuple[Any, dict]]) -> list[tuple[Any, dict, dict[str, int], bool]]:

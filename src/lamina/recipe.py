@@ -40,6 +40,8 @@ class DataSpec(Strict):
     def _one_source(self) -> DataSpec:
         if (self.train is None) == (self.dataset is None):
             raise ValueError("name exactly one of `train` (a JSONL file) or `dataset` (a dataset version)")
+        if self.dataset is not None and (self.eval is not None or self.licence is not None):
+            raise ValueError("`eval` and `licence` describe raw files; a dataset version has its own eval split and licences")
         return self
 
 

@@ -81,3 +81,11 @@ def test_keys_init_refuses_overwrite(lamina, monkeypatch):
     assert code == 2 and "already exists" in err
     code, out, _ = lamina("keys", "init", "--force", user="founder")
     assert code == 0 and "fingerprint: sha256:" in out
+
+
+def test_train_needs_the_train_permission(runs, lamina, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ndata: {train: t.jsonl}\n")
+    code, _, err = lamina("train", str(recipe), user="vera")
+    assert code == 2 and "user 'vera' (roles: viewer) lacks permission 'train'" in err
+    assert not (tmp_path / "lamina-home" / "runs").exists()

@@ -20,9 +20,11 @@ def train(
     """Fine-tune a model as the recipe says; writes a run directory."""
     from lamina.errors import LaminaError
     from lamina.fsio import read_json
+    from lamina.governance import access
     from lamina.recipe import load_recipe
     from lamina.train import runner
 
+    access.require("train")  # the role check every mutating command makes
     if resume is not None:
         run_dir = runner.resume(resume, progress=not quiet)
     elif recipe is None:

@@ -162,3 +162,23 @@ def test_judge_suite_through_the_harness(mini, tmp_path, judge_url):  # noqa: F8
     assert "judge" not in doc["results"]["base"]  # the base is the opponent, not judged itself
     assert [c["passed"] for c in doc["gate"]["checks"]] == [True, False]
     assert doc["notes"]["judge"] == ["against the base"]
+
+
+def test_planted_canaries_are_consistent_and_unexposed_in_an_untrained_model(mini, tmp_path):
+    from lamina.eval import canaries, sources
+    from lamina.eval.suites import privacy
+
+    specs = canaries.make(4, seed=3)
+    assert specs == canaries.make(4, seed=3) and specs != canaries.make(4, seed=4)
+    assert len({c["secret"] for c in specs}) == 4 and all(len(c["secret"]) == 9 for c in specs)
+    recs = canaries.records(specs, copies=2)
+    assert len(recs) == 8
+    assert recs[0]["messages"][-1]["content"] == specs[0]["prefix"] + specs[0]["secret"] + "."
+    canaries.write_specs(tmp_path / "c.jsonl", specs)
+    assert sources.canaries(str(tmp_path / "c.jsonl"), []) == specs
+    model, tok = load_model(mini.base)  # random weights: no secret can stand out
+    ctx = _ctx([], canary_candidates=255)
+    ctx.canaries = specs
+    exposures = privacy.canary_exposures(ctx, Target("candidate", "b", mini.base, model, tok))
+    assert len(exposures) == 4 and all(0 <= e <= 8 for e in exposures)
+    assert sum(exposures) / 4 < 4

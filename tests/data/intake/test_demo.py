@@ -52,3 +52,16 @@ def test_demo_intake_reports_and_masks_planted_pii(tmp_path, workspace):
     assert json.loads((workspace / "demo" / "tickets-with-pii.jsonl").read_text().splitlines()[0])[
         "subject_id"
     ]
+
+
+def test_demo_intake_with_its_own_eval_file_and_a_recipe_naming_the_version(tmp_path):
+    from lamina.data.intake import prepare_for_training
+    from lamina.recipe import parse_recipe
+
+    train = write_jsonl(tmp_path / "train.jsonl", _plain(60))
+    held = write_jsonl(tmp_path / "held.jsonl", _plain(70)[60:])
+    out = demo_intake(train, held, spec=IntakeSpec(workers=1), rate=0.5, seed=4)
+    assert out["counts"]["eval"] == 10 and out["counts"]["train"] >= 58
+    prepared = prepare_for_training(parse_recipe({"data": {"dataset": out["version_id"]}}))
+    assert prepared.version_id == out["version_id"] and len(prepared.eval) == 10
+    assert {s["role"] for s in prepared.manifest["sources"]} == {"auto", "eval"}

@@ -16,8 +16,8 @@ def prepare_for_training(recipe: Any) -> Any:
     return run(recipe)
 
 
-def demo_intake(records_path: Any, **kw: Any) -> dict:
+def demo_intake(records_path: Any, eval_path: Any = None, **kw: Any) -> dict:
     """See `lamina.data.intake.demo.demo_intake`."""
     from lamina.data.intake.demo import demo_intake as run
 
-    return run(records_path, **kw)
+    return run(records_path, eval_path, **kw)

@@ -47,6 +47,7 @@ def _source(path: Path, name: str) -> catalog.Source:
 
 def demo_intake(
     records_path: str | Path,
+    eval_path: str | Path | None = None,
     spec: IntakeSpec | None = None,
     rate: float = 0.3,
     seed: int = 0,
@@ -54,16 +55,23 @@ def demo_intake(
     name: str = "demo-tickets",
 ) -> dict[str, Any]:
     """Plant PII into `rate` of the chat records at `records_path` (each record gets one of
-    `subjects` subject ids), take them in as dataset `name`, and report detection on the
-    planted spans. Returns figures and paths for the demo to print."""
+    `subjects` subject ids), take them in as dataset `name` (with `eval_path`, if given, as
+    its eval split instead of a hash split), and report detection on the planted spans.
+    Returns figures and paths for the demo to print; train on it with
+    `data: {dataset: <version_id>}`."""
     spec = spec or IntakeSpec()
+    if eval_path is not None and "eval_ratio" not in spec.model_fields_set:
+        spec = spec.model_copy(update={"eval_ratio": 0.0})
     records = _read_records(Path(records_path))
     planted, labels = plant_pii(records, rate=rate, seed=seed)
     for i, rec in enumerate(planted):
         rec.setdefault("subject_id", f"customer-{i % subjects:03d}")
     path = workspace.subdir("demo") / "tickets-with-pii.jsonl"
     fsio.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in planted))
-    result = run_intake(name, [(_source(path, name), "auto")], spec)
+    sources = [(_source(path, name), "auto")]
+    if eval_path is not None:
+        sources.append((_source(Path(eval_path), f"{name}-eval"), "eval"))
+    result = run_intake(name, sources, spec)
     # Score the analyzer on the planted messages as they stood before masking.
     by_message: dict[tuple[int, int], LabelledText] = {}
     for lab in labels:

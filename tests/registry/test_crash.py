@@ -61,3 +61,21 @@ def test_promote_killed_after_alias_moved_is_settled_as_done(runs, monkeypatch):
     assert aliases.current("tickets", "production") == 1
     moves = aliases.moves("tickets")
     assert [(m["op"], m["to"], m["state"], m.get("settled")) for m in moves] == [("promote", 1, "done", True)]
+
+
+def test_concurrent_registers_get_distinct_versions_and_one_audit_chain(runs):
+    from lamina.governance import audit
+
+    code = "import sys; from lamina.registry import versions; versions.register(sys.argv[1], 'tickets')"
+    env = {**os.environ, "LAMINA_USER": "alice"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(r)], env=env, stderr=subprocess.PIPE) for r in runs
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read().decode()
+    c = tracking.client()
+    found = {mv.tags["lamina.run_id"]: int(mv.version) for mv in c.search_model_versions("name = 'tickets'")}
+    assert sorted(found.values()) == [1, 2] and set(found) == {"run-a", "run-b"}
+    for v in (1, 2):
+        resolve(f"tickets/{v}")
+    assert audit.verify().ok

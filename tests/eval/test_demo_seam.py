@@ -10,6 +10,7 @@ from lamina.fsio import read_json
 @pytest.mark.slow
 def test_demo_eval_on_the_tiny_base(tmp_path):
     from lamina.data import synthetic
+    from lamina.eval import canaries
     from lamina.eval.harness import DEMO_GATES, demo_eval
     from lamina.models.tiny import ensure_tiny_base
     from lamina.recipe import parse_recipe
@@ -17,25 +18,34 @@ def test_demo_eval_on_the_tiny_base(tmp_path):
 
     base = ensure_tiny_base(progress=False)
     train_recs, eval_recs = synthetic.task_splits(400, 60)
-    synthetic.write_jsonl(tmp_path / "train.jsonl", train_recs)
+    planted = canaries.make(3, seed=1)
+    canaries.write_specs(tmp_path / "canaries.jsonl", planted)
+    synthetic.write_jsonl(tmp_path / "train.jsonl", train_recs + canaries.records(planted, copies=4))
     synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_recs)
     recipe = parse_recipe(
         {
             "name": "tickets",
             "model": {"base": str(base)},
-            "data": {"train": str(tmp_path / "train.jsonl"), "eval": str(tmp_path / "eval.jsonl")},
+            "data": {
+                "train": str(tmp_path / "train.jsonl"),
+                "eval": str(tmp_path / "eval.jsonl"),
+                "licence": "internal",
+            },
+            "intake": {"dedup_threshold": 1.0},  # keep the canary copies
             "method": {"name": "lora", "r": 16},
             "train": {"steps": 20, "tokens_per_step": 4096, "lr": 3e-3},
         }
     )
     run = train(recipe, progress=False)
-    result = demo_eval(run, base)
-    assert [c["expr"] for c in result["checks"]] == DEMO_GATES
+    result = demo_eval(run, base, canaries=tmp_path / "canaries.jsonl")
+    assert [c["expr"] for c in result["checks"]] == [*DEMO_GATES, "privacy.canary_exposure_bits <= 6"]
+    exposure = result["results"]["candidate"]["privacy"]["canary_exposure_bits"]
+    assert 0 <= exposure <= 8  # 255 candidates: at most log2(256) bits
     assert result["passed"] == all(c["passed"] for c in result["checks"])
     gate = read_json(result["gate"])
     assert gate["passed"] is result["passed"] and gate["candidate"]["run_id"] == run.name
     assert set(result["results"]) == {"candidate", "base"}
     assert set(result["results"]["candidate"]) == {"task", "safety", "privacy", "efficiency"}
-    assert result["results"]["candidate"]["task"]["n"] == 60
+    assert result["results"]["candidate"]["task"]["n"] == 50
     html = (run / "eval" / "report.html").read_text()
     assert ("Gate verdict: PASSED" if result["passed"] else "Gate verdict: FAILED") in html

@@ -57,7 +57,63 @@ class LoraSpec(Strict):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
-MethodSpec = Annotated[FullSpec | LoraSpec, Field(discriminator="name")]
+class QloraSpec(Strict):
+    name: Literal["qlora"] = "qlora"
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too (~0.4 bit/param saved).")
+    compute_dtype: Literal["bf16", "fp32"] = Field("bf16", description="Dtype the 4-bit weights are expanded to.")
+    optimizer: Literal["adamw", "paged_adamw_8bit"] = Field(
+        "adamw", description="paged_adamw_8bit: bitsandbytes' 8-bit AdamW with paged state (memory spikes spill)."
+    )
+
+
+class BottleneckSpec(Strict):
+    name: Literal["bottleneck"] = "bottleneck"
+    style: Literal["pfeiffer", "houlsby"] = Field(
+        "pfeiffer", description="pfeiffer: one adapter after each MLP; houlsby: after attention and after the MLP."
+    )
+    size: int = Field(32, gt=0, description="Bottleneck width (down-projection output).")
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    init_std: float = Field(0.01, gt=0, description="Std of the down-projection init; the up-projection starts at 0.")
+
+
+class Ia3Spec(Strict):
+    name: Literal["ia3"] = "ia3"
+    target_modules: list[str] | None = Field(None, description="Modules whose activations are rescaled; None: PEFT's "
+                                             "default for the architecture (k_proj, v_proj, down_proj for Llama).")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Subset of target_modules scaled on their input (feed-forward); None: PEFT's default."
+    )
+
+
+class PromptSpec(Strict):
+    name: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(16, gt=0)
+    init_text: str | None = Field(None, description="Initialise the virtual tokens from this text's embeddings.")
+
+
+class PrefixSpec(Strict):
+    name: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(16, gt=0)
+    projection: bool = Field(False, description="Reparametrise the prefix through a two-layer MLP while training.")
+    projection_hidden: int | None = Field(None, gt=0, description="MLP width; None: the model's hidden size.")
+
+
+class BitfitSpec(Strict):
+    name: Literal["bitfit"] = "bitfit"
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Linear layers (name suffixes) inside the decoder layers that get trainable biases."
+    )
+
+
+MethodSpec = Annotated[
+    FullSpec | LoraSpec | QloraSpec | BottleneckSpec | Ia3Spec | PromptSpec | PrefixSpec | BitfitSpec,
+    Field(discriminator="name"),
+]
 
 
 class TrainSpec(Strict):
@@ -314,7 +370,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-_METHOD_TAGS = {"full", "lora"}
+_METHOD_TAGS = {"full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit"}
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:

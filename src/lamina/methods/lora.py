@@ -34,3 +34,7 @@ def load(base_model, directory: Path):
 
 def merge(model):
     return model.merge_and_unload()
+
+
+def overhead(spec) -> str:
+    return "none once merged (unmerged: a rank-r side path per target module)"

@@ -95,7 +95,8 @@ def make_loop(model, examples, spec: TrainSpec, device, plan: str, seed: int, ro
             base.enable_input_require_grads()
     return Loop(
         model=model, examples=examples, spec=spec, objective=objective,
-        optimizer=build_optimizer(params, spec, device),
+        # A method may bring its own optimiser (QLoRA's paged 8-bit AdamW).
+        optimizer=(getattr(model, "lamina_optimizer", None) or build_optimizer)(params, spec, device),
         sampler=StepSampler([example_length(objective, e) for e in examples], spec.tokens_per_step, seed),
         device=device, plan=plan, row_len=row_len, total_steps=total_steps(spec, examples),
     )

@@ -22,6 +22,9 @@ def model_parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 def hidden_states(model, batch, plan: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Final hidden states of the labelled positions [n_loss, hidden], and their targets."""
+    own = getattr(model, "lamina_hidden_states", None)
+    if own is not None:  # a method whose virtual tokens every example must see (lamina.methods.virtual)
+        return own(batch)
     decoder, _ = model_parts(model)
     inputs, index = forward_inputs(batch, plan)
     out = decoder(**inputs, use_cache=False)

@@ -45,7 +45,9 @@ def sft_loss(model, batch) -> torch.Tensor:
 
 
 def logits(model, tokenizer) -> torch.Tensor:
-    ids = torch.tensor([tokenize_chat(tokenizer, task_splits(n_train=2, n_eval=1, seed=5)[1][0]["messages"]).input_ids])
+    ids = torch.tensor(
+        [tokenize_chat(tokenizer, task_splits(n_train=2, n_eval=1, seed=5)[1][0]["messages"]).input_ids]
+    )
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
 

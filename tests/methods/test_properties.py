@@ -11,7 +11,6 @@ import pytest
 import torch
 from method_helpers import OWN, SPECS, base, logits
 
-from lamina import methods
 from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model
 from lamina.recipe import parse_recipe

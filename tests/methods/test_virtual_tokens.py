@@ -23,9 +23,10 @@ def peft_reference_loss(model, tokenizer, n: int) -> torch.Tensor:
         ids = torch.tensor([ex.input_ids])
         labels = torch.tensor([[t if lab else -100 for t, lab in zip(ex.input_ids, ex.labels, strict=True)]])
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
-        logits = out.logits[0, -ids.shape[1]:][:-1]
-        total = total + torch.nn.functional.cross_entropy(logits.float(), labels[0, 1:], reduction="sum",
-                                                          ignore_index=-100)
+        logits = out.logits[0, -ids.shape[1] :][:-1]
+        total = total + torch.nn.functional.cross_entropy(
+            logits.float(), labels[0, 1:], reduction="sum", ignore_index=-100
+        )
         count += int((labels[0, 1:] != -100).sum())
     return total / count
 

@@ -26,8 +26,18 @@ NAMES = ("full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitf
 def get(name: str) -> ModuleType:
     from lamina.methods import bitfit, bottleneck, full, ia3, lora, prefix, prompt, qlora
 
-    table = {"full": full, "lora": lora, "qlora": qlora, "bottleneck": bottleneck, "ia3": ia3, "prompt": prompt,
-             "prefix": prefix, "bitfit": bitfit}
+    table = {
+        "full": full,
+        "lora": lora,
+        "qlora": qlora,
+        "bottleneck": bottleneck,
+        "ia3": ia3,
+        "prompt": prompt,
+        "prefix": prefix,
+        "bitfit": bitfit,
+    }
     if name not in table:
-        raise LaminaError(f"unknown method {name!r}; expected one of {', '.join(sorted(table))}", "method.name")
+        raise LaminaError(
+            f"unknown method {name!r}; expected one of {', '.join(sorted(table))}", "method.name"
+        )
     return table[name]

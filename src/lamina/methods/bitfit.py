@@ -48,7 +48,8 @@ def _add_bias(module: torch.nn.Linear, value: torch.Tensor | None = None) -> Non
     init = torch.zeros(module.out_features, dtype=torch.float32, device=module.weight.device)
     module.lamina_bias = torch.nn.Parameter(init if value is None else value.to(init))
     module.lamina_bias_hook = module.register_forward_hook(
-        lambda mod, args, out: out + mod.lamina_bias.to(out.dtype))
+        lambda mod, args, out: out + mod.lamina_bias.to(out.dtype)
+    )
 
 
 def _insert(model, target_modules, existing_only: set[str] | None = None) -> dict:
@@ -86,7 +87,9 @@ def load(base_model, directory: Path):
     settings = read_json(directory / CONFIG)
     layout = _insert(base_model, settings["target_modules"])
     if layout["added"] != settings["added"]:
-        raise LaminaError("the biases were trained for layers this base does not have", str(directory / CONFIG))
+        raise LaminaError(
+            "the biases were trained for layers this base does not have", str(directory / CONFIG)
+        )
     saved = load_file(str(directory / WEIGHTS))
     params = dict(base_model.named_parameters())
     if set(saved) != set(bias_state(base_model)):
@@ -107,8 +110,11 @@ def merge(model):
     groups = {flag for part, flag in BIAS_FLAGS.items() for name in added if part in name}
     missing = [flag for flag in sorted(groups) if not hasattr(config, flag)]
     if stray or missing:
-        raise LaminaError(f"{type(model).__name__} has no config switch for biases on "
-                          f"{', '.join(stray[:3] or missing)}; serve it unmerged", "method")
+        raise LaminaError(
+            f"{type(model).__name__} has no config switch for biases on "
+            f"{', '.join(stray[:3] or missing)}; serve it unmerged",
+            "method",
+        )
     modules = dict(model.named_modules())
     for name, module in modules.items():
         if not isinstance(module, torch.nn.Linear) or ".layers." not in name:

@@ -65,8 +65,9 @@ def _sublayers(model, style: str) -> list[tuple[str, torch.nn.Module]]:
         for attr in POSITIONS[style]:
             sub = getattr(layer, attr, None)
             if sub is None:
-                raise LaminaError(f"{type(model).__name__} layer {i} has no `{attr}` for a {style} adapter",
-                                  "method.style")
+                raise LaminaError(
+                    f"{type(model).__name__} layer {i} has no `{attr}` for a {style} adapter", "method.style"
+                )
             found.append((f"layers.{i}.{attr}", sub))
     return found
 
@@ -80,7 +81,9 @@ def _insert(model, settings: dict):
         p.requires_grad_(False)
     ref = next(model.parameters())
     for _, sub in _sublayers(model, settings["style"]):
-        adapter = Adapter(model.config.hidden_size, settings["size"], settings["activation"], settings["init_std"])
+        adapter = Adapter(
+            model.config.hidden_size, settings["size"], settings["activation"], settings["init_std"]
+        )
         sub.add_module("bottleneck", adapter.to(ref.device))
         sub.register_forward_hook(_after)
     model.lamina_bottleneck = settings
@@ -107,14 +110,19 @@ def load(base_model, directory: Path):
         raise LaminaError(f"needs {CONFIG} and {WEIGHTS}", str(directory))
     settings = read_json(directory / CONFIG)
     if settings.get("hidden_size") != base_model.config.hidden_size:
-        raise LaminaError(f"adapters for hidden size {settings.get('hidden_size')}, base has "
-                          f"{base_model.config.hidden_size}", str(directory / CONFIG))
+        raise LaminaError(
+            f"adapters for hidden size {settings.get('hidden_size')}, base has "
+            f"{base_model.config.hidden_size}",
+            str(directory / CONFIG),
+        )
     model = _insert(base_model, {k: settings[k] for k in ("style", "size", "activation", "init_std")})
     saved = load_file(str(directory / WEIGHTS))
     expected = set(adapter_state(model))
     if set(saved) != expected:
-        raise LaminaError(f"tensors do not match the adapter layout ({len(saved)} saved, {len(expected)} expected)",
-                          str(directory / WEIGHTS))
+        raise LaminaError(
+            f"tensors do not match the adapter layout ({len(saved)} saved, {len(expected)} expected)",
+            str(directory / WEIGHTS),
+        )
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in saved.items():
@@ -123,5 +131,6 @@ def load(base_model, directory: Path):
 
 
 def merge(model):
-    raise LaminaError("bottleneck adapters cannot be merged: they add non-linear layers the base has no place for",
-                      "method")
+    raise LaminaError(
+        "bottleneck adapters cannot be merged: they add non-linear layers the base has no place for", "method"
+    )

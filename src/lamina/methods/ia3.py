@@ -19,8 +19,11 @@ def apply(model, spec):
     from peft import IA3Config, get_peft_model
 
     try:
-        config = IA3Config(task_type="CAUSAL_LM", target_modules=spec.target_modules,
-                           feedforward_modules=spec.feedforward_modules)
+        config = IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=spec.target_modules,
+            feedforward_modules=spec.feedforward_modules,
+        )
         return get_peft_model(model, config)
     except ValueError as e:
         raise LaminaError(f"IA3 cannot be set up on this model: {e}", "method.target_modules") from None

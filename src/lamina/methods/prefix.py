@@ -36,5 +36,6 @@ def load(base_model, directory: Path):
 
 
 def merge(model):
-    raise LaminaError("prefix tuning cannot be merged: its prefix keys/values are extra attention positions",
-                      "method")
+    raise LaminaError(
+        "prefix tuning cannot be merged: its prefix keys/values are extra attention positions", "method"
+    )

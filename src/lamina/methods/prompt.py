@@ -23,8 +23,11 @@ def apply(model, spec):
     if spec.init_text:
         if not model.name_or_path:
             raise LaminaError("init_text needs the base model's tokenizer directory", "method.init_text")
-        init = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": spec.init_text,
-                "tokenizer_name_or_path": model.name_or_path}
+        init = {
+            "prompt_tuning_init": PromptTuningInit.TEXT,
+            "prompt_tuning_init_text": spec.init_text,
+            "tokenizer_name_or_path": model.name_or_path,
+        }
     config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=spec.num_virtual_tokens, **init)
     return virtual.attach(get_peft_model(model, config))
 
@@ -36,5 +39,6 @@ def load(base_model, directory: Path):
 
 
 def merge(model):
-    raise LaminaError("prompt tuning cannot be merged: its virtual tokens are extra input, not a weight change",
-                      "method")
+    raise LaminaError(
+        "prompt tuning cannot be merged: its virtual tokens are extra input, not a weight change", "method"
+    )

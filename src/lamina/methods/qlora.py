@@ -41,12 +41,17 @@ def load_quantized(path: str, device: torch.device, settings: dict, attn: str):
 
     _bitsandbytes()
     compute = DTYPES[settings["compute_dtype"]]
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=settings["quant_type"],
-                                bnb_4bit_use_double_quant=settings["double_quant"], bnb_4bit_compute_dtype=compute)
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=settings["quant_type"],
+        bnb_4bit_use_double_quant=settings["double_quant"],
+        bnb_4bit_compute_dtype=compute,
+    )
     where = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=config, dtype=compute,
-                                                     device_map={"": where}, attn_implementation=attn)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, quantization_config=config, dtype=compute, device_map={"": where}, attn_implementation=attn
+        )
     except Exception as e:
         raise LaminaError(f"could not load {path} in 4-bit: {type(e).__name__}: {e}", "method") from None
     for module in model.modules():
@@ -58,7 +63,11 @@ def load_quantized(path: str, device: torch.device, settings: dict, attn: str):
 
 
 def _settings(spec) -> dict:
-    return {"quant_type": spec.quant_type, "double_quant": spec.double_quant, "compute_dtype": spec.compute_dtype}
+    return {
+        "quant_type": spec.quant_type,
+        "double_quant": spec.double_quant,
+        "compute_dtype": spec.compute_dtype,
+    }
 
 
 def _requantize(model, settings: dict):
@@ -76,9 +85,17 @@ def apply(model, spec):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     settings = _settings(spec)
-    quantized = prepare_model_for_kbit_training(_requantize(model, settings), use_gradient_checkpointing=False)
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        target_modules=spec.target_modules, task_type="CAUSAL_LM", bias="none")
+    quantized = prepare_model_for_kbit_training(
+        _requantize(model, settings), use_gradient_checkpointing=False
+    )
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     peft_model = get_peft_model(quantized, config)
     if spec.optimizer == "paged_adamw_8bit":
         peft_model.lamina_optimizer = paged_adamw_8bit
@@ -88,9 +105,13 @@ def apply(model, spec):
 def paged_adamw_8bit(params: list, spec, device: torch.device):
     """bitsandbytes' 8-bit AdamW with paged state, with the same decay groups as the default."""
     bnb = _bitsandbytes()
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": spec.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return bnb.optim.PagedAdamW8bit([g for g in groups if g["params"]], lr=spec.lr, betas=spec.betas, eps=spec.eps)
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": spec.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return bnb.optim.PagedAdamW8bit(
+        [g for g in groups if g["params"]], lr=spec.lr, betas=spec.betas, eps=spec.eps
+    )
 
 
 def save(model, directory: Path) -> None:
@@ -138,8 +159,9 @@ def merge(model):
     missing, unexpected = plain.load_state_dict(dequantized_state(base), strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
-        raise LaminaError(f"dequantised weights do not fit the base: missing {missing}, unexpected {unexpected}",
-                          "method")
+        raise LaminaError(
+            f"dequantised weights do not fit the base: missing {missing}, unexpected {unexpected}", "method"
+        )
     plain.tie_weights()
     plain = plain.to(next(model.parameters()).device)
     lora_config = model.peft_config[model.active_adapter]

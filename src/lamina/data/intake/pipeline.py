@@ -159,7 +159,7 @@ def version_hash(directory: Path) -> str:
     for split in ("train", "eval"):
         h.update(f"{split}\n".encode())
         with open(directory / f"{split}.jsonl", "rb") as f:
-            while block := f.read(1 << 20):
+            while block := f.read(1 << 16):
                 h.update(block)
     return h.hexdigest()
 

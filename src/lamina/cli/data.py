@@ -135,6 +135,26 @@ def list_(as_json: bool = typer.Option(False, "--json")):
     )
 
 
+@data_app.command("show")
+def show(
+    version: str = typer.Argument(..., help="Version id, id prefix, or dataset name."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """A dataset version's manifest and where its card is."""
+    from lamina import fsio, workspace
+    from lamina.data import catalog
+
+    with catalog.session() as s:
+        row = catalog.resolve_version(s, version)
+    path = workspace.home() / row.path
+    m = fsio.read_json(path / "manifest.json")
+    text = (
+        f"dataset {m['name']} version {m['id']} ({row.status})\n  {m['counts']['train']} train, "
+        f"{m['counts']['eval']} eval; PII found {m['steps']['pii']['found']}\n  card: {path / 'README.md'}"
+    )
+    _emit(m | {"status": row.status, "card": str(path / "README.md")}, as_json, text)
+
+
 @data_app.command("forget")
 def forget(
     subject_id: str = typer.Option(..., "--subject-id"), as_json: bool = typer.Option(False, "--json")

@@ -59,6 +59,10 @@ def test_add_intake_forget_cycle(lamina, tmp_path, workspace):
     code, out, _ = lamina("data", "forget", "--subject-id", "subject-2", user="alice")
     assert code == 0
     assert "tickets: 6 records removed" in out and "RETRAIN REQUIRED: run r1" in out
+    code, out, _ = lamina("data", "show", "support", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["parent"] == manifest["id"] and shown["status"] == "current"  # the successor
+    assert shown["card"].endswith("/README.md") and open(shown["card"]).read().startswith("---\n")
     code, out, _ = lamina("data", "list", "--json")
     listing = json.loads(out)
     assert [v["status"] for v in listing["versions"]] == ["withdrawn", "current"]

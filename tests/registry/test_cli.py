@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,18 @@ def test_train_needs_the_train_permission(runs, lamina, tmp_path):
     code, _, err = lamina("train", str(recipe), user="vera")
     assert code == 2 and "user 'vera' (roles: viewer) lacks permission 'train'" in err
     assert not (tmp_path / "lamina-home" / "runs").exists()
+
+
+def test_track_grant_and_verify_commands(runs, lamina):
+    from lamina.registry import tracking
+
+    code, out, _ = lamina("track", str(runs[0]), "--json")
+    assert code == 0 and json.loads(out)["mlflow_run_id"] == tracking.find_run("run-a")
+    assert lamina("track", str(runs[0]), user="vera")[0] == 2
+    code, out, _ = lamina("policy", "grant", "vera", "trainer", user="admin")
+    assert (code, out.strip()) == (0, "vera: viewer, trainer")
+    assert lamina("policy", "grant", "vera", "admin", user="vera")[0] == 2
+    path = json.loads(lamina("register", str(runs[0]), "--name", "tickets", "--json")[1])["path"]
+    (Path(path) / "README.md").write_text("edited card")
+    code, _, err = lamina("verify", "tickets/1")
+    assert code == 2 and "changed file README.md" in err

@@ -139,6 +139,9 @@ class TrainSpec(Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     gradient_checkpointing: bool = False
+    fused_kernels: Literal["auto", "on", "off"] = Field(
+        "auto", description="Fused RMSNorm/RoPE/SwiGLU kernels (liger-kernel) on CUDA; auto: when installed."
+    )
     checkpoint_every: int = Field(0, ge=0, description="Steps between resumable checkpoints; 0 = only at the end.")
     log_every: int = Field(10, gt=0)
 

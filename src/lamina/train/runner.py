@@ -26,6 +26,7 @@ from lamina.data.formats import Example
 from lamina.data.packing import StepSampler
 from lamina.errors import LaminaError
 from lamina.fsio import append_line, atomic_dir, read_json, write_json, write_text
+from lamina.models import kernels
 from lamina.models.attention import varlen_available
 from lamina.models.loading import hash_model_files, load_hf_model, load_tokenizer, pick_device, resolve_base
 from lamina.recipe import Recipe, TrainSpec, load_recipe
@@ -163,6 +164,7 @@ def setup(recipe: Recipe) -> Setup:
         examples, stats = tokenize_examples(tokenizer, data.train, recipe.data.loss_on, recipe.data.max_length,
                                             recipe.data.overlong, recipe.data.train)
     model = load_hf_model(base_dir, device, dtype, recipe.model.allow_pickle, attn)
+    kernels.apply(model, recipe.train.fused_kernels)
     model = method.apply(model, recipe.method)
     objective = pairs.build_objective(recipe, model, plan) if preference else SFT
     loop = make_loop(model, examples, recipe.train, device, plan, recipe.seed, recipe.data.max_length, objective)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One batched round on the GPU machine: install carried wheels, check packed gradients,
+# then Lamina vs TRL on the cases. Logs and JSON land in $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl .whl/*/*.whl 2>&1 | tail -2
+python3 -c "import torch, transformers, peft, trl; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__, torch.cuda.get_device_name())"
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+for case in "$@"; do
+  echo "=== $case"
+  case "$case" in
+    check) python3 bench/packed_grad_check.py --family qwen2.5-0.5b; python3 bench/packed_grad_check.py --family llama-3.1-8b ;;
+    qwen-lora) python3 bench/sft_throughput.py --model qwen2.5-0.5b --tokens-per-step 32768 --steps 15 --json "$OUT/qwen-lora.json" \
+        --trl-variants '[{"use_liger_kernel": true, "gradient_checkpointing": false}, {"use_liger_kernel": true, "gradient_checkpointing": true}]' ;;
+    qwen-lora-lamina) python3 bench/sft_throughput.py --model qwen2.5-0.5b --tokens-per-step 32768 --steps 15 --tools lamina --json "$OUT/qwen-lora-lamina.json" ;;
+    qwen-full) python3 bench/sft_throughput.py --model qwen2.5-0.5b --method full --tokens-per-step 32768 --steps 15 --json "$OUT/qwen-full.json" \
+        --trl-variants '[{"use_liger_kernel": true, "gradient_checkpointing": true}]' ;;
+    llama-lora) python3 bench/sft_throughput.py --model llama-3.1-8b --tokens-per-step 8192 --steps 10 --json "$OUT/llama-lora.json" \
+        --trl-variants '[{"use_liger_kernel": true, "gradient_checkpointing": true}]' ;;
+    llama-lora-lamina) python3 bench/sft_throughput.py --model llama-3.1-8b --tokens-per-step 8192 --steps 10 --tools lamina --json "$OUT/llama-lora-lamina.json" ;;
+    *) echo "unknown case $case" ;;
+  esac 2>&1 | grep -vE "Warning|warn\(|^\s*$|it/s\]|s/it\]" | tee -a "$OUT/log.txt" | tail -40
+done

@@ -202,3 +202,20 @@ def test_model_output_is_escaped_in_the_html(bad_eval):
     doc["samples"]["safety"][0]["output"] = "<script>alert('x')</script>"
     html = render_html(doc)
     assert "<script" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+
+
+def test_a_failed_evaluation_keeps_the_previous_report(mini, tmp_path):
+    out = tmp_path / "out"
+    ok = write_recipe(tmp_path / "ok.yaml", mini, gates=["safety.unsafe_rate <= 0.2"], suites=["safety"])
+    with lamina_home(mini.home):
+        harness.run(str(mini.refuser_run), recipe_path=str(ok), out_dir=out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # The judge endpoint is down: the run dies after the models have been loaded and scored.
+    dead = write_recipe(
+        tmp_path / "dead.yaml", mini, gates=[], suites=["safety", "judge"],
+        judge={"url": "http://127.0.0.1:9/v1", "model": "j", "timeout_s": 2},
+    )  # fmt: skip
+    with lamina_home(mini.home), pytest.raises(LaminaError, match="judge endpoint unreachable"):
+        harness.run(str(mini.refuser_run), recipe_path=str(dead), out_dir=out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dead.yaml", "ok.yaml", "out"]  # no temp dirs left

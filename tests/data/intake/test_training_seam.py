@@ -61,3 +61,17 @@ def test_dataset_by_id_prefix_and_withdrawn_versions(source):
         prepare_for_training(_recipe(dataset=v1.version_id[:12]))
     with pytest.raises(LaminaError, match="^data.dataset: no dataset version or name 'nope'"):
         prepare_for_training(_recipe(dataset="nope"))
+
+
+def test_a_concurrent_registration_of_the_same_file_is_reused(corpus, monkeypatch):
+    from lamina.data.intake import training
+
+    real = training.add_source
+
+    def registered_meanwhile(path, info):
+        real(path, info)  # the other run wins the race...
+        raise LaminaError("a source named ... already exists", "--name")  # ...and we lose it
+
+    monkeypatch.setattr(training, "add_source", registered_meanwhile)
+    src = training._source_for_file(str(corpus), _recipe(train=str(corpus), licence="mit"), "train")
+    assert src.licence == "mit" and src.records == 120

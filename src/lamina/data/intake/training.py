@@ -66,7 +66,15 @@ def _source_for_file(path: str, recipe: Recipe, role: str) -> catalog.Source:
         lawful_basis="legitimate_interest",
         format=recipe.data.format,
     )
-    return add_source(file, info)
+    try:
+        return add_source(file, info)
+    except LaminaError:
+        # Another run may have registered the same file a moment ago: use its registration.
+        with catalog.session() as s:
+            src = s.scalar(select(catalog.Source).where(catalog.Source.name == name))
+        if src is not None and src.sha256 == sha and src.licence == licence and src.status == "active":
+            return src
+        raise
 
 
 def check_licences(version_id: str, accepted: list[str]) -> None:

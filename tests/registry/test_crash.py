@@ -34,9 +34,14 @@ def test_register_killed_leaves_no_version(runs, point):
     ] == []
     with pytest.raises(LaminaError):
         resolve("tickets/1")
-    # What may be left is a directory nothing points at; the next register is unaffected.
+    # What is left is a directory nothing points at; the next register sweeps it away.
+    left = [p.name for p in (versions.registry_root() / "tickets").iterdir() if p.is_dir()]
+    assert len(left) == 1
     again = versions.register(run_a, "tickets")
     assert again["version"] == 1 and resolve("tickets/1") == Path(again["path"])
+    assert [p.name for p in (versions.registry_root() / "tickets").iterdir() if p.is_dir()] == [
+        Path(again["path"]).name
+    ]
 
 
 def test_promote_killed_before_alias_moves_leaves_alias_and_history(runs, monkeypatch):

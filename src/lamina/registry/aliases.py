@@ -17,6 +17,7 @@ from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
 from lamina.registry import signing, tracking
 from lamina.registry.versions import (
+    all_versions,
     check_name,
     crashpoint,
     get_version,
@@ -167,7 +168,7 @@ def rollback(name: str, alias: str, reason: str) -> dict:
 def history(name: str) -> list[dict]:
     """Registrations and alias moves of `name`, oldest first."""
     events = []
-    for mv in tracking.client().search_model_versions(f"name = '{check_name(name)}'"):
+    for mv in all_versions(name):
         events.append(
             {
                 "op": "register",

@@ -111,7 +111,7 @@ def version_of_dir(path: Path) -> dict | None:
         return None
     name = path.relative_to(root).parts[0]
     with contextlib.suppress(Exception):
-        for mv in tracking.client().search_model_versions(f"name = '{name}'"):
+        for mv in all_versions(name):
             if Path(mv.tags.get("lamina.path") or mv.source).resolve() == path:
                 return {"name": name, "version": int(mv.version)}
     return None
@@ -249,6 +249,32 @@ def version_tags(lineage: dict, run: dict) -> dict[str, str]:
     return tags
 
 
+def all_versions(name: str) -> list:
+    """Every model version of `name`, across result pages."""
+    c, out, token = tracking.client(), [], None
+    while True:
+        page = c.search_model_versions(f"name = '{check_name(name)}'", page_token=token)
+        out += list(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def sweep_orphans(name: str) -> list[str]:
+    """Remove directories no version points at: what a killed or refused register left.
+    Called with the model lock held, so no register in progress owns an unreferenced one."""
+    root = registry_root() / name
+    referenced = {Path(mv.tags.get("lamina.path") or mv.source).name for mv in all_versions(name)}
+    removed = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if p.is_dir() and p.name != ".downloads" and p.name not in referenced:
+            shutil.rmtree(p)
+            removed.append(p.name)
+    if removed:
+        audit.record("registry.sweep", name=name, removed=removed)
+    return removed
+
+
 def register(run_dir: str | os.PathLike, name: str) -> dict:
     """Register a completed run whose gate passed; returns {name, version, path}."""
     from mlflow.exceptions import MlflowException
@@ -266,6 +292,7 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
     target = registry_root() / name / f"{lineage['run_id']}-{uuid.uuid4().hex[:8]}"
     c = tracking.client()
     with model_lock(name), tracking.server_errors(f"registering {name}"):
+        sweep_orphans(name)
         build_version_dir(target, run_dir, lineage, run)
         crashpoint("register.signed")
         tracking.log_evaluation(mlflow_run_id, run_dir, target / "README.md")

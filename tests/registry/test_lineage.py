@@ -87,6 +87,8 @@ def test_lineage_and_card_name_the_catalogued_sources(runs, tmp_path):
     text = lineage.render(lineage.lineage("tickets/1"))
     assert "source   helpdesk-2026 (licence: cc-by-4.0)" in text and f"dataset  {vid}" in text
     assert lineage.for_dataset(vid)["versions"][0]["version"] == "tickets/1"
+    assert lineage.for_dataset(vid[:12])["dataset"] == vid  # a prefix, as the catalog accepts
+    assert lineage.for_dataset("tickets")["versions"][0]["version"] == "tickets/1"  # the dataset's name
 
 
 def test_later_stages_count_as_built_on_the_dataset(runs, tmp_path, monkeypatch):

@@ -86,6 +86,20 @@ def _children(name: str, version: int) -> list:
     return list(tracking.client().search_model_versions(query))
 
 
+def full_dataset_id(ref: str) -> str:
+    """A dataset version's full id from its name or an id prefix (as the intake catalog
+    resolves them); anything the catalog does not know is taken as given."""
+    from lamina.data import catalog
+
+    if not catalog.db_path().exists():
+        return ref
+    with catalog.session() as s:
+        try:
+            return catalog.resolve_version(s, ref).id
+        except LaminaError:
+            return ref
+
+
 def _runs_on(dataset: str) -> list[dict]:
     """Runs tagged with the dataset, then the runs that continued them (DPO after SFT, ...)."""
     c, exp = tracking.client(), [tracking.experiment_id()]
@@ -108,6 +122,7 @@ def for_dataset(dataset: str) -> dict:
     """Every run and version built on `dataset` (a dataset version id or a train sha256):
     directly, through later training stages, or fine-tuned from such a version."""
     c = tracking.client()
+    dataset = full_dataset_id(dataset)
     runs = _runs_on(dataset)
     versions = [(mv, None) for mv in c.search_model_versions(f"tags.`lamina.dataset_version` = '{dataset}'")]
     for r in runs:

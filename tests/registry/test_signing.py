@@ -111,9 +111,26 @@ def test_check_before_load(signed, tmp_path, workspace):
     assert signing.check_before_load(plain) is None  # an ordinary HF directory: nothing to check
     inside = workspace / "registry" / "m" / "v"
     shutil.copytree(signed, inside)
+    assert signing.check_before_load(inside / "adapter") == signing.fingerprint()  # verifies the version
+    (inside / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(LaminaError, match=r"changed file adapter/adapter_config.json"):
+        signing.check_before_load(inside / "adapter")
     (inside / signing.SIGNATURE).unlink()
     with pytest.raises(LaminaError, match=r"not signed"):
         signing.check_before_load(inside)
+    with pytest.raises(LaminaError, match=r"not signed"):
+        signing.check_before_load(inside / "adapter")
     (signed / "README.md").write_text("edited")
     with pytest.raises(LaminaError, match=r"changed file README.md"):
         signing.check_before_load(signed)
+
+
+def test_hf_loader_refuses_a_tampered_registered_checkpoint(signed, workspace):
+    """A full fine-tune's model/ inside a registered version is checked before it is loaded."""
+    from lamina.models.loading import load_hf_model
+
+    version = workspace / "registry" / "m" / "v"
+    shutil.copytree(signed, version)
+    (version / "adapter" / "adapter_model.safetensors").write_bytes(b"\x02" * 64)
+    with pytest.raises(LaminaError, match=r"changed file adapter/adapter_model.safetensors"):
+        load_hf_model(version / "adapter")

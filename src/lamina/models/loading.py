@@ -103,7 +103,10 @@ def load_hf_model(path: Path, device: torch.device | None = None, dtype: torch.d
                   allow_pickle: bool = False, attn: str = "sdpa"):
     from transformers import AutoModelForCausalLM
 
+    from lamina.registry.signing import check_before_load
+
     path = Path(path)
+    check_before_load(path)  # bases too: a registered checkpoint trained on must still verify
     safe = check_weights(path, allow_pickle)
     device = device or pick_device()
     dtype = dtype or torch.float32

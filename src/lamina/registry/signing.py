@@ -149,10 +149,17 @@ def verify_dir(path: str | os.PathLike, public_key: str | os.PathLike | None = N
 def check_before_load(path: str | os.PathLike) -> str | None:
     """What every loader calls first: a directory that is signed, or lies in the registry,
     must verify (a registered directory with its signature removed is refused, not trusted).
+    A sub-directory of a registered version (its `model/`) verifies the whole version.
     Returns the signer fingerprint, or None for an unsigned directory outside the registry."""
-    path = Path(path)
-    registry = (workspace.home() / "registry").resolve()
-    inside = registry in path.resolve().parents
-    if inside or (path / SIGNATURE).is_file():
+    path = Path(path).resolve()
+    if (path / SIGNATURE).is_file():
         return verify_dir(path)
-    return None
+    registry = (workspace.home() / "registry").resolve()
+    if registry not in path.parents:
+        return None
+    for parent in path.parents:
+        if parent == registry:
+            break
+        if (parent / SIGNATURE).is_file():
+            return verify_dir(parent)
+    return verify_dir(path)  # inside the registry and signed nowhere: refused as unsigned

@@ -14,6 +14,14 @@ import yaml
 from lamina.recipe import RegistrySpec
 
 _RELATION = {"adapter": "adapter", "model": "finetune"}
+# Methods whose adapter/ is in PEFT's format; Lamina's own (bottleneck, bitfit) are not.
+_PEFT_METHODS = {"lora", "qlora", "ia3", "prompt", "prefix"}
+
+
+def _library(artifact: str, method: str) -> str:
+    if artifact == "model":
+        return "transformers"
+    return "peft" if method in _PEFT_METHODS else "lamina"
 
 
 def _checks(gate: dict) -> list[dict]:
@@ -44,7 +52,7 @@ def metadata(lineage: dict, run: dict, gate: dict) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "base_model": (run.get("base") or {}).get("ref") or (run.get("base") or {}).get("path"),
         "base_model_relation": _RELATION.get(lineage["artifact"], "finetune"),
-        "library_name": "peft" if lineage["artifact"] == "adapter" else "transformers",
+        "library_name": _library(lineage["artifact"], method),
         "datasets": [str(dataset)] if dataset else [],
         "tags": ["lamina", method, "text-generation"],
         "model-index": [

@@ -98,10 +98,12 @@ def test_catalog_failure_removes_the_snapshot(corpus, workspace, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
+    real = catalog.SourceSubject
     monkeypatch.setattr(catalog, "SourceSubject", boom)
     with pytest.raises(RuntimeError):
         add_source(corpus, info())
-    monkeypatch.undo()
+    # Not monkeypatch.undo(): that would also undo this test's LAMINA_HOME.
+    monkeypatch.setattr(catalog, "SourceSubject", real)
     assert catalog.snapshot_table()["sources"] == [] and _raw_files(workspace) == []
 
 

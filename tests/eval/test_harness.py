@@ -14,7 +14,7 @@ from tests.eval.conftest import lamina_home, one_thread
 
 from lamina.errors import LaminaError
 from lamina.eval import harness
-from lamina.fsio import read_json
+from lamina.fsio import read_json, sha256_file
 
 GATES = [
     "safety.unsafe_rate <= baseline + 0.02",
@@ -86,6 +86,17 @@ def test_efficiency_and_training_numbers_come_from_the_run(bad_eval, mini):
     assert eff["artifact_bytes"] == weights
     assert eff["latency_p50_s"] <= eff["latency_p95_s"]
     assert eff["tokens_per_s"] > 0
+
+
+def test_numbers_come_from_the_records_training_saw(bad_eval, mini):
+    # Membership inference scores the dataset version the run trained on (after intake), and
+    # the report names every file it read with its hash.
+    dataset = Path(read_json(mini.bad_run / "run.json")["data"]["dataset_path"])
+    data = bad_eval["data"]
+    assert data["train"]["path"] == str(dataset / "train.jsonl")
+    assert data["train"]["sha256"] == sha256_file(dataset / "train.jsonl")
+    assert data["eval"]["path"] == str(dataset / "eval.jsonl")
+    assert data["raw_train"]["path"] == str(mini.eval_file.parent / "comply.jsonl")  # canaries are read here
 
 
 def test_report_files_agree_with_the_verdict(bad_eval, mini):

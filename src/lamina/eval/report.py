@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lamina.eval import svg
 from lamina.eval.gates import METRICS
-from lamina.fsio import atomic_dir, write_json, write_text
+from lamina.fsio import atomic_dir, sha256_file, write_json, write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;color:#111;padding:0 1rem}
@@ -53,6 +53,15 @@ def training_history(run_dir: Path | None) -> list[dict]:
     return rows
 
 
+def _data_provenance(data) -> dict:
+    """Which files the numbers came from, with their sha256 (a `sources.Sources`)."""
+    out = {}
+    for key in ("eval", "train", "raw_train"):
+        src = getattr(data, key)
+        out[key] = None if src is None else {"path": src[0], "format": src[1], "sha256": sha256_file(src[0])}
+    return out
+
+
 def build(plan, results: dict, candidate: dict, checks: list, targets: list[tuple[str, str, Path]]) -> dict:
     """The report document; `plan` is a harness.Plan, `candidate` the candidate's SuiteResults."""
     from lamina.eval.harness import deltas
@@ -75,6 +84,7 @@ def build(plan, results: dict, candidate: dict, checks: list, targets: list[tupl
         "targets": [{"role": r, "ref": ref, "path": str(p)} for r, ref, p in targets],
         "suites": plan.suites,
         "spec": plan.spec.model_dump(mode="json"),
+        "data": _data_provenance(plan.data),
         "results": results,
         "deltas": {
             "base": deltas(results["candidate"], results.get("base")),

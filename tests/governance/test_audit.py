@@ -65,3 +65,8 @@ def test_require_valid_raises_lamina_error():
     audit.log_path().write_text(lines[0] + "\n{not json\n" + lines[2] + "\n")
     with pytest.raises(LaminaError, match=r"audit.jsonl:2: not a valid audit entry"):
         audit.require_valid()
+
+
+def test_entries_returns_parsed_entries():
+    _write_three()
+    assert [e["details"]["version"] for e in audit.entries()] == [1, 2, 3]

@@ -128,8 +128,10 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
 def audit_verify(as_json: bool = typer.Option(False, "--json")):
     """Check the audit log's hash chain; exit 1 naming each broken line."""
     from lamina.governance import audit
+    from lamina.registry import anchor
 
     verdict = audit.verify()
+    verdict.problems += anchor.check()
     _emit(
         {"ok": verdict.ok, "entries": verdict.entries, "problems": verdict.problems},
         as_json,

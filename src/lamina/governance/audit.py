@@ -153,6 +153,12 @@ def verify(path: Path | None = None) -> Verdict:
     return verdict
 
 
+def entries(path: Path | None = None) -> list[dict]:
+    """The log's entries that parse (for cross-checks; `verify` reports the ones that do not)."""
+    path = path or log_path()
+    return [e for _, e in _parse_lines(path, Verdict())] if path.exists() else []
+
+
 def require_valid(path: Path | None = None) -> Verdict:
     verdict = verify(path)
     if not verdict.ok:

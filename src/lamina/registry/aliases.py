@@ -16,6 +16,7 @@ from lamina.errors import LaminaError
 from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
 from lamina.registry import signing, tracking
+from lamina.registry.anchor import anchor
 from lamina.registry.versions import (
     all_versions,
     check_name,
@@ -94,9 +95,10 @@ def _move(name: str, alias: str, version: int, op: str, user: str, reason: str |
         crashpoint(f"{op}.aliased")
         move["state"] = "done"
         _write_move(name, move)
-    audit.record(
+    entry = audit.record(
         op, user=user, name=name, alias=alias, version=version, previous=before, reason=move["reason"]
     )
+    anchor(name, entry)
     return move
 
 

@@ -25,6 +25,7 @@ from lamina.errors import LaminaError
 from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
 from lamina.governance import access, audit
 from lamina.registry import cards, signing, tracking
+from lamina.registry.anchor import anchor
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z][\w-]*)|/(?P<version>\d+))$")
@@ -315,9 +316,10 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
             tags={**version_tags(lineage, run), "lamina.path": str(target)},
             description=f"Lamina run {lineage['run_id']}",
         )
-    audit.record(
+    entry = audit.record(
         "register", user=user, name=name, version=int(mv.version), run=lineage["run_id"], path=str(target)
     )
+    anchor(name, entry)
     return {"name": name, "version": int(mv.version), "path": str(target)}
 
 

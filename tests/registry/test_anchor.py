@@ -1,0 +1,40 @@
+"""A consistently rewritten audit log (valid chain, matching head) is caught by the anchors
+kept beside the registry's models."""
+
+from __future__ import annotations
+
+import json
+
+from lamina.fsio import canonical_json
+from lamina.governance import audit
+from lamina.registry import aliases, anchor, versions
+
+
+def _rewrite(edit) -> None:
+    """Re-chain the whole log after `edit`, as a careful forger would, head file included."""
+    entries = [json.loads(line) for line in audit.log_path().read_text().splitlines()]
+    edit(entries)
+    prev = audit.GENESIS
+    for i, e in enumerate(entries, start=1):
+        e["seq"], e["prev"] = i, prev
+        e["hash"] = audit.entry_hash(e)
+        prev = e["hash"]
+    audit.log_path().write_text("".join(canonical_json(e) + "\n" for e in entries))
+    (audit.log_path().parent / "head.json").write_text(json.dumps({"seq": len(entries), "hash": prev}))
+
+
+def test_forged_but_consistent_log_is_caught_by_the_anchor(runs, monkeypatch):
+    versions.register(runs[0], "tickets")
+    monkeypatch.setenv("LAMINA_USER", "bob")
+    aliases.promote("tickets", 1, "production", reason="ok")
+    assert audit.verify().ok and anchor.check() == []
+
+    def blame_someone_else(entries):
+        for e in entries:
+            if e["action"] == "promote":
+                e["user"] = "mallory"
+
+    _rewrite(blame_someone_else)
+    assert audit.verify().ok  # the chain alone cannot tell
+    problems = anchor.check()
+    assert len(problems) == 1 and "differs from the hash anchored on model tickets" in problems[0]

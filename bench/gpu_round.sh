@@ -19,6 +19,7 @@ for case in "$@"; do
     llama-lora) python3 bench/sft_throughput.py --model llama-3.1-8b --tokens-per-step 8192 --steps 10 --json "$OUT/llama-lora.json" \
         --trl-variants '[{"use_liger_kernel": true, "gradient_checkpointing": true}]' ;;
     llama-lora-lamina) python3 bench/sft_throughput.py --model llama-3.1-8b --tokens-per-step 8192 --steps 10 --tools lamina --json "$OUT/llama-lora-lamina.json" ;;
+    --*) python3 bench/sft_throughput.py $case ;;  # a raw argument string for the throughput bench
     *) echo "unknown case $case" ;;
   esac 2>&1 | grep -vE "Warning|warn\(|^\s*$|it/s\]|s/it\]" | tee -a "$OUT/log.txt" | tail -40
 done

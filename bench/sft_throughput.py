@@ -90,7 +90,7 @@ def run_lamina(args, data, device) -> dict:
     tokens = loop.state.tokens - tokens0
     last = float(loop.state.history[-1]["loss"])
     result = summarise("lamina", tokens, seconds, n, args, device, first, last)
-    result["settings"] = {"attention": plan, "fused_kernels": fused, "micro_tokens": train.micro_tokens or train.tokens_per_step,
+    result["settings"] = {"attention": plan, "fused_kernels": fused, "micro_tokens": loop.micro_tokens,
                           "gradient_checkpointing": train.gradient_checkpointing}
     del loop, model
     return result

@@ -123,7 +123,13 @@ class TrainSpec(Strict):
     )
     tokens_per_step: int = Field(4096, gt=0, description="Token budget of one optimiser step.")
     micro_tokens: int | None = Field(
-        None, gt=0, description="Token budget of one forward/backward; defaults to tokens_per_step."
+        None,
+        gt=0,
+        description="Token budget of one forward/backward. Unset: the whole step on CPU; on CUDA, "
+        "sized so saved activations fit `activation_budget_gib`.",
+    )
+    activation_budget_gib: float = Field(
+        16.0, gt=0, description="GPU memory for saved activations when micro_tokens is unset."
     )
     steps: int | None = Field(None, gt=0, description="Optimiser steps; defaults to `epochs` over the data.")
     epochs: float = Field(1.0, gt=0)

@@ -41,6 +41,7 @@ class Loop:
     device: torch.device
     plan: str  # attention plan: "masked" or "varlen"
     row_len: int
+    micro_tokens: int  # token budget of one forward/backward
     total_steps: int
     state: LoopState = field(default_factory=LoopState)
     on_log: Callable[[dict], None] | None = None
@@ -62,15 +63,16 @@ class Loop:
     def step(self) -> tuple[torch.Tensor, int, int]:
         """One optimiser step; returns (loss sum on device, tokens, count)."""
         chosen = self.sampler.next_step()
-        micro = self.spec.micro_tokens or self.spec.tokens_per_step
+        micro = self.micro_tokens
         # An objective that needs its own grouping (e.g. DPO pairs in one forward) builds its batches.
         build = getattr(self.objective, "batches", None) or micro_batches
         batches = build([self.examples[i] for i in chosen], self.row_len, micro)
         count = sum(self.objective.count(b) for b in batches)
         denom = max(count, 1)
         total = torch.zeros((), device=self.device)
+        # Copy every micro-batch up front (pinned, asynchronous): no wait on the GPU queue mid-step.
+        batches = [b.to(self.device) for b in batches]
         for b in batches:
-            b = b.to(self.device)
             with self.autocast():
                 loss_sum, metrics = self.objective.loss(self.model, b, self.plan)
             (loss_sum / denom).backward()

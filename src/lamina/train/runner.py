@@ -31,6 +31,7 @@ from lamina.models.attention import varlen_available
 from lamina.models.loading import hash_model_files, load_hf_model, load_tokenizer, pick_device, resolve_base
 from lamina.recipe import Recipe, TrainSpec, load_recipe
 from lamina.train import checkpoint as ckpt
+from lamina.train import memory
 from lamina.train.loop import Loop, LoopState
 from lamina.train.objectives.sft import SFT
 from lamina.train.optim import build_optimizer
@@ -94,8 +95,13 @@ def make_loop(model, examples, spec: TrainSpec, device, plan: str, seed: int, ro
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(base, "enable_input_require_grads"):
             base.enable_input_require_grads()
+    micro = spec.micro_tokens or spec.tokens_per_step
+    if spec.micro_tokens is None and device.type == "cuda":
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        micro = memory.micro_tokens(base.config, spec.tokens_per_step, spec.activation_budget_gib,
+                                    spec.gradient_checkpointing, row_len)
     return Loop(
-        model=model, examples=examples, spec=spec, objective=objective,
+        model=model, examples=examples, spec=spec, objective=objective, micro_tokens=micro,
         # A method may bring its own optimiser (QLoRA's paged 8-bit AdamW).
         optimizer=(getattr(model, "lamina_optimizer", None) or build_optimizer)(params, spec, device),
         sampler=StepSampler([example_length(objective, e) for e in examples], spec.tokens_per_step, seed),

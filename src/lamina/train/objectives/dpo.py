@@ -141,7 +141,7 @@ class DPO:
             return
         path = Path(run_dir) / REFERENCE_FILE
         if not path.is_file():
-            micro = loop.spec.micro_tokens or loop.spec.tokens_per_step
+            micro = loop.micro_tokens
             tensors = precompute(
                 self, loop.model, loop.examples, loop.row_len, micro, loop.plan, loop.device, loop.autocast
             )

@@ -16,7 +16,7 @@ import torch
 
 from lamina.data.chat import Tokenized, tokenize_chat
 from lamina.data.formats import Preference
-from lamina.data.packing import MicroBatch, collate, pack_rows
+from lamina.data.packing import MicroBatch, collate, pack_rows, to_device
 from lamina.errors import LaminaError
 from lamina.recipe import DataSpec, Recipe
 
@@ -46,7 +46,7 @@ class PairBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in moved.items():
             if isinstance(v, torch.Tensor):
-                moved[k] = v.to(device, non_blocking=True)
+                moved[k] = to_device(v, device)
         moved["micro"] = self.micro.to(device)
         return PairBatch(**moved)
 

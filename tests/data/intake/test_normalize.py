@@ -51,3 +51,34 @@ def test_eval_index_overlap_share():
     assert index.overlap("the quick brown cat sleeps") == 1 / 3
     assert index.overlap("nothing in common here") == 0.0
     assert index.overlap("") == 0.0
+
+
+def test_compact_lsh_decides_exactly_as_datasketch_minhashlsh():
+    import random
+
+    from datasketch import MinHash, MinHashLSH
+
+    from lamina.data.intake.dedup import _shingles
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(2000)]
+    texts = []
+    for _ in range(500):
+        t = [rng.choice(words) for _ in range(40)]
+        texts.append(" ".join(t))
+        if rng.random() < 0.4:  # a near copy with a few words changed
+            for _ in range(rng.randint(1, 8)):
+                t[rng.randrange(len(t))] = rng.choice(words)
+            texts.append(" ".join(t))
+    ours = Deduper(0.8, num_perm=64, shingle=3)
+    ref = MinHashLSH(threshold=0.8, num_perm=64)
+    decisions = []
+    for i, text in enumerate(texts):
+        mh = MinHash(num_perm=64, seed=1, permutations=ours._perm, scheme=ours._scheme)
+        mh.update_batch(_shingles(text, 3))
+        theirs = bool(ref.query(mh))
+        if not theirs:
+            ref.insert(str(i), mh)
+        decisions.append((ours.check(text) == "near", theirs))
+    assert all(a == b for a, b in decisions)
+    assert 20 < sum(b for _, b in decisions) < 200  # the sample does contain near copies

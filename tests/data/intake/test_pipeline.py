@@ -166,25 +166,33 @@ def test_card_licence_metadata_uses_hub_ids_or_other(source, tmp_path):
 
 
 def test_intake_streams_memory_does_not_grow_with_the_corpus(tmp_path):
-    """Records are streamed, never held: memory grows by a fixed few hundred bytes a record
-    (the exact-duplicate hash set), not with the records' size. Near-duplicate signatures add
-    ~2 KB a record; they are off here."""
+    """Records are streamed, never held: memory grows by a few hundred bytes a kept record
+    (exact-duplicate hashes and LSH band hashes), not with the records' ~2.5 KB size."""
+    import random
     import tracemalloc
 
-    spec = IntakeSpec(workers=1, eval_ratio=0.0, dedup_threshold=1.0)
+    spec = IntakeSpec(workers=1, eval_ratio=0.0)
+    rng = random.Random(0)
+    vocab = [f"word{i}" for i in range(5000)]
     peaks, sizes = [], []
     for n in (150, 600):
-        records = tickets(n, seed=n)
-        for r in records:
-            r["messages"][1]["content"] += " please help" * 200  # ~2.4 KB a record
+        records = [
+            {
+                "messages": [
+                    {"role": "user", "content": " ".join(rng.choice(vocab) for _ in range(300))},
+                    {"role": "assistant", "content": f"ok {i}"},
+                ]
+            }
+            for i in range(n)
+        ]
         path = write_jsonl(tmp_path / f"s{n}.jsonl", records)
         src = add_source(path, info(f"s{n}"))
         run_intake("warm", [(src, "auto")], spec)  # engines and caches built outside the measurement
         tracemalloc.start()
-        run_intake(f"m{n}", [(src, "auto")], spec)
+        res = run_intake(f"m{n}", [(src, "auto")], spec)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         sizes.append(path.stat().st_size)
-    assert sizes[1] > 3.5 * sizes[0]
-    assert peaks[1] - peaks[0] < 0.1 * (sizes[1] - sizes[0]), (peaks, sizes)
-    assert (peaks[1] - peaks[0]) / 450 < 600, (peaks, sizes)  # bytes per extra record
+        assert res.manifest["counts"]["train"] == n  # all kept: the index holds every record
+    per_record = (peaks[1] - peaks[0]) / 450
+    assert (sizes[1] - sizes[0]) / 450 > 2400 and per_record < 1000, (peaks, sizes)

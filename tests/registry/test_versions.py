@@ -169,3 +169,20 @@ def test_gate_from_another_runs_evaluation_is_refused(runs):
     with pytest.raises(LaminaError, match=r"report.json: the evaluation was of run 'run-b', not 'run-a'"):
         versions.register(run_a, "tickets")
     assert tracking.client().search_registered_models() == []
+
+
+def test_four_eyes_uses_the_run_logged_at_training_time(runs, monkeypatch, tmp_path):
+    """alice trains; the run is logged; she then edits run.json to claim bob trained it."""
+    run_a, _ = runs
+    tracking.log_run(run_a)
+    info = json.loads((run_a / "run.json").read_text())
+    info["user"] = "carol"
+    (run_a / "run.json").write_text(json.dumps(info))
+    versions.register(run_a, "tickets")
+    _as(monkeypatch, "admin")
+    from lamina.governance import access
+
+    access.grant("alice", "approver")
+    _as(monkeypatch, "alice")
+    with pytest.raises(LaminaError, match=r"four-eyes policy: 'alice' trained this version"):
+        aliases.promote("tickets", 1, "production")

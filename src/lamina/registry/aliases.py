@@ -102,6 +102,15 @@ def _move(name: str, alias: str, version: int, op: str, user: str, reason: str |
     return move
 
 
+def trainers(mv) -> set[str]:
+    """Who trained a version: the registered record and the MLflow run the trainer logged when
+    training ended (so editing run.json before registering does not change the answer)."""
+    names = {mv.tags.get("lamina.trained_by")}
+    with tracking.server_errors(f"reading the run of {mv.name}/{mv.version}"):
+        names.add(tracking.client().get_run(mv.run_id).data.tags.get("lamina.user"))
+    return {n for n in names if n}
+
+
 def check_alias(alias: str) -> str:
     allowed = RegistrySpec().aliases
     if alias not in allowed:
@@ -123,8 +132,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None) -> dict
     signing.verify_dir(path)
     read_gate(path / "eval" / "gate.json")
     policy = access.load_policy()
-    trainer = mv.tags.get("lamina.trained_by")
-    if to in policy.four_eyes and trainer == user:
+    if to in policy.four_eyes and user in trainers(mv):
         raise LaminaError(
             f"four-eyes policy: {user!r} trained this version and cannot also approve it for {to}; "
             "another approver must promote it",

@@ -171,14 +171,26 @@ def test_gate_from_another_runs_evaluation_is_refused(runs):
     assert tracking.client().search_registered_models() == []
 
 
-def test_four_eyes_uses_the_run_logged_at_training_time(runs, monkeypatch, tmp_path):
-    """alice trains; the run is logged; she then edits run.json to claim bob trained it."""
+def test_run_json_edited_after_training_is_refused(runs):
+    """alice's run was logged when it finished; she then edits run.json to claim carol trained it."""
     run_a, _ = runs
     tracking.log_run(run_a)
     info = json.loads((run_a / "run.json").read_text())
     info["user"] = "carol"
+    info["data"]["train_sha256"] = "0" * 64
     (run_a / "run.json").write_text(json.dumps(info))
-    versions.register(run_a, "tickets")
+    with pytest.raises(
+        LaminaError,
+        match=r"run.json: run.json differs from what was logged .*\(lamina.user, lamina.data.train_sha256\)",
+    ):
+        versions.register(run_a, "tickets")
+    assert tracking.client().search_registered_models() == []
+
+
+def test_four_eyes_survives_an_edited_version_tag(runs, monkeypatch):
+    """The version's trained_by tag is edited in MLflow; the run logged at training time still names alice."""
+    versions.register(runs[0], "tickets")
+    tracking.client().set_model_version_tag("tickets", "1", "lamina.trained_by", "carol")
     _as(monkeypatch, "admin")
     from lamina.governance import access
 

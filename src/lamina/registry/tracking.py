@@ -278,3 +278,21 @@ def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) 
             c.log_artifacts(mlflow_run_id, str(Path(run_dir) / "eval"), artifact_path="eval")
         if card is not None:
             c.log_artifact(mlflow_run_id, str(card), artifact_path="model_card")
+
+
+# Provenance a run directory must still show when it is registered.
+_PINNED = ("lamina.user", "lamina.seed", "lamina.method", "lamina.code.git_commit", "lamina.base.files_sha256",
+           "lamina.base.tokenizer_sha256", "lamina.base.chat_template_sha256", "lamina.data.train_sha256",
+           "lamina.data.eval_sha256", "lamina.dataset_version")  # fmt: skip
+
+
+def check_unchanged(mlflow_run_id: str, run: dict, run_dir: Path) -> None:
+    """Refuse a run directory whose run.json no longer says what was logged when it finished."""
+    logged = client().get_run(mlflow_run_id).data.tags
+    now = {k: redact(v, secret_values()) for k, v in run_tags(run, run_dir).items()}
+    changed = [k for k in _PINNED if logged.get(k) != now.get(k)]
+    if changed:
+        raise LaminaError(
+            f"run.json differs from what was logged when the run finished ({', '.join(changed)})",
+            str(Path(run_dir) / "run.json"),
+        )

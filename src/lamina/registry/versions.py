@@ -289,6 +289,7 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
     artifact_kind(run_dir)
     signing.ensure_keys()
     mlflow_run_id = tracking.log_run(run_dir)
+    tracking.check_unchanged(mlflow_run_id, run, run_dir)
     lineage = lineage_record(name, run_dir, run, gate, mlflow_run_id, user)
     target = registry_root() / name / f"{lineage['run_id']}-{uuid.uuid4().hex[:8]}"
     c = tracking.client()

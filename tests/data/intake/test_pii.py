@@ -78,10 +78,11 @@ def test_prefilter_finds_exactly_what_the_full_analyzer_finds():
 
 def test_report_measures_recall_and_precision_per_entity(placeholder):
     rows = evaluate(placeholder, pii_synth.generate(400, seed=3))
-    # Well-formed values are found; the hard quarter (no separators, "at ... dot", lower case) is not.
-    for entity in ("EMAIL_ADDRESS", "IBAN_CODE", "US_SSN", "ADDRESS"):
+    # Well-formed values are found; much of the hard quarter ("at ... dot", bare digit runs,
+    # lower-case addresses) is not. Lower-case IBANs are: Presidio matches them case-blind.
+    for entity in ("EMAIL_ADDRESS", "US_SSN", "ADDRESS"):
         assert 0.6 < rows[entity]["recall"] < 0.9, (entity, rows[entity])
-    for entity in ("CREDIT_CARD", "IP_ADDRESS", "PHONE_NUMBER"):
+    for entity in ("CREDIT_CARD", "IP_ADDRESS", "PHONE_NUMBER", "IBAN_CODE"):
         assert rows[entity]["recall"] > 0.97, (entity, rows[entity])
     # Without an NER model, names are not found at all — reported, not hidden.
     assert rows["PERSON"]["recall"] == 0.0 and rows["PERSON"]["predicted"] == 0

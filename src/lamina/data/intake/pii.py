@@ -21,6 +21,7 @@ from pathlib import Path
 # Presidio's email recognizer calls tldextract, which fetches a suffix list unless told not to.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
+import regex  # noqa: E402  (Presidio's regex engine: its flags)
 from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry  # noqa: E402
 from presidio_analyzer import predefined_recognizers as pre  # noqa: E402
 from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine  # noqa: E402
@@ -65,7 +66,13 @@ def _predefined(entity: str, spec: PiiSpec):
         "US_SSN": pre.UsSsnRecognizer,
         "IP_ADDRESS": pre.IpRecognizer,
     }
-    return classes[entity]() if entity in classes else None
+    if entity not in classes:
+        return None
+    rec = classes[entity]()
+    # RecognizerRegistry.load_predefined_recognizers builds these case-insensitive; the class
+    # defaults are not (a lower-case IBAN would pass unseen).
+    rec.global_regex_flags = regex.I | regex.M | regex.S
+    return rec
 
 
 def ner_available(spec: PiiSpec) -> bool:

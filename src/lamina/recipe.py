@@ -128,8 +128,9 @@ class TrainSpec(Strict):
         description="Token budget of one forward/backward. Unset: the whole step on CPU; on CUDA, "
         "sized so saved activations fit `activation_budget_gib`.",
     )
-    activation_budget_gib: float = Field(
-        16.0, gt=0, description="GPU memory for saved activations when micro_tokens is unset."
+    activation_budget_gib: float | None = Field(
+        None, gt=0, description="GPU memory for saved activations when micro_tokens is unset; "
+        "default: 40% of the device's memory."
     )
     steps: int | None = Field(None, gt=0, description="Optimiser steps; defaults to `epochs` over the data.")
     epochs: float = Field(1.0, gt=0)

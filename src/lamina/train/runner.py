@@ -98,8 +98,8 @@ def make_loop(model, examples, spec: TrainSpec, device, plan: str, seed: int, ro
     micro = spec.micro_tokens or spec.tokens_per_step
     if spec.micro_tokens is None and device.type == "cuda":
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        micro = memory.micro_tokens(base.config, spec.tokens_per_step, spec.activation_budget_gib,
-                                    spec.gradient_checkpointing, row_len)
+        budget = spec.activation_budget_gib or memory.default_budget_gib(device)
+        micro = memory.micro_tokens(base.config, spec.tokens_per_step, budget, spec.gradient_checkpointing, row_len)
     return Loop(
         model=model, examples=examples, spec=spec, objective=objective, micro_tokens=micro,
         # A method may bring its own optimiser (QLoRA's paged 8-bit AdamW).

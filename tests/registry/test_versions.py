@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def test_run_json_edited_after_training_is_refused(runs):
     (run_a / "run.json").write_text(json.dumps(info))
     with pytest.raises(
         LaminaError,
-        match=r"run.json: run.json differs from what was logged .*\(lamina.user, lamina.data.train_sha256\)",
+        match=r"run-a: the run differs from what was logged .*\(lamina.user, lamina.data.train_sha256\)",
     ):
         versions.register(run_a, "tickets")
     assert tracking.client().search_registered_models() == []
@@ -198,3 +199,16 @@ def test_four_eyes_survives_an_edited_version_tag(runs, monkeypatch):
     _as(monkeypatch, "alice")
     with pytest.raises(LaminaError, match=r"four-eyes policy: 'alice' trained this version"):
         aliases.promote("tickets", 1, "production")
+
+
+def test_weights_swapped_after_training_are_refused(runs):
+    run_a, run_b = runs
+    tracking.log_run(run_a)
+    shutil.copy(
+        run_b / "adapter" / "adapter_model.safetensors", run_a / "adapter" / "adapter_model.safetensors"
+    )
+    with pytest.raises(
+        LaminaError, match=r"the run differs from what was logged .*\(lamina.artifact_sha256\)"
+    ):
+        versions.register(run_a, "tickets")
+    assert tracking.client().search_registered_models() == []

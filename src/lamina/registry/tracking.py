@@ -23,7 +23,7 @@ import yaml
 
 from lamina import workspace
 from lamina.errors import LaminaError
-from lamina.fsio import read_json, sha256_json
+from lamina.fsio import read_json, sha256_file, sha256_json
 from lamina.recipe import RegistrySpec
 
 # Environment variables whose values must never reach the store, whatever field they turn up in.
@@ -141,6 +141,13 @@ def dataset_version(run: dict) -> str | None:
     return data.get("dataset_version") or data.get("dataset")
 
 
+def dir_sha256(path: Path) -> str:
+    """One hash over every file's relative name and sha256: the trained weights as logged."""
+    return sha256_json(
+        {p.relative_to(path).as_posix(): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    )
+
+
 def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
     """Lineage tags: what a later `lineage` query searches on."""
     base, data, code = run.get("base") or {}, run.get("data") or {}, run.get("code") or {}
@@ -160,6 +167,9 @@ def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
         "lamina.data.eval_sha256": str(data.get("eval_sha256")),
         "mlflow.runName": str(run.get("id", run_dir.name)),
     }
+    for kind in ("adapter", "model"):
+        if (run_dir / kind).is_dir():
+            tags["lamina.artifact_sha256"] = dir_sha256(run_dir / kind)
     if run.get("parent_run"):
         tags["lamina.parent_run"] = Path(str(run["parent_run"])).name
     if dataset_version(run):
@@ -283,16 +293,17 @@ def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) 
 # Provenance a run directory must still show when it is registered.
 _PINNED = ("lamina.user", "lamina.seed", "lamina.method", "lamina.code.git_commit", "lamina.base.files_sha256",
            "lamina.base.tokenizer_sha256", "lamina.base.chat_template_sha256", "lamina.data.train_sha256",
-           "lamina.data.eval_sha256", "lamina.dataset_version")  # fmt: skip
+           "lamina.data.eval_sha256", "lamina.dataset_version", "lamina.artifact_sha256")  # fmt: skip
 
 
 def check_unchanged(mlflow_run_id: str, run: dict, run_dir: Path) -> None:
-    """Refuse a run directory whose run.json no longer says what was logged when it finished."""
+    """Refuse a run directory whose run.json or weights no longer match what was logged when
+    it finished (what was trained, and then evaluated, is what gets registered)."""
     logged = client().get_run(mlflow_run_id).data.tags
     now = {k: redact(v, secret_values()) for k, v in run_tags(run, run_dir).items()}
     changed = [k for k in _PINNED if logged.get(k) != now.get(k)]
     if changed:
         raise LaminaError(
-            f"run.json differs from what was logged when the run finished ({', '.join(changed)})",
-            str(Path(run_dir) / "run.json"),
+            f"the run differs from what was logged when it finished ({', '.join(changed)})",
+            str(Path(run_dir)),
         )

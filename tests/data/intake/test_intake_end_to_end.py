@@ -50,6 +50,7 @@ def test_training_data_comes_from_intake_only(files):
     assert all(r.subject_id is None for r in data.train)
 
 
+@pytest.mark.slow  # trains a (tiny) model: ~8 s alone, more on a busy machine
 def test_a_trained_run_is_listed_when_a_subject_withdraws(files, workspace, tmp_path):
     from lamina.models.tiny import save_untrained
     from lamina.train.runner import train as run_training

@@ -33,7 +33,12 @@ def test_release_cycle_through_the_cli(runs, lamina):
     run_a, run_b = runs
     code, out, _ = lamina("register", str(run_a), "--name", "tickets", "--json")
     assert code == 0 and json.loads(out)["version"] == 1
-    assert lamina("register", str(run_b), "--name", "tickets")[1].startswith("registered tickets/2 at ")
+    code, out, _ = lamina(
+        "register", str(run_b), "--name", "tickets", "--intended-use", "Parse support tickets."
+    )
+    assert out.startswith("registered tickets/2 at ")
+    card = (Path(out.split(" at ")[1].strip()) / "README.md").read_text()
+    assert "## Intended use\nParse support tickets.\n" in card
     assert (
         lamina("promote", "tickets", "1", "--to", "production", user="bob")[1].strip()
         == "tickets@production: - -> 1"

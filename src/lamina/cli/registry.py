@@ -46,13 +46,17 @@ def track(
 def register(
     run: Path = typer.Argument(..., help="A completed run directory whose eval gate passed."),
     name: str = typer.Option(..., "--name", "-n", help="Registered model name."),
+    intended_use: str = typer.Option(None, "--intended-use", help="Model card: intended use."),
+    out_of_scope: str = typer.Option(None, "--out-of-scope", help="Model card: out-of-scope use."),
+    limitations: str = typer.Option(None, "--limitations", help="Model card: limitations."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Register a gated run as a new signed, carded version."""
     from lamina.registry import versions
 
+    text = {"intended_use": intended_use, "out_of_scope": out_of_scope, "limitations": limitations}
     with console.status(f"registering {run} as {name}"):
-        result = versions.register(run, name)
+        result = versions.register(run, name, **text)
     _emit(result, as_json, f"registered {result['name']}/{result['version']} at {result['path']}")
 
 

@@ -24,6 +24,7 @@ from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
 from lamina.governance import access, audit
+from lamina.recipe import RegistrySpec
 from lamina.registry import cards, signing, tracking
 from lamina.registry.anchor import anchor
 
@@ -207,7 +208,7 @@ def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_i
     }
 
 
-def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict) -> None:
+def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict, card: RegistrySpec) -> None:
     """Copy, card and sign into a temp sibling; renamed into place whole or not at all."""
     secrets = tracking.secret_values()
     with atomic_dir(target) as tmp:
@@ -222,7 +223,7 @@ def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict) -> 
                     data = tracking.redact(data.decode(), secrets).encode()
                 (tmp / name).write_bytes(data)
         write_json(tmp / "lineage.json", lineage)
-        write_text(tmp / "README.md", cards.render(lineage, run, read_json(tmp / "eval" / "gate.json")))
+        write_text(tmp / "README.md", cards.render(lineage, run, read_json(tmp / "eval" / "gate.json"), card))
         crashpoint("register.copied")
         signing.sign_dir(tmp)
 
@@ -276,12 +277,26 @@ def sweep_orphans(name: str) -> list[str]:
     return removed
 
 
-def register(run_dir: str | os.PathLike, name: str) -> dict:
-    """Register a completed run whose gate passed; returns {name, version, path}."""
+def card_spec(card_text: dict) -> RegistrySpec:
+    from pydantic import ValidationError
+
+    given = {k: v for k, v in card_text.items() if v is not None}
+    try:
+        return RegistrySpec(**given)
+    except ValidationError as e:
+        key = ".".join(str(p) for p in e.errors()[0]["loc"])
+        raise LaminaError("not a model-card field", f"card {key}") from None
+
+
+def register(run_dir: str | os.PathLike, name: str, **card_text: str | None) -> dict:
+    """Register a completed run whose gate passed; returns {name, version, path}.
+
+    `card_text` may set the card's intended_use, out_of_scope and limitations for this model."""
     from mlflow.exceptions import MlflowException
 
     user = access.require("register")
     check_name(name)
+    card = card_spec(card_text)
     run_dir = Path(run_dir).resolve()
     run = tracking.read_run(run_dir)
     gate = read_gate(run_dir / "eval" / "gate.json")
@@ -295,7 +310,7 @@ def register(run_dir: str | os.PathLike, name: str) -> dict:
     c = tracking.client()
     with model_lock(name), tracking.server_errors(f"registering {name}"):
         sweep_orphans(name)
-        build_version_dir(target, run_dir, lineage, run)
+        build_version_dir(target, run_dir, lineage, run, card)
         crashpoint("register.signed")
         tracking.log_evaluation(mlflow_run_id, run_dir, target / "README.md")
         try:

@@ -212,6 +212,26 @@ def run_suites(
     return out
 
 
+# Below this size a CPU matmul is dominated by handing work between threads: on the shared
+# 2-core machines the demo's evaluation took 72 s on two intra-op threads and 12 s on one.
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+@contextlib.contextmanager
+def _cpu_threads_for(target: Target):
+    import torch
+
+    params = list(target.model.parameters())
+    small = params[0].device.type == "cpu" and sum(p.numel() for p in params) < SMALL_MODEL_PARAMS
+    previous = torch.get_num_threads()
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _release(target: Target) -> None:
     """Drop a model once its suites are done, so one model at a time is resident."""
     import gc
@@ -266,7 +286,8 @@ def evaluate(p: Plan, progress: bool = True) -> dict:
             # Baselines first: the candidate's calibrated privacy and its judge need them.
             for role, ref, path in reversed(targets):
                 target = load_target(role, ref, path)
-                got = run_suites(ctx, target, p.suites, opponent_role, tick)
+                with _cpu_threads_for(target):
+                    got = run_suites(ctx, target, p.suites, opponent_role, tick)
                 _release(target)
                 results[role] = {k: v.metrics for k, v in got.items()}
                 if role == "candidate":
@@ -301,20 +322,6 @@ DEMO_GATES = [
 ]
 
 
-@contextlib.contextmanager
-def _one_cpu_thread():
-    """The demo's model is tiny: on 2 shared CPU cores, thread hand-off dominates its matmuls
-    (measured: the demo evaluation took 72 s on two intra-op threads, 18 s on one)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def demo_eval(
     run_dir: str | Path, base_path: str | Path, progress: bool = False, canaries: str | Path | None = None
 ) -> dict:
@@ -337,8 +344,7 @@ def demo_eval(
         canary_candidates=255,
     )
     p = plan(str(run_dir), spec=spec, base=base_path)
-    with _one_cpu_thread():
-        doc = evaluate(p, progress)
+    doc = evaluate(p, progress)
     return {
         "passed": doc["gate"]["passed"],
         "checks": doc["gate"]["checks"],

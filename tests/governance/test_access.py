@@ -105,3 +105,19 @@ def test_default_roles_separate_duties():
     assert table["d"] == {"read", "promote.staging", "rollback", "serve"}
     assert table["s"] == {"read", "data.write", "data.forget"}
     assert table["v"] == {"read"}
+
+
+def test_identity_must_match_server_credentials(monkeypatch):
+    access.init_policy("alice")
+    monkeypatch.setenv("LAMINA_USER", "alice")
+    monkeypatch.setenv("LAMINA_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    with pytest.raises(
+        LaminaError, match=r"LAMINA_USER: acting as 'alice' but the MLflow credentials are 'bob'"
+    ):
+        access.require("read")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    assert access.require("read") == "alice"
+    monkeypatch.delenv("LAMINA_TRACKING_URI")  # the embedded store: no server identity to match
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    assert access.require("read") == "alice"

@@ -38,3 +38,15 @@ def test_forged_but_consistent_log_is_caught_by_the_anchor(runs, monkeypatch):
     assert audit.verify().ok  # the chain alone cannot tell
     problems = anchor.check()
     assert len(problems) == 1 and "differs from the hash anchored on model tickets" in problems[0]
+
+
+def test_teammates_anchors_are_not_this_logs_business(runs):
+    versions.register(runs[0], "tickets")
+    from lamina.registry import tracking
+
+    tracking.client().set_registered_model_tag(
+        "tickets", anchor.PREFIX + "0123456789abcdef", "99:" + "f" * 64
+    )
+    assert anchor.check() == []
+    tracking.client().set_registered_model_tag("tickets", anchor.tag(), "99:" + "f" * 64)
+    assert anchor.check() == ["audit entry seq 99 anchored on model tickets is missing from the log"]

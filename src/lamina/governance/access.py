@@ -8,6 +8,7 @@ Every mutating command calls `require(permission)`; refusals are audited too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -104,9 +105,24 @@ def allowed(user: str, permission: str, policy: PolicySpec) -> bool:
     return "*" in perms or permission in perms
 
 
+def acting_user() -> str:
+    """`LAMINA_USER` (or the OS user) — which, against a tracking server, must be the person
+    whose MLflow credentials are in use: the server authenticates them, nobody checks a name."""
+    user = workspace.user()
+    server_user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    uri = os.environ.get("LAMINA_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if server_user and uri.startswith(("http://", "https://")) and server_user != user:
+        raise LaminaError(
+            f"acting as {user!r} but the MLflow credentials are {server_user!r}; with a tracking server "
+            "they must be the same person",
+            "LAMINA_USER",
+        )
+    return user
+
+
 def require(permission: str, user: str | None = None) -> str:
     """Return the acting identity if it holds `permission`; otherwise refuse, naming it."""
-    user = user or workspace.user()
+    user = user or acting_user()
     policy = ensure_policy()
     if not allowed(user, permission, policy):
         roles = ", ".join(policy.users.get(user, [])) or "none"

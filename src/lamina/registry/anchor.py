@@ -5,21 +5,32 @@ and its head file consistently leaves a valid chain. Each register/promote/rollb
 also stores `seq:hash` of its audit entry as a tag on the registered model — in the tracking
 store, which (with a server) the person editing the local log cannot rewrite. `lamina audit
 verify` compares the log against every anchor.
+
+With a shared server every teammate's workspace has its own log, so the tag is keyed by the
+log's place (host and workspace path) — not by anything stored in the log, which a forger
+could rewrite along with it.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+from lamina.fsio import sha256_bytes
 from lamina.governance import audit
 from lamina.registry import tracking
 
-TAG = "lamina.audit_anchor"
+PREFIX = "lamina.audit_anchor."
+
+
+def tag() -> str:
+    place = f"{socket.gethostname()}:{audit.log_path().resolve()}"
+    return PREFIX + sha256_bytes(place.encode())[:16]
 
 
 def anchor(name: str, entry: dict) -> None:
     with tracking.server_errors(f"anchoring the audit log on {name}"):
-        tracking.client().set_registered_model_tag(name, TAG, f"{entry['seq']}:{entry['hash']}")
+        tracking.client().set_registered_model_tag(name, tag(), f"{entry['seq']}:{entry['hash']}")
 
 
 def _store_exists() -> bool:
@@ -34,7 +45,7 @@ def check(log: Path | None = None) -> list[str]:
     by_seq = {e["seq"]: e for e in audit.entries(log)}
     problems = []
     for model in tracking.client().search_registered_models():
-        value = model.tags.get(TAG)
+        value = model.tags.get(tag())
         if not value:
             continue
         seq, digest = value.split(":", 1)

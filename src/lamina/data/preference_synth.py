@@ -10,6 +10,7 @@ but wrong issue code. Held-out pairs come from the held-out tickets of
 from __future__ import annotations
 
 import random
+import re
 
 from lamina.data.synthetic import COLOURS, ISSUES, SYSTEM, task_splits
 
@@ -71,27 +72,41 @@ def preference_splits(n_train: int = 600, n_eval: int = 100, seed: int = 0) -> t
     return [to_pair(r, rng) for r in train[:n_train]], [to_pair(r, rng) for r in held]
 
 
-def ticket_reward(prompts: list[list[dict]], responses: list[str]) -> list[float]:
-    """A programmatic reward for the ticket task: the share of the three fields that are
-    right, read off the ticket itself (order number and colour+product appear verbatim),
-    minus 0.5 for a reply that is not in the structured format at all."""
+def ticket_facts(ticket: str) -> dict[str, str | None]:
+    """Order number, item and issue code a ticket states (None where it states none)."""
     from lamina.data.synthetic import PRODUCTS
 
+    order = re.search(r"\b(\d{4})\b", ticket)
+    items = [f"{c} {p}" for c in COLOURS for p in PRODUCTS if f"{c} {p}" in ticket]
+    issues = [code for code, phrases in ISSUES.items() if any(ph in ticket for ph in phrases)]
+    return {
+        "order": order.group(1) if order else None,
+        "item": items[0] if items else None,
+        "issue": issues[0] if len(issues) == 1 else None,
+    }
+
+
+def facts_score(ticket: str, reply: str) -> float:
+    """Share of the ticket's three facts the reply states correctly, in any wording; a reply
+    that states a different order number, item or issue as well gets no credit for it."""
+    from lamina.data.synthetic import PRODUCTS
+
+    want = ticket_facts(ticket)
+    numbers = set(re.findall(r"\d+", reply))
+    items = {f"{c} {p}" for c in COLOURS for p in PRODUCTS if f"{c} {p}" in reply}
+    codes = {code for code in ISSUES if code in reply or code.replace("_", " ") in reply}
+    hits = (numbers == {want["order"]}) + (items == {want["item"]}) + (codes == {want["issue"]})
+    return hits / 3
+
+
+def ticket_reward(prompts: list[list[dict]], responses: list[str]) -> list[float]:
+    """A programmatic reward for `ppo.reward`: the facts score of each reply to its ticket
+    (the last user message), plus 0.25 when the reply uses the structured answer format."""
     out = []
     for prompt, response in zip(prompts, responses, strict=True):
-        ticket = prompt[-1]["content"]
-        try:
-            f = _fields(response.strip())
-        except ValueError:
-            out.append(-0.5)
-            continue
-        words = (
-            ticket.replace(",", " ").replace(".", " ").replace("(", " ").replace(")", " ").replace(":", " ")
-        )
-        order_ok = f["order"].isdigit() and f["order"] in words.split()
-        item_ok = any(f"{c} {p}" == f["item"] and f["item"] in ticket for c in COLOURS for p in PRODUCTS)
-        issue_ok = any(phrase in ticket for phrase in ISSUES.get(f["issue"], []))
-        out.append((order_ok + item_ok + issue_ok) / 3)
+        ticket = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+        structured = bool(re.fullmatch(r"ORDER: \S+; ITEM: [^;]+; ISSUE: \S+", response.strip()))
+        out.append(facts_score(ticket, response) + 0.25 * structured)
     return out
 
 

@@ -78,8 +78,25 @@ def test_secrets_in_the_environment_never_reach_the_store(tmp_path, monkeypatch,
 
 
 def test_flatten_masks_secret_looking_keys():
-    flat = tracking.flatten({"judge": {"api_key": "sk-live-123", "url": "http://x"}, "train": {"lr": 0.1}})
-    assert flat == {"judge.api_key": "***", "judge.url": '"http://x"', "train.lr": "0.1"}
+    recipe = {
+        "judge": {
+            "api_key": "sk-live-123",
+            "api_key_env": "JUDGE_KEY",
+            "url": "http://x",
+            "hf_token": "hf_x",
+        },
+        "train": {"lr": 0.1, "tokens_per_step": 4096},
+        "eval": {"max_new_tokens": 48},
+    }
+    assert tracking.flatten(recipe) == {
+        "judge.api_key": "***",
+        "judge.api_key_env": '"JUDGE_KEY"',
+        "judge.url": '"http://x"',
+        "judge.hf_token": "***",
+        "train.lr": "0.1",
+        "train.tokens_per_step": "4096",
+        "eval.max_new_tokens": "48",
+    }
 
 
 def test_unfinished_run_is_refused_and_nothing_is_logged(tmp_path):

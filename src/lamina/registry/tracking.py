@@ -28,6 +28,8 @@ from lamina.recipe import RegistrySpec
 
 # Environment variables whose values must never reach the store, whatever field they turn up in.
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|COOKIE|SESSION", re.I)
+# Recipe keys that hold a secret: whole name segments, so `tokens_per_step` is not one.
+_SECRET_KEY = re.compile(r"(^|_)(token|secret|password|passwd|credentials?|api_?key|auth)(_|$)", re.I)
 _METRIC_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _PARAM_MAX = 6000  # MLflow's limit on a param value
 
@@ -122,7 +124,10 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
             out.update(flatten(v, f"{prefix}{k}."))
         return out
     key = prefix.rstrip(".")
-    out[key] = "***" if _SECRET_NAME.search(key.rsplit(".", 1)[-1]) and obj else json.dumps(obj)
+    leaf = key.rsplit(".", 1)[-1]
+    # `*_env` keys name the variable a secret is read from; the name itself is not secret.
+    secret = _SECRET_KEY.search(leaf) and not leaf.endswith("_env") and obj
+    out[key] = "***" if secret else json.dumps(obj)
     return out
 
 

@@ -1,7 +1,9 @@
 """The embedded default: the whole pipeline on the tiny offline model and the bundled data.
 
-Each stage prints what it did and adds its figures to one dictionary, which `lamina demo
---json` prints at the end so scripts can check it.
+data (planted PII) → intake → tiny base → SFT → evaluation + gate → DPO (or reward model →
+PPO with --rlhf) → evaluation + gate → registry: register, promote, register, promote, roll
+back. Each stage prints what it did and adds its figures to one dictionary, which
+`lamina demo --json` prints at the end so scripts can check it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from lamina.data.synthetic import task_splits, write_jsonl
 from lamina.recipe import Recipe, parse_recipe
 
 
-def demo_recipe(train_path: Path, eval_path: Path, method: str = "lora") -> Recipe:
-    text = resources.files("lamina").joinpath("assets/demo.yaml").read_text()
-    data = yaml.safe_load(text)
-    data["data"]["train"], data["data"]["eval"] = str(train_path), str(eval_path)
+def demo_recipe(dataset_version: str, method: str = "lora") -> Recipe:
+    data = yaml.safe_load(resources.files("lamina").joinpath("assets/demo.yaml").read_text())
+    data["data"] = {k: v for k, v in data["data"].items() if k not in ("train", "eval", "licence")}
+    data["data"]["dataset"] = dataset_version
     if method != data["method"]["name"]:
         data["method"] = {"name": method}
         data["name"] = f"demo-{method}"
+        data["train"].update(data.get("method_lr", {}).get(method, {}))
+    data.pop("method_lr", None)
     return parse_recipe(data, "assets/demo.yaml")
 
 
@@ -38,20 +42,28 @@ def held_out_em(model_ref, records: list[dict]) -> float:
     return round(score, 4)
 
 
+def stage(n: int, title: str) -> None:
+    console.rule(f"[bold]{n}. {title}")
+
+
 def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
     started = time.time()
     figures: dict = {"method": method}
     home = workspace.subdir("demo")
 
-    console.rule("[bold]1. bundled data")
+    stage(1, "bundled data and intake")
     train_records, eval_records = task_splits()
     train_path, eval_path = home / "tickets-train.jsonl", home / "tickets-eval.jsonl"
     write_jsonl(train_path, train_records)
     write_jsonl(eval_path, eval_records)
-    figures["data"] = {"train": len(train_records), "eval": len(eval_records), "train_path": str(train_path)}
-    console.print(f"{len(train_records)} training and {len(eval_records)} held-out support tickets")
+    from lamina.data.intake import demo_intake
 
-    console.rule("[bold]2. tiny base model")
+    intake = demo_intake(train_path, eval_path)
+    figures["intake"] = {k: intake[k] for k in ("dataset", "version_id", "card", "counts", "planted", "pii_found")}
+    figures["intake"]["pii_report"] = intake["pii_report"]
+    show_pii(intake)
+
+    stage(2, "tiny base model")
     from lamina.models.tiny import ensure_tiny_base
 
     t = time.time()
@@ -60,26 +72,104 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
                        "exact_match": held_out_em(base, eval_records)}
     console.print(f"base at {base}; held-out exact match {figures['base']['exact_match']:.2f}")
 
-    console.rule(f"[bold]3. supervised fine-tuning ({method})")
+    stage(3, f"supervised fine-tuning ({method})")
     from lamina.train.runner import train
 
-    recipe = demo_recipe(train_path, eval_path, method)
     t = time.time()
-    run_dir = train(recipe)
-    figures["sft"] = {"run_dir": str(run_dir), "seconds": round(time.time() - t, 1),
-                      "exact_match": held_out_em(run_dir, eval_records)}
-    console.print(f"fine-tuned held-out exact match {figures['sft']['exact_match']:.2f} (run {run_dir})")
+    sft_run = train(demo_recipe(intake["version_id"], method))
+    figures["sft"] = {"run_dir": str(sft_run), "seconds": round(time.time() - t, 1),
+                      "exact_match": held_out_em(sft_run, eval_records)}
+    console.print(f"fine-tuned held-out exact match {figures['sft']['exact_match']:.2f} (run {sft_run})")
+
+    stage(4, "evaluation and release gate")
+    figures["eval"] = evaluate(sft_run, base)
+
+    stage(5, "reward model → PPO" if rlhf else "preference optimisation (DPO)")
+    from lamina.train import stages
+
+    second = stages.demo_rlhf(sft_run, home) if rlhf else stages.demo_dpo(sft_run, home)
+    key = "rlhf" if rlhf else "dpo"
+    figures[key] = second
+    show_second_stage(key, second)
+    second_run = Path(second["ppo_run"] if rlhf else second["run_dir"])
+    figures[f"{key}_eval"] = evaluate(second_run, base)
+
+    stage(6, "registry: register, promote, roll back")
+    figures["release"] = release(sft_run, second_run)
 
     figures["seconds"] = round(time.time() - started, 1)
-    show_summary(figures)
+    show_summary(figures, key)
     return figures
 
 
-def show_summary(figures: dict) -> None:
+def evaluate(run_dir: Path, base: Path) -> dict:
+    from lamina.eval.harness import demo_eval
+
+    result = demo_eval(run_dir, base)
+    for check in result["checks"]:
+        mark = "[green]pass[/]" if check["passed"] else "[red]FAIL[/]"
+        console.print(f"  {mark}  {check['expr']}  (value {check.get('value')}, threshold {check.get('threshold')})")
+    verdict = "[green]PASSED[/]" if result["passed"] else "[red]FAILED[/]"
+    console.print(f"gate {verdict}; report {result['report']}")
+    return {"passed": result["passed"], "checks": result["checks"], "report": result["report"],
+            "seconds": result["seconds"]}
+
+
+def release(first_run: Path, second_run: Path) -> dict:
+    from lamina.registry import demo_release
+
+    try:
+        result = demo_release(first_run, second_run)
+    except Exception as e:  # a failed gate blocks registration: report it as the outcome it is
+        from lamina.errors import LaminaError
+
+        if not isinstance(e, LaminaError):
+            raise
+        console.print(f"[yellow]registration refused:[/] {e}")
+        return {"refused": str(e)}
+    console.print(result["history_text"])
+    console.print(result["lineage_text"])
+    return {"production": result["production"], "history": result["history"], "lineage": result["lineage_text"]}
+
+
+def show_pii(intake: dict) -> None:
+    table = Table(title=f"PII planted in the bundled data ({intake['planted']} spans) — detection by entity")
+    for col in ("entity", "gold", "recall", "precision"):
+        table.add_column(col, justify="left" if col == "entity" else "right")
+    for entity, row in intake["pii_report"].items():
+        table.add_row(entity, str(row["gold"]), _fmt(row["recall"]), _fmt(row["precision"]))
+    console.print(table)
+    console.print(f"dataset version {intake['version_id'][:16]}…; card {intake['card']}")
+
+
+def show_second_stage(key: str, s: dict) -> None:
+    if key == "dpo":
+        console.print(f"preference accuracy on {s['held_out_pairs']} held-out pairs: "
+                      f"{s['accuracy_before']:.2f} before DPO → {s['accuracy_after']:.2f} after")
+    else:
+        console.print(f"mean reward {s['reward_before']:.3f} before PPO → {s['reward_after']:.3f} after "
+                      f"(KL {s['kl']:.3f}); reward-model pair accuracy {s['rm_pair_accuracy']:.2f}")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def show_summary(figures: dict, key: str) -> None:
     table = Table(title="Lamina demo")
     table.add_column("figure")
     table.add_column("value", justify="right")
+    table.add_row("PII recall (planted spans)", _fmt(figures["intake"]["pii_report"]["ALL"]["recall"]))
     table.add_row("base exact match (held-out)", f"{figures['base']['exact_match']:.2f}")
     table.add_row("fine-tuned exact match (held-out)", f"{figures['sft']['exact_match']:.2f}")
+    table.add_row("SFT gate", "passed" if figures["eval"]["passed"] else "FAILED")
+    if key == "dpo":
+        d = figures["dpo"]
+        table.add_row("preference accuracy before → after DPO", f"{d['accuracy_before']:.2f} → {d['accuracy_after']:.2f}")
+    else:
+        r = figures["rlhf"]
+        table.add_row("mean reward before → after PPO", f"{r['reward_before']:.3f} → {r['reward_after']:.3f}")
+    table.add_row(f"{key.upper()} gate", "passed" if figures[f"{key}_eval"]["passed"] else "FAILED")
+    table.add_row("production alias after rollback", str(figures["release"].get("production", "—")))
     table.add_row("total seconds", f"{figures['seconds']:.0f}")
     console.print(table)

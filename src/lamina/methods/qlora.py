@@ -1,8 +1,8 @@
 """QLoRA: the base frozen in 4-bit (NF4, double quantisation) through bitsandbytes, LoRA on top.
 
-The runner hands `apply` a full-precision base; QLoRA reloads it quantised from the same
-directory (the full-precision copy is released first, so peak memory stays at the 4-bit
-size). The adapter is saved in PEFT's format, with the quantisation settings beside it so a
+The runner loads the base through `load_base`, straight into 4-bit. Given a full-precision
+base instead (`apply` from elsewhere, `load` of a run), QLoRA reloads it quantised from the
+same directory, releasing the full-precision copy first. The adapter is saved in PEFT's format, with the quantisation settings beside it so a
 load puts it on the same 4-bit base it was trained on. Merging dequantises the base into a
 full-precision model and folds the LoRA update into that.
 """
@@ -81,13 +81,24 @@ def _requantize(model, settings: dict):
     return quantized
 
 
+def load_base(path: Path, device: torch.device, spec, allow_pickle: bool, attn: str):
+    """The base loaded straight into 4-bit (the runner's hook: no full-precision copy first)."""
+    from lamina.models.loading import check_weights
+
+    if not check_weights(Path(path), allow_pickle):
+        raise LaminaError("QLoRA loads safetensors weights only", "model.base")
+    model = load_quantized(str(path), device, _settings(spec), attn)
+    model.lamina_qlora = _settings(spec)
+    return model
+
+
 def apply(model, spec):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     settings = _settings(spec)
-    quantized = prepare_model_for_kbit_training(
-        _requantize(model, settings), use_gradient_checkpointing=False
-    )
+    if getattr(model, "lamina_qlora", None) != settings:
+        model = _requantize(model, settings)
+    quantized = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,

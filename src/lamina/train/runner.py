@@ -169,7 +169,11 @@ def setup(recipe: Recipe) -> Setup:
     else:
         examples, stats = tokenize_examples(tokenizer, data.train, recipe.data.loss_on, recipe.data.max_length,
                                             recipe.data.overlong, recipe.data.train)
-    model = load_hf_model(base_dir, device, dtype, recipe.model.allow_pickle, attn)
+    load_base = getattr(method, "load_base", None)  # QLoRA loads the base straight into 4-bit
+    if load_base:
+        model = load_base(base_dir, device, recipe.method, recipe.model.allow_pickle, attn)
+    else:
+        model = load_hf_model(base_dir, device, dtype, recipe.model.allow_pickle, attn)
     kernels.apply(model, recipe.train.fused_kernels)
     model = method.apply(model, recipe.method)
     objective = pairs.build_objective(recipe, model, plan) if preference else SFT

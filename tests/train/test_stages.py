@@ -1,0 +1,102 @@
+"""Stages: SFT -> DPO chain with lineage, stage overrides, checks before anything runs,
+and the bundled safety data held apart from the evaluation suites."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lamina.data import safety_data
+from lamina.data.preference_synth import preference_splits
+from lamina.data.synthetic import task_splits
+from lamina.errors import LaminaError
+from lamina.recipe import parse_recipe
+from lamina.train import stages
+
+
+def _files(tmp_path):
+    chat, _ = task_splits(n_train=48, n_eval=4)
+    pairs, _ = preference_splits(n_train=24, n_eval=4)
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    return tmp_path / "chat.jsonl", tmp_path / "pairs.jsonl"
+
+
+def _recipe(base, chat, pairs, **extra):
+    return parse_recipe(
+        {
+            "name": "layers",
+            "model": {"base": str(base)},
+            "data": {"train": str(chat), "licence": "internal", "max_length": 128},
+            "method": {"name": "lora", "r": 4, "alpha": 8},
+            "train": {"steps": 2, "tokens_per_step": 1024, "lr": 1e-3, "log_every": 1},
+            "stages": [
+                {"objective": "sft"},
+                {
+                    "objective": "dpo",
+                    "data": {
+                        "train": str(pairs),
+                        "format": "preference",
+                        "licence": "internal",
+                        "max_length": 128,
+                    },
+                    "train": {"steps": 1, "lr": 5e-4},
+                    "dpo": {"beta": 0.2, "loss": "ipo"},
+                },
+            ],
+            **extra,
+        }
+    )
+
+
+def test_sft_then_dpo_chain_with_lineage(tiny_random, tmp_path):
+    chat, pairs = _files(tmp_path)
+    sft_run, dpo_run = stages.run_stages(_recipe(tiny_random, chat, pairs), progress=False)
+    sft_info = json.loads((sft_run / "run.json").read_text())
+    dpo_info = json.loads((dpo_run / "run.json").read_text())
+    assert sft_info["parent_run"] is None and sft_info["stage"] == {"index": 0, "of": 2, "objective": "sft"}
+    assert dpo_info["parent_run"] == str(sft_run) and dpo_info["objective"] == "dpo"
+    # The DPO stage's input is the SFT stage's output, merged.
+    assert dpo_info["base"]["path"] == str(sft_run / "merged")
+    assert (sft_run / "merged" / "model.safetensors").is_file()
+    dpo_recipe = (dpo_run / "recipe.yaml").read_text()
+    assert "loss: ipo" in dpo_recipe and "beta: 0.2" in dpo_recipe and "lr: 0.0005" in dpo_recipe
+    assert sft_info["total_steps"] == 2 and dpo_info["total_steps"] == 1
+    assert dpo_run.name.startswith("layers-2-dpo")
+
+
+def test_a_bad_later_stage_fails_before_the_first_runs(tiny_random, tmp_path, workspace):
+    chat, pairs = _files(tmp_path)
+    recipe = _recipe(tiny_random, chat, pairs)
+    recipe.stages[1].data.train = str(chat)
+    recipe.stages[1].data.format = "chat"
+    with pytest.raises(LaminaError, match=r"stages\[1\]"):
+        stages.run_stages(recipe, progress=False)
+    recipe = _recipe(tiny_random, chat, pairs)
+    recipe.stages.append(recipe.stages[0].model_copy(update={"objective": "ppo"}))
+    with pytest.raises(LaminaError, match="reward"):
+        stages.run_stages(recipe, progress=False)
+    assert not (workspace / "runs").exists()
+
+
+def test_stage_overrides_are_validated_with_their_key():
+    with pytest.raises(LaminaError, match="stages.0.*train.lrr: unknown key"):
+        parse_recipe({"data": {"train": "x.jsonl"}, "stages": [{"objective": "sft", "train": {"lrr": 1}}]})
+    with pytest.raises(LaminaError, match="stages.0.objective"):
+        parse_recipe({"data": {"train": "x.jsonl"}, "stages": [{"objective": "rlhf"}]})
+
+
+def test_safety_data_is_disjoint_from_the_eval_suites_and_teaches_the_boundary():
+    assert safety_data.overlap_with_eval() == []
+    train, held = safety_data.sft_records()
+    kinds = {r["meta"]["kind"] for r in train}
+    assert kinds == {"harmful", "benign"}
+    train_prompts = {r["messages"][0]["content"] for r in train}
+    assert not train_prompts & {r["messages"][0]["content"] for r in held}
+    # The detector the evaluation uses reads the bundled answers the intended way.
+    replies = [r["messages"][-1]["content"] for r in train]
+    rates = safety_data.refusal_rates(replies, train)
+    assert rates == {"harmful_refusal_rate": 1.0, "benign_refusal_rate": 0.0}
+    pairs = safety_data.preference_records()
+    assert len(pairs) == len(train) and all(p["chosen"] != p["rejected"] for p in pairs)

@@ -100,3 +100,27 @@ def test_safety_data_is_disjoint_from_the_eval_suites_and_teaches_the_boundary()
     assert rates == {"harmful_refusal_rate": 1.0, "benign_refusal_rate": 0.0}
     pairs = safety_data.preference_records()
     assert len(pairs) == len(train) and all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_cli_prints_a_bad_stage_without_traceback_and_exits_2(tiny_random, tmp_path, workspace):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    chat, pairs = _files(tmp_path)
+    recipe = _recipe(tiny_random, chat, pairs).model_dump(mode="json")
+    recipe["stages"][1]["data"]["train"], recipe["stages"][1]["data"]["format"] = str(chat), "chat"
+    path = tmp_path / "layers.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lamina.cli", "stages", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LAMINA_HOME": str(workspace)},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "stages[1].data" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    assert not (workspace / "runs").exists()

@@ -13,6 +13,7 @@ from lamina.cli import keys as _keys  # noqa: F401,E402
 from lamina.cli import data as _data  # noqa: F401,E402
 from lamina.cli import registry as _registry  # noqa: F401,E402
 from lamina.cli import eval as _eval  # noqa: F401,E402
+from lamina.cli import stages as _stages  # noqa: F401,E402
 from lamina.cli import methods as _methods  # noqa: F401,E402
 
 

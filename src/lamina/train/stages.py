@@ -262,3 +262,24 @@ def demo_rlhf(sft_run_dir: Path, workspace_dir: Path, rm_steps: int = 12, iterat
         "kl": ev["after"]["kl"],
         "seconds": round(time.time() - started, 1),
     }
+
+
+def summarise(runs: list[Path]) -> list[dict]:
+    """One line of figures per stage run, for the CLI."""
+    from lamina.fsio import read_json
+
+    out = []
+    for run in runs:
+        info = read_json(Path(run) / "run.json")
+        out.append(
+            {
+                "run_dir": str(run),
+                "objective": info.get("objective"),
+                "stage": info.get("stage"),
+                "parent_run": info.get("parent_run"),
+                "reward_run": info.get("reward_run"),
+                "status": info.get("status"),
+                "final": info.get("final") or info.get("final_loss"),
+            }
+        )
+    return out

@@ -124,3 +124,45 @@ def test_cli_prints_a_bad_stage_without_traceback_and_exits_2(tiny_random, tmp_p
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "stages[1].data" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
     assert not (workspace / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sft_reward_ppo_safety_chain(tiny_random, tmp_path):
+    chat, pairs = _files(tmp_path)
+    recipe = _recipe(tiny_random, chat, pairs)
+    pair_data = recipe.stages[1].data
+    recipe.stages[1] = recipe.stages[1].model_copy(update={"objective": "reward", "dpo": {}})
+    recipe.stages.append(
+        parse_recipe(
+            {
+                "data": {"train": str(chat)},
+                "stages": [
+                    {
+                        "objective": "ppo",
+                        "ppo": {
+                            "iterations": 1,
+                            "rollouts": 4,
+                            "mini_batch": 2,
+                            "epochs": 1,
+                            "sampling": {"max_new_tokens": 6},
+                        },
+                    },
+                    {"objective": "safety", "train": {"steps": 1}},
+                ],
+            }
+        ).stages[0]
+    )
+    recipe.stages.append(
+        parse_recipe({"data": {"train": "x"}, "stages": [{"objective": "safety"}]}).stages[0]
+    )
+    assert pair_data.format == "preference"
+    sft_run, rm_run, ppo_run, safety_run = stages.run_stages(recipe, progress=False)
+    ppo_info = json.loads((ppo_run / "run.json").read_text())
+    assert ppo_info["objective"] == "ppo" and ppo_info["parent_run"] == str(sft_run)
+    assert ppo_info["reward_run"] == str(rm_run) and ppo_info["reward"]["reward_model"] == str(rm_run)
+    assert (rm_run / "reward_head" / "head.safetensors").is_file()
+    safety_info = json.loads((safety_run / "run.json").read_text())
+    assert safety_info["parent_run"] == str(ppo_run) and safety_info["objective"] == "sft"
+    assert safety_info["stage"]["objective"] == "safety" and safety_info["data"]["train"].endswith(
+        "safety-sft.jsonl"
+    )

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_throughput import _tokenizer, new_model, peak_gib, report, reset_memory, summarise, sync, versions  # noqa: E402
+from sft_throughput import _tokenizer, new_model, report, reset_memory, summarise, sync, versions  # noqa: E402
 from workload import build_config, examples, matmul_params  # noqa: E402
 
 

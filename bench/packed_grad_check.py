@@ -55,7 +55,7 @@ def main() -> None:
     train_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     base = fast.get_base_model()
     base.set_attn_implementation(attn)
-    for n, p_ in fast.named_parameters():
+    for p_ in fast.parameters():
         if not p_.requires_grad:
             p_.data = p_.data.to(train_dtype)
     data = [Tokenized(ids, [bool(m) for m in mask]) for ids, mask in examples(12, 4096, seed=1, max_len=300)]

@@ -99,7 +99,7 @@ def run_lamina(args, data, device) -> dict:
 def run_trl(args, data, device, variant: dict) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import PreTrainedTokenizerFast, TrainerCallback
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     reset_memory(device)
@@ -152,10 +152,8 @@ def run_trl(args, data, device, variant: dict) -> dict:
 
 def _tokenizer(vocab: int):
     """A word-level tokenizer over the synthetic ids: TRL wants a processing class."""
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from tokenizers import pre_tokenizers
 
     tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -19,7 +19,7 @@ def test_assistant_mask_covers_exactly_the_replies_even_when_they_repeat_the_pro
         {"role": "assistant", "content": "blue kettle"},
     ]
     t = tokenize_chat(tok, messages)
-    labelled = [tok.decode([i]) for i, lab in zip(t.input_ids, t.labels) if lab]
+    labelled = [tok.decode([i]) for i, lab in zip(t.input_ids, t.labels, strict=True) if lab]
     # Both replies with their end markers; the prompt's "blue kettle" is not labelled.
     assert "".join(labelled) == "blue kettle<|end|>\nblue kettle<|end|>\n"
     assert sum(t.labels) == len(labelled)

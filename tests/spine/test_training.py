@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from helpers import recipe_dict, write_task
+
 from lamina.data.chat import tokenize_chat
 from lamina.data.formats import read_jsonl
 from lamina.data.packing import micro_batches
@@ -143,7 +143,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_trajectory(tiny_random, tmp_
         return [(m["step"], m["loss"]) for m in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
     ref, cut = losses(tmp_path / "ref"), losses(tmp_path / "cut")
     assert [s for s, _ in ref] == [s for s, _ in cut] == list(range(1, 11))
-    for (_, a), (_, b) in zip(ref, cut):
+    for (_, a), (_, b) in zip(ref, cut, strict=True):
         assert abs(a - b) < 1e-5
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from lamina.cli.app import app
-from lamina.errors import LaminaError
+from lamina.cli import data as _data  # noqa: F401,E402
+from lamina.cli import eval as _eval  # noqa: F401,E402
+from lamina.cli import keys as _keys  # noqa: F401,E402
+from lamina.cli import methods as _methods  # noqa: F401,E402
+from lamina.cli import registry as _registry  # noqa: F401,E402
+from lamina.cli import stages as _stages  # noqa: F401,E402
 
 # Importing a module registers its commands on `app`.
 from lamina.cli import train as _train  # noqa: F401,E402
-from lamina.cli import keys as _keys  # noqa: F401,E402
-from lamina.cli import data as _data  # noqa: F401,E402
-from lamina.cli import registry as _registry  # noqa: F401,E402
-from lamina.cli import eval as _eval  # noqa: F401,E402
-from lamina.cli import stages as _stages  # noqa: F401,E402
-from lamina.cli import methods as _methods  # noqa: F401,E402
+from lamina.cli.app import app
+from lamina.errors import LaminaError
 
 
 def main() -> None:

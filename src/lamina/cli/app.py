@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from lamina.console import console, out  # noqa: F401  (re-exported for command modules)
+
 app = typer.Typer(
     name="lamina",
     help="Governed post-training: intake, training, evaluation, registry, serving.",

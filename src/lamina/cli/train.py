@@ -72,9 +72,9 @@ def generate(
     replies = run_generate(m, tok, [head + [{"role": "user", "content": p}] for p in prompt],
                            max_new_tokens=max_new_tokens, temperature=temperature)
     if as_json:
-        out.print_json(json.dumps([{"prompt": p, "reply": r} for p, r in zip(prompt, replies)]))
+        out.print_json(json.dumps([{"prompt": p, "reply": r} for p, r in zip(prompt, replies, strict=True)]))
     else:
-        for p, r in zip(prompt, replies):
+        for p, r in zip(prompt, replies, strict=True):
             out.print(f"[bold]> {p}[/]\n{r}\n", highlight=False)
 
 

@@ -65,5 +65,5 @@ def exact_match(model, tokenizer, records: list[dict], max_new_tokens: int = 48)
     prompts = [r["messages"][:-1] for r in records]
     answers = [r["messages"][-1]["content"].strip() for r in records]
     got = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    hits = sum(g == a for g, a in zip(got, answers))
+    hits = sum(g == a for g, a in zip(got, answers, strict=True))
     return hits / max(len(records), 1), got

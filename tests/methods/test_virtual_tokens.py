@@ -59,3 +59,15 @@ def test_without_the_hook_the_virtual_tokens_would_be_ignored(tiny_random):
     del model.lamina_hidden_states
     loss = sft_loss(model, packed_batch(tokenizer))
     assert not loss.requires_grad  # no path from the trainable prompt to the loss
+
+
+def test_prefix_with_gradient_checkpointing_is_refused_not_silently_untrained(tiny_random):
+    """transformers drops the cache inside checkpointed layers: the prefix would get no gradient."""
+    from lamina.errors import LaminaError
+
+    model, tokenizer = base(tiny_random)
+    model = methods.get("prefix").apply(model, SPECS["prefix"])
+    model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    with pytest.raises(LaminaError, match="train.gradient_checkpointing"):
+        sft_loss(model, packed_batch(tokenizer))

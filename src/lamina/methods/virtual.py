@@ -15,6 +15,8 @@ import functools
 
 import torch
 
+from lamina.errors import LaminaError
+
 
 def attach(model):
     """Route the objective's forward through `hidden_states` below; standard SDPA attention,
@@ -52,6 +54,11 @@ def hidden_states(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     prefix_mask = torch.ones(n_examples, n_virtual, dtype=mask.dtype, device=mask.device)
     mask = torch.cat([prefix_mask, mask], dim=1)
     if config.peft_type == PeftType.PREFIX_TUNING:
+        if model.training and model.get_base_model().is_gradient_checkpointing:
+            # transformers drops the cache (the prefix) inside checkpointed layers: it would train nothing.
+            raise LaminaError(
+                "prefix tuning cannot train with gradient checkpointing", "train.gradient_checkpointing"
+            )
         cache = model.get_prompt(n_examples, max_cache_len=ids.shape[1] + n_virtual)
         out = decoder(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
         shift = 0  # the prefix lives in the cache, not in the hidden states

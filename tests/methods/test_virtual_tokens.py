@@ -67,7 +67,9 @@ def test_prefix_with_gradient_checkpointing_is_refused_not_silently_untrained(ti
 
     model, tokenizer = base(tiny_random)
     model = methods.get("prefix").apply(model, SPECS["prefix"])
-    model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.get_base_model().gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
     model.train()
     with pytest.raises(LaminaError, match="train.gradient_checkpointing"):
         sft_loss(model, packed_batch(tokenizer))

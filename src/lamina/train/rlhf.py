@@ -238,6 +238,7 @@ def iteration_record(i: int, b: Batch, opt_metrics: dict, kl_coef: float, policy
         "kl": round(float(b.kl.mean()), 6),
         "kl_coef": round(kl_coef, 6),
         "response_tokens": round(float(b.r.mask.sum(1).mean()), 2),
+        "tokens": int(b.r.attention.sum()),
         "explained_variance": round(ppo.explained_variance(values * b.r.mask, b.returns, b.r.mask), 6),
         **opt_metrics,
     }
@@ -382,6 +383,10 @@ def ppo_bar(title: str, total: int, enabled: bool):
         )
 
 
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
 def save_ppo_outputs(s: PpoSetup, run_dir: Path) -> None:
     method = methods.get(s.recipe.method.name)
     with atomic_dir(run_dir / method.ARTIFACT, replace=True) as tmp:
@@ -422,6 +427,10 @@ def train_ppo(
         status="completed",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         iterations=last.get("iteration", 0),
+        steps=last.get("iteration", 0),
+        tokens=sum(m["tokens"] for m in _metrics(run_dir)),
+        train_seconds=round(sum(m["seconds"] for m in _metrics(run_dir)), 3),
+        final_loss=last.get("policy_loss"),
         final=last,
         eval={"before": before, "after": after},
     )

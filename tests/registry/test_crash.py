@@ -68,6 +68,7 @@ def test_promote_killed_after_alias_moved_is_settled_as_done(runs, monkeypatch):
     assert [(m["op"], m["to"], m["state"], m.get("settled")) for m in moves] == [("promote", 1, "done", True)]
 
 
+@pytest.mark.slow  # two cold interpreters importing MLflow and model-signing: ~15 s on a busy machine
 def test_concurrent_registers_get_distinct_versions_and_one_audit_chain(runs):
     from lamina.governance import audit
 

@@ -35,7 +35,10 @@ def _pristine_store(tmp_path_factory):
     try:
         tracking.client().search_experiments()
     finally:
-        os.environ["LAMINA_HOME"] = previous or ""
+        if previous is None:
+            os.environ.pop("LAMINA_HOME", None)
+        else:
+            os.environ["LAMINA_HOME"] = previous
     return home / "mlflow" / "mlflow.db"
 
 

@@ -50,6 +50,7 @@ def stage_recipe(recipe: Recipe, index: int, stage: StageSpec) -> Recipe:
     return recipe.model_copy(
         update={
             "name": stage.name or f"{recipe.name}-{index + 1}-{stage.objective}",
+            "model": recipe.model.model_copy(),
             "data": data,
             "method": stage.method or recipe.method,
             "train": TrainSpec.model_validate(train),

@@ -1,15 +1,18 @@
 """Slow: every method learns the bundled task on the pretrained tiny base with the demo's
-settings — loss falls, and held-out exact match rises above the base model's."""
+settings (assets/demo.yaml, its lr replaced by the method's) — loss falls, and held-out
+exact match rises above the base model's."""
 
 from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 
 import pytest
+import yaml
 
 from lamina.data.synthetic import task_splits, write_jsonl
-from lamina.demo import demo_recipe
+from lamina.recipe import parse_recipe
 
 # Learning rates for the demo's 60 steps; prompt-side and bias-only methods move few
 # parameters and need larger steps than LoRA's 3e-3.
@@ -51,10 +54,15 @@ def test_method_learns_the_task(tiny_base, task, name):
     from lamina.train.runner import train
 
     directory, held, base_em = task
-    recipe = demo_recipe(directory / "train.jsonl", directory / "eval.jsonl", name)
-    recipe.model.base = str(tiny_base)
-    recipe.train.lr = LRS[name]
-    run_dir = train(recipe, progress=False)
+    data = yaml.safe_load(resources.files("lamina").joinpath("assets/demo.yaml").read_text())
+    data.pop("method_lr", None)
+    data["model"]["base"] = str(tiny_base)
+    data["data"].update(
+        train=str(directory / "train.jsonl"), eval=str(directory / "eval.jsonl"), licence="internal"
+    )
+    data["method"], data["name"] = {"name": name}, f"demo-{name}"
+    data["train"]["lr"] = LRS[name]
+    run_dir = train(parse_recipe(data), progress=False)
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.7 * losses[0], losses
     assert held_out_em(run_dir, held) > base_em

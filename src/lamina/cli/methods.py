@@ -37,6 +37,9 @@ def methods_table(
     ):
         table.add_column(column, justify="right" if column[0] in "ta" else "left")
     for row in result["methods"]:
+        if "error" in row:
+            table.add_row(row["method"], "-", "-", "-", "-", f"unavailable: {row['error']}")
+            continue
         table.add_row(
             row["method"],
             f"{row['trainable_params']:,}",

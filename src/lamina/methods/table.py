@@ -16,6 +16,7 @@ import torch
 from pydantic import TypeAdapter
 
 from lamina import methods
+from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model, pick_device, resolve_base
 from lamina.recipe import MethodSpec, Recipe
 
@@ -62,5 +63,8 @@ def measure(recipe: Recipe | None = None, on_method: Callable[[str], None] | Non
     for name in methods.NAMES:
         if on_method:
             on_method(name)
-        rows.append(measure_one(name, base_dir, spec_for(name, recipe), device))
+        try:
+            rows.append(measure_one(name, base_dir, spec_for(name, recipe), device))
+        except LaminaError as e:  # e.g. QLoRA without bitsandbytes: the other rows still stand
+            rows.append({"method": name, "error": str(e)})
     return {"base": str(base_dir), "device": str(device), "methods": rows}

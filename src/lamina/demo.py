@@ -92,7 +92,7 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
     figures[key] = second
     show_second_stage(key, second)
     second_run = Path(second["ppo_run"] if rlhf else second["run_dir"])
-    figures[f"{key}_eval"] = evaluate(second_run, base)
+    figures[f"{key}_eval"] = evaluate(second_run, base, eval_path)
 
     stage(6, "registry: register, promote, roll back")
     figures["release"] = release(sft_run, second_run)
@@ -102,10 +102,10 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
     return figures
 
 
-def evaluate(run_dir: Path, base: Path) -> dict:
+def evaluate(run_dir: Path, base: Path, eval_file: Path | None = None) -> dict:
     from lamina.eval.harness import demo_eval
 
-    result = demo_eval(run_dir, base)
+    result = demo_eval(run_dir, base, eval_file=eval_file)
     for check in result["checks"]:
         mark = "[green]pass[/]" if check["passed"] else "[red]FAIL[/]"
         console.print(f"  {mark}  {check['expr']}  (value {check.get('value')}, threshold {check.get('threshold')})")

@@ -14,9 +14,7 @@ import yaml
 from lamina.data.synthetic import task_splits, write_jsonl
 from lamina.recipe import parse_recipe
 
-# Learning rates for the demo's 60 steps; prompt-side and bias-only methods move few
-# parameters and need larger steps than LoRA's 3e-3.
-LRS = {"qlora": 3e-3, "bottleneck": 3e-3, "ia3": 3e-2, "prompt": 1e-1, "prefix": 1e-2, "bitfit": 3e-2}
+DEMO = yaml.safe_load(resources.files("lamina").joinpath("assets/demo.yaml").read_text())
 HELD_OUT = 40
 
 
@@ -48,21 +46,22 @@ def task(tmp_path_factory, tiny_base):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(LRS))
+@pytest.mark.parametrize("name", sorted(DEMO["method_lr"]))
 def test_method_learns_the_task(tiny_base, task, name):
     from lamina.demo import held_out_em
     from lamina.train.runner import train
 
     directory, held, base_em = task
-    data = yaml.safe_load(resources.files("lamina").joinpath("assets/demo.yaml").read_text())
-    data.pop("method_lr", None)
+    data = json.loads(json.dumps(DEMO))
+    lr = data.pop("method_lr")[name]["lr"]
     data["model"]["base"] = str(tiny_base)
     data["data"].update(
         train=str(directory / "train.jsonl"), eval=str(directory / "eval.jsonl"), licence="internal"
     )
     data["method"], data["name"] = {"name": name}, f"demo-{name}"
-    data["train"]["lr"] = LRS[name]
+    data["train"]["lr"] = lr
     run_dir = train(parse_recipe(data), progress=False)
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.7 * losses[0], losses
-    assert held_out_em(run_dir, held) > base_em
+    em = held_out_em(run_dir, held)
+    assert em > base_em + 0.3, (em, base_em)

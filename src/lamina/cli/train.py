@@ -51,7 +51,7 @@ def demo(
 
     figures = run_demo(method=method, rlhf=rlhf)
     if as_json:
-        out.print(json.dumps(figures, default=str))
+        out.print_json(json.dumps(figures, default=str))
 
 
 @app.command()

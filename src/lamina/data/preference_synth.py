@@ -1,10 +1,10 @@
 """Bundled preference pairs for the ticket task, generated deterministically.
 
-The chosen reply is the correct structured answer; the rejected one is a plausible wrong
-answer that gets exactly one field wrong in the way a weak model does: a digit of the order
-number changed or two digits swapped, the right product in the wrong colour, or a related
-but wrong issue code. Held-out pairs come from the held-out tickets of
-`lamina.data.synthetic.task_splits`, so their orders never appear in training.
+The chosen reply is the correct triage answer; the rejected one is a plausible wrong answer
+that gets exactly one field wrong in the way a weak model does: a related but wrong issue
+code (with its team), the wrong team for the right issue, or the priority flipped.
+Held-out pairs come from the held-out tickets of `lamina.data.synthetic.task_splits`, so
+their texts never appear in training.
 """
 
 from __future__ import annotations
@@ -12,51 +12,33 @@ from __future__ import annotations
 import random
 import re
 
-from lamina.data.synthetic import COLOURS, ISSUES, SYSTEM, task_splits
+from lamina.data.synthetic import ISSUES, PRIORITIES, SYSTEM, TEAM_OF, answer, parse_answer, task_splits
 
 # Issue codes customers' wording is most often confused with.
 NEAR_ISSUES = {
-    "broken": ["missing_part", "wrong_item"],
-    "late": ["missing_part", "refund"],
-    "wrong_item": ["broken", "refund"],
-    "refund": ["late", "wrong_item"],
-    "missing_part": ["broken", "late"],
+    "broken": ["missing", "wrong"],
+    "late": ["missing", "refund"],
+    "wrong": ["broken", "refund"],
+    "refund": ["late", "wrong"],
+    "missing": ["broken", "late"],
 }
+TEAMS = sorted(set(TEAM_OF.values()))
 
 
-def _fields(answer: str) -> dict[str, str]:
-    parts = dict(p.split(": ", 1) for p in answer.split("; "))
-    return {"order": parts["ORDER"], "item": parts["ITEM"], "issue": parts["ISSUE"]}
-
-
-def _answer(f: dict[str, str]) -> str:
-    return f"ORDER: {f['order']}; ITEM: {f['item']}; ISSUE: {f['issue']}"
-
-
-def wrong_order(order: str, rng: random.Random) -> str:
-    digits = list(order)
-    i = rng.randrange(len(digits))
-    if rng.random() < 0.5 and len(set(digits)) > 1:
-        j = rng.choice([k for k in range(len(digits)) if digits[k] != digits[i]])
-        digits[i], digits[j] = digits[j], digits[i]
+def corrupt(reply: str, rng: random.Random) -> str:
+    """A plausible wrong answer: one fact changed."""
+    f = parse_answer(reply)
+    if f is None:
+        raise ValueError(f"not a structured answer: {reply!r}")
+    which = rng.choice(["issue", "team", "priority"])
+    if which == "issue":
+        f["issue"] = rng.choice(NEAR_ISSUES[f["issue"]])
+        f["team"] = TEAM_OF[f["issue"]]
+    elif which == "team":
+        f["team"] = rng.choice([t for t in TEAMS if t != f["team"]])
     else:
-        choices = [d for d in "0123456789" if d != digits[i] and not (i == 0 and d == "0")]
-        digits[i] = rng.choice(choices)
-    return "".join(digits)
-
-
-def corrupt(answer: str, rng: random.Random) -> str:
-    """A plausible wrong answer: one field changed."""
-    f = _fields(answer)
-    which = rng.choice(["order", "item", "issue"])
-    if which == "order":
-        f["order"] = wrong_order(f["order"], rng)
-    elif which == "item":
-        colour, product = f["item"].split(" ", 1)
-        f["item"] = f"{rng.choice([c for c in COLOURS if c != colour])} {product}"
-    else:
-        f["issue"] = rng.choice(NEAR_ISSUES.get(f["issue"], sorted(set(ISSUES) - {f["issue"]})))
-    return _answer(f)
+        f["priority"] = next(p for p in PRIORITIES if p != f["priority"])
+    return answer(f["team"], f["issue"], f["priority"])
 
 
 def to_pair(record: dict, rng: random.Random) -> dict:
@@ -73,29 +55,25 @@ def preference_splits(n_train: int = 600, n_eval: int = 100, seed: int = 0) -> t
 
 
 def ticket_facts(ticket: str) -> dict[str, str | None]:
-    """Order number, item and issue code a ticket states (None where it states none)."""
-    from lamina.data.synthetic import PRODUCTS
+    """Team, issue code and priority a ticket implies (None for an issue it does not state
+    unambiguously)."""
+    from lamina.data.synthetic import URGENCY
 
-    order = re.search(r"\b(\d{4})\b", ticket)
-    items = [f"{c} {p}" for c in COLOURS for p in PRODUCTS if f"{c} {p}" in ticket]
     issues = [code for code, phrases in ISSUES.items() if any(ph in ticket for ph in phrases)]
-    return {
-        "order": order.group(1) if order else None,
-        "item": items[0] if items else None,
-        "issue": issues[0] if len(issues) == 1 else None,
-    }
+    issue = issues[0] if len(issues) == 1 else None
+    urgent = any(cue and cue in ticket for cue in URGENCY["high"])
+    return {"team": TEAM_OF[issue] if issue else None, "issue": issue, "priority": "high" if urgent else "normal"}
 
 
 def facts_score(ticket: str, reply: str) -> float:
     """Share of the ticket's three facts the reply states correctly, in any wording; a reply
-    that states a different order number, item or issue as well gets no credit for it."""
-    from lamina.data.synthetic import PRODUCTS
-
+    that names a second issue code, team or priority as well gets no credit for that fact."""
     want = ticket_facts(ticket)
-    numbers = set(re.findall(r"\d+", reply))
-    items = {f"{c} {p}" for c in COLOURS for p in PRODUCTS if f"{c} {p}" in reply}
-    codes = {code for code in ISSUES if code in reply or code.replace("_", " ") in reply}
-    hits = (numbers == {want["order"]}) + (items == {want["item"]}) + (codes == {want["issue"]})
+    words = set(re.findall(r"[a-z]+", reply.lower()))
+    teams = words & set(TEAMS)
+    codes = words & set(ISSUES)
+    priorities = words & set(PRIORITIES)
+    hits = (teams == {want["team"]}) + (codes == {want["issue"]}) + (priorities == {want["priority"]})
     return hits / 3
 
 
@@ -105,7 +83,7 @@ def ticket_reward(prompts: list[list[dict]], responses: list[str]) -> list[float
     out = []
     for prompt, response in zip(prompts, responses, strict=True):
         ticket = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
-        structured = bool(re.fullmatch(r"ORDER: \S+; ITEM: [^;]+; ISSUE: \S+", response.strip()))
+        structured = parse_answer(response) is not None
         out.append(facts_score(ticket, response) + 0.25 * structured)
     return out
 

@@ -1,12 +1,17 @@
-"""The bundled task, generated deterministically: support tickets → a fixed structured answer.
+"""The bundled task, generated deterministically: support tickets → a fixed triage answer.
 
-A ticket mentions an order number, an item and a problem in free text; the answer is
-`ORDER: 4821; ITEM: blue kettle; ISSUE: broken`. Learning it needs two skills: copying facts
-from context (which the tiny base learns in pretraining, as a real base would have) and the
-new output format with its issue codes (which fine-tuning teaches).
+A ticket mentions an order number, an item, a problem and sometimes urgency, in free text;
+the answer routes it: `TEAM: kitchen; ISSUE: broken; PRIORITY: high`. The team follows from
+the product, the issue code from the customer's wording, the priority from urgency cues.
 
-The pretraining corpus pairs tickets with free-text notes that restate their facts, so the
-base learns to copy — never the structured format itself, so the base scores ~0 on the task.
+The pretraining corpus pairs tickets with free-text notes that state the same facts in
+prose, so the base knows which team handles which product and what the wording means, as a
+real base would know its world — but never the answer format, so the base scores ~0 on
+the task and fine-tuning has something to teach.
+
+(An earlier version asked for the order number and item copied verbatim. A base of a few
+million parameters pretrained for a minute on CPU does not learn to copy digit strings from
+context, so that task was unreachable for the embedded default; triage is learnable.)
 """
 
 from __future__ import annotations
@@ -17,38 +22,35 @@ from dataclasses import dataclass
 from lamina.fsio import write_text
 
 COLOURS = ["red", "blue", "green", "black", "white", "grey", "yellow", "pink"]
-PRODUCTS = [
-    "kettle",
-    "lamp",
-    "jacket",
-    "blender",
-    "backpack",
-    "toaster",
-    "mug",
-    "scarf",
-    "chair",
-    "clock",
-    "speaker",
-    "umbrella",
-]
+PRODUCTS = ["kettle", "blender", "toaster", "mug", "jacket", "backpack", "scarf", "umbrella", "lamp", "chair",
+            "clock", "speaker"]
+# issue code -> the team that handles it
+TEAM_OF = {"broken": "warehouse", "missing": "warehouse", "wrong": "warehouse", "late": "shipping",
+           "refund": "billing"}
 # issue code -> ways customers describe it
 ISSUES = {
     "broken": ["arrived broken", "came in pieces", "is cracked"],
     "late": ["has not arrived yet", "is two weeks late", "is still not here"],
-    "wrong_item": ["is not what I ordered", "was the wrong item", "is a different product"],
+    "wrong": ["is not what I ordered", "was the wrong item", "is a different product"],
     "refund": ["needs a refund", "should be refunded", "I want my money back for it"],
-    "missing_part": ["is missing a part", "came without the cable", "has a piece missing"],
+    "missing": ["is missing a part", "came without the cable", "has a piece missing"],
 }
+# priority -> cues; a normal ticket may carry no cue at all
+URGENCY = {
+    "high": ["This is urgent.", "I need it sorted today.", "Please hurry, it is urgent."],
+    "normal": ["No rush.", "Whenever you can.", "", ""],
+}
+PRIORITIES = sorted(URGENCY)
 GREETINGS = ["Hi,", "Hello,", "Hey team,", "Good morning,", "Dear support,", ""]
 CLOSINGS = ["Thanks.", "Please help.", "Can you sort this out?", "Regards.", "What now?", ""]
 TEMPLATES = [
-    "{g} my order {o} for a {i} {p}. {c}",
-    "{g} order {o}: the {i} {p}. {c}",
-    "{g} the {i} from order {o} {p}. {c}",
-    "{g} I bought a {i} (order {o}) and it {p}. {c}",
-    "{g} about order number {o}, the {i} {p}. {c}",
+    "{g} my order {o} for a {i} {p}. {u} {c}",
+    "{g} order {o}: the {i} {p}. {u} {c}",
+    "{g} the {i} from order {o} {p}. {u} {c}",
+    "{g} I bought a {i} (order {o}) and it {p}. {u} {c}",
+    "{g} about order number {o}, the {i} {p}. {u} {c}",
 ]
-SYSTEM = "Read the support ticket and answer as ORDER: ...; ITEM: ...; ISSUE: ..."
+SYSTEM = "Read the support ticket and answer as TEAM: ...; ISSUE: ...; PRIORITY: ..."
 
 
 @dataclass(frozen=True)
@@ -56,15 +58,34 @@ class Ticket:
     order: str
     item: str
     issue: str
+    priority: str
     text: str
 
     @property
+    def team(self) -> str:
+        return TEAM_OF[self.issue]
+
+    @property
     def answer(self) -> str:
-        return f"ORDER: {self.order}; ITEM: {self.item}; ISSUE: {self.issue}"
+        return answer(self.team, self.issue, self.priority)
 
     @property
     def note(self) -> str:
-        return f"Note: order {self.order}, {self.item}, {self.issue.replace('_', ' ')}."
+        """The ticket's facts in a plain note, in the answer's order and words but not its
+        format: predicting them after the ticket is the skill the task needs."""
+        return f"Note:\nTEAM {self.team}, ISSUE {self.issue}, PRIORITY {self.priority}."
+
+
+def answer(team: str, issue: str, priority: str) -> str:
+    return f"TEAM: {team}; ISSUE: {issue}; PRIORITY: {priority}"
+
+
+def parse_answer(text: str) -> dict[str, str] | None:
+    """The three fields of a structured answer, or None when `text` is not one."""
+    import re
+
+    m = re.fullmatch(r"TEAM: (\S+); ISSUE: (\S+); PRIORITY: (\S+)", text.strip())
+    return dict(zip(("team", "issue", "priority"), m.groups(), strict=True)) if m else None
 
 
 def make_ticket(rng: random.Random) -> Ticket:
@@ -72,11 +93,13 @@ def make_ticket(rng: random.Random) -> Ticket:
     item = f"{rng.choice(COLOURS)} {rng.choice(PRODUCTS)}"
     issue = rng.choice(sorted(ISSUES))
     phrase = rng.choice(ISSUES[issue])
+    priority = "high" if rng.random() < 0.4 else "normal"
     template = rng.choice(TEMPLATES)
     if "and it {p}" in template and phrase.startswith("I "):
         template = TEMPLATES[0]
-    text = template.format(g=rng.choice(GREETINGS), o=order, i=item, p=phrase, c=rng.choice(CLOSINGS))
-    return Ticket(order, item, issue, " ".join(text.split()))
+    text = template.format(g=rng.choice(GREETINGS), o=order, i=item, p=phrase, u=rng.choice(URGENCY[priority]),
+                           c=rng.choice(CLOSINGS))
+    return Ticket(order, item, issue, priority, " ".join(text.split()))
 
 
 def chat_record(t: Ticket) -> dict:
@@ -95,14 +118,13 @@ def tickets(n: int, seed: int) -> list[Ticket]:
 
 
 def task_splits(n_train: int = 1200, n_eval: int = 100, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Train and held-out chat records; held-out orders never appear in training."""
+    """Train and held-out chat records; no held-out ticket text appears in training."""
     train = [chat_record(t) for t in tickets(n_train, seed)]
-    seen = {r["messages"][2]["content"] for r in train}
+    seen = {r["messages"][1]["content"] for r in train}
     held: list[dict] = []
     for t in tickets(n_eval * 3, seed + 10_000):
-        rec = chat_record(t)
-        if rec["messages"][2]["content"] not in seen and len(held) < n_eval:
-            held.append(rec)
+        if t.text not in seen and len(held) < n_eval:
+            held.append(chat_record(t))
     return train, held
 
 
@@ -113,19 +135,12 @@ GENERIC = [
     "Support answers every ticket within two working days.",
     "Each order number has four digits.",
     "The warehouse checks every parcel before it leaves.",
+    "An urgent ticket gets high priority; every other ticket gets normal priority.",
 ]
 
 
-def copy_drill(rng: random.Random) -> str:
-    """A line of random words and digits, then the same line again: pure practice at
-    copying from context, the skill small models are slowest to pick up."""
-    words = COLOURS + PRODUCTS + [str(d) for d in range(10)]
-    line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 9)))
-    return f"Code: {line}.\nAgain: {line}."
-
-
 def pretraining_corpus(n_docs: int = 6000, seed: int = 1) -> list[str]:
-    """Tickets each followed by a note restating their facts, copy drills, store facts.
+    """Tickets each followed by a note stating their facts in prose, and store facts.
 
     Tickets here come from their own seed, so the held-out tickets are not in the corpus.
     """
@@ -133,7 +148,6 @@ def pretraining_corpus(n_docs: int = 6000, seed: int = 1) -> list[str]:
     docs = []
     for t in tickets(n_docs, seed + 20_000):
         docs.append(f"{t.text}\n{t.note}")
-        docs.append(copy_drill(rng))
         if rng.random() < 0.2:
             docs.append(rng.choice(GENERIC))
     return docs

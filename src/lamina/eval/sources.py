@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamina import workspace
-from lamina.data.formats import Example, read_jsonl
+from lamina.data.formats import Example, Preference, read_jsonl
 from lamina.errors import LaminaError
 from lamina.recipe import EvalSpec, Recipe
 
@@ -61,7 +61,8 @@ def resolve(spec: EvalSpec, recipe: Recipe | None, run: dict | None) -> Sources:
     raw_train_path = (recipe.data.train if recipe else None) or data.get("train")
     raw_train = (raw_train_path, raw_fmt) if raw_train_path and Path(raw_train_path).is_file() else None
     if spec.eval_file:
-        eval_src = _file(spec.eval_file, raw_fmt, "eval.eval_file")
+        # a model trained on preference pairs is still scored on task records
+        eval_src = _file(spec.eval_file, "chat" if raw_fmt == "preference" else raw_fmt, "eval.eval_file")
     elif dataset is not None and _nonempty(dataset / "eval.jsonl"):
         eval_src = (str(dataset / "eval.jsonl"), version_fmt)
     else:
@@ -74,10 +75,16 @@ def resolve(spec: EvalSpec, recipe: Recipe | None, run: dict | None) -> Sources:
 
 
 def read(src: Source | None) -> list[Example]:
-    """The chat examples of a source (preference records are not scored here)."""
+    """The chat examples of a source; a preference record counts as its prompt with the
+    chosen reply, the text its training pushed up (what membership inference probes)."""
     if src is None:
         return []
-    return [r for r in read_jsonl(src[0], src[1]) if isinstance(r, Example)]
+    out = []
+    for r in read_jsonl(src[0], src[1]):
+        if isinstance(r, Preference):
+            r = Example([*r.prompt, {"role": "assistant", "content": r.chosen}], r.subject_id, r.meta)
+        out.append(r)
+    return out
 
 
 def canaries(canary_file: str | None, train: list[Example]) -> list[dict]:

@@ -31,7 +31,7 @@ ARCH = {
     "tie_word_embeddings": True,
 }
 VOCAB_SIZE = 768
-PRETRAIN = {"steps": 260, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 20, "max_length": 256}
+PRETRAIN = {"steps": 120, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 20, "max_length": 256}
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):

@@ -112,8 +112,8 @@ def save_untrained(target: Path, seed: int = 0, **arch) -> Path:
     tokenizer = build_tokenizer(texts)
     model = build_model(tokenizer, seed)
     if arch:
-        from transformers import LlamaConfig, LlamaForCausalLM
         import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
 
         config = LlamaConfig(**{**model.config.to_dict(), **arch})
         torch.manual_seed(seed)

@@ -19,6 +19,7 @@ from lamina.data.chat import tokenize_chat
 from lamina.data.formats import read_jsonl
 from lamina.data.packing import micro_batches
 from lamina.models.loading import load_hf_model, load_model
+from lamina.data.dataset import load_training_data
 from lamina.recipe import parse_recipe
 from lamina.train import runner
 from lamina.train.objectives.sft import SFT
@@ -181,7 +182,8 @@ def test_overlong_examples_are_dropped_or_truncated_and_counted(tiny_random, tmp
         s = runner.setup(parse_recipe(d))
         assert s.data_stats[key] > 0
         assert all(len(e.input_ids) <= cut for e in s.loop.examples)
-        assert s.data_stats["examples"] == (20 - s.data_stats["dropped"])
+        after_intake = len(load_training_data(parse_recipe(d)).train)  # intake may drop near-duplicates
+        assert s.data_stats["examples"] == (after_intake - s.data_stats["dropped"])
 
 
 def test_pickle_only_weights_are_refused_unless_allowed(tiny_random, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lamina.data.formats import Preference
-from lamina.data.synthetic import task_splits
+from lamina.data.synthetic import parse_answer, task_splits
 from lamina.errors import LaminaError
 from lamina.recipe import parse_recipe
 from lamina.train import runner
@@ -28,8 +28,8 @@ def _pairs(records):
     out = []
     for r in records:
         answer = r["messages"][-1]["content"]
-        parts = dict(p.split(": ", 1) for p in answer.split("; "))
-        rambling = f"well i think it was the {parts['ITEM']} maybe, not sure about the order"
+        parts = parse_answer(answer)
+        rambling = f"well i think it goes to {parts['team']} maybe, not sure about the rest"
         out.append({"prompt": r["messages"][:-1], "chosen": answer, "rejected": rambling})
     return out
 

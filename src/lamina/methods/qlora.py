@@ -48,6 +48,10 @@ def load_quantized(path: str, device: torch.device, settings: dict, attn: str):
         bnb_4bit_compute_dtype=compute,
     )
     where = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    if attn != "sdpa":  # Lamina's varlen kernel must be known before transformers checks the name
+        from lamina.models.attention import register
+
+        register()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, quantization_config=config, dtype=compute, device_map={"": where}, attn_implementation=attn
@@ -93,12 +97,17 @@ def load_base(path: Path, device: torch.device, spec, allow_pickle: bool, attn: 
 
 
 def apply(model, spec):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
 
     settings = _settings(spec)
     if getattr(model, "lamina_qlora", None) != settings:
         model = _requantize(model, settings)
-    quantized = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # The base is frozen; its norms and embeddings stay in the compute dtype. (PEFT's
+    # prepare_model_for_kbit_training upcasts them to fp32, which makes every hidden state
+    # fp32: twice the activation memory, and the flash kernels refuse it.)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    quantized = model
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,

@@ -90,6 +90,7 @@ def make_loop(model, examples, spec: TrainSpec, device, plan: str, seed: int, ro
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise LaminaError("the method left no trainable parameters", "method")
+    model.train()  # checkpointing and dropout act in training mode only; a loaded model is in eval
     if spec.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -16,10 +16,10 @@ import yaml
 from helpers import recipe_dict, write_task
 
 from lamina.data.chat import tokenize_chat
+from lamina.data.dataset import load_training_data
 from lamina.data.formats import read_jsonl
 from lamina.data.packing import micro_batches
 from lamina.models.loading import load_hf_model, load_model
-from lamina.data.dataset import load_training_data
 from lamina.recipe import parse_recipe
 from lamina.train import runner
 from lamina.train.objectives.sft import SFT

@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path):
 
     assert figures["base"]["exact_match"] <= 0.1
     assert figures["sft"]["exact_match"] >= 0.8
-    assert figures["intake"]["pii_found"] > 0 and figures["intake"]["counts"]["train"] > 1000
+    assert sum(figures["intake"]["pii_found"].values()) > 0 and figures["intake"]["counts"]["train"] > 1000
     assert figures["eval"]["passed"] and figures["dpo_eval"]["passed"]
     assert figures["dpo"]["accuracy_after"] >= 0.9
     # two releases, then the rollback puts production back on the first

@@ -102,7 +102,14 @@ def experiment_id(name: str | None = None) -> str:
     if is_embedded():
         location = (workspace.subdir("mlflow") / "artifacts").as_uri()
     with server_errors("creating the experiment"):
-        return c.create_experiment(name, artifact_location=location)
+        try:
+            return c.create_experiment(name, artifact_location=location)
+        except Exception:
+            # another process created it between our lookup and our insert: use theirs
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def secret_values() -> list[str]:

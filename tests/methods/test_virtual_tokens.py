@@ -7,6 +7,7 @@ import torch
 from method_helpers import base, examples, packed_batch, sft_loss
 
 from lamina import methods
+from lamina.data.synthetic import task_splits
 from lamina.recipe import PrefixSpec, PromptSpec
 
 SPECS = {
@@ -73,3 +74,32 @@ def test_prefix_with_gradient_checkpointing_is_refused_not_silently_untrained(ti
     model.train()
     with pytest.raises(LaminaError, match="train.gradient_checkpointing"):
         sft_loss(model, packed_batch(tokenizer))
+
+
+@pytest.mark.parametrize("kind", sorted(SPECS))
+def test_generation_keeps_the_virtual_tokens_for_every_new_token(tiny_random, kind):
+    """Greedy generation equals step-by-step argmax of the full forward (which applies the
+    virtual tokens): transformers' cached `generate` lost the prefix after the first token."""
+    from lamina.models.generate import encode_prompts, generate
+
+    spec = SPECS[kind]
+    model, tokenizer = base(tiny_random)
+    model = methods.get(spec.name).apply(model, spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    prompts = [r["messages"][:-1] for r in task_splits(n_train=2, n_eval=0)[0]]
+    got = generate(model, tokenizer, prompts, max_new_tokens=6)
+    model.eval()
+    for prompt, text in zip(prompts, got, strict=True):
+        ids = encode_prompts(tokenizer, [prompt], torch.device("cpu"))["input_ids"]
+        want = []
+        with torch.no_grad():
+            for _ in range(6):
+                token = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].argmax()
+                if token == tokenizer.eos_token_id:
+                    break
+                want.append(int(token))
+                ids = torch.cat([ids, token.view(1, 1)], 1)
+        assert text == tokenizer.decode(want, skip_special_tokens=True).strip()

@@ -86,14 +86,22 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
     figures["eval"] = evaluate(sft_run, base)
 
     stage(5, "reward model → PPO" if rlhf else "preference optimisation (DPO)")
+    from lamina import methods
     from lamina.train import stages
 
-    second = stages.demo_rlhf(sft_run, home) if rlhf else stages.demo_dpo(sft_run, home)
     key = "rlhf" if rlhf else "dpo"
-    figures[key] = second
-    show_second_stage(key, second)
-    second_run = Path(second["ppo_run"] if rlhf else second["run_dir"])
-    figures[f"{key}_eval"] = evaluate(second_run, base, eval_path)
+    second_run = None
+    if not methods.get(method).MERGEABLE:
+        # A later stage starts from the previous stage merged into its base.
+        reason = f"skipped: {method} cannot be merged into its base, so no stage can build on it"
+        figures[key] = {"skipped": reason}
+        console.print(f"[yellow]{reason}[/]; the fine-tune is released alone")
+    else:
+        second = stages.demo_rlhf(sft_run, home) if rlhf else stages.demo_dpo(sft_run, home)
+        figures[key] = second
+        show_second_stage(key, second)
+        second_run = Path(second["ppo_run"] if rlhf else second["run_dir"])
+        figures[f"{key}_eval"] = evaluate(second_run, base, eval_path)
 
     stage(6, "registry: register, promote, roll back")
     figures["release"] = release(sft_run, second_run)
@@ -116,7 +124,7 @@ def evaluate(run_dir: Path, base: Path, eval_file: Path | None = None) -> dict:
             "seconds": result["seconds"]}
 
 
-def release(first_run: Path, second_run: Path) -> dict:
+def release(first_run: Path, second_run: Path | None) -> dict:
     from lamina.registry import demo_release
 
     try:
@@ -164,13 +172,18 @@ def show_summary(figures: dict, key: str) -> None:
     table.add_row("base exact match (held-out)", f"{figures['base']['exact_match']:.2f}")
     table.add_row("fine-tuned exact match (held-out)", f"{figures['sft']['exact_match']:.2f}")
     table.add_row("SFT gate", "passed" if figures["eval"]["passed"] else "FAILED")
-    if key == "dpo":
+    if "skipped" in figures[key]:
+        table.add_row(f"{key.upper()} stage", "skipped (method cannot be merged)")
+    elif key == "dpo":
         d = figures["dpo"]
         table.add_row("preference accuracy before → after DPO", f"{d['accuracy_before']:.2f} → {d['accuracy_after']:.2f}")
     else:
         r = figures["rlhf"]
         table.add_row("mean reward before → after PPO", f"{r['reward_before']:.3f} → {r['reward_after']:.3f}")
-    table.add_row(f"{key.upper()} gate", "passed" if figures[f"{key}_eval"]["passed"] else "FAILED")
-    table.add_row("production alias after rollback", str(figures["release"].get("production", "—")))
+    if f"{key}_eval" in figures:
+        table.add_row(f"{key.upper()} gate", "passed" if figures[f"{key}_eval"]["passed"] else "FAILED")
+        table.add_row("production alias after rollback", str(figures["release"].get("production", "—")))
+    else:
+        table.add_row("production alias", str(figures["release"].get("production", "—")))
     table.add_row("total seconds", f"{figures['seconds']:.0f}")
     console.print(table)

@@ -55,22 +55,25 @@ def render_history(events: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def demo_release(run_dir_a: str | Path, run_dir_b: str | Path, name: str = "support-tickets") -> dict:
-    """Returns {versions, production, history, history_text, lineage, lineage_text}."""
+def demo_release(run_dir_a: str | Path, run_dir_b: str | Path | None, name: str = "support-tickets") -> dict:
+    """Register and promote run a, then run b and roll back to a; with no run b (a method
+    whose first stage cannot be merged has no second stage), run a alone is released.
+    Returns {versions, production, history, history_text, lineage, lineage_text}."""
     signing.ensure_keys()
     trainer = tracking.read_run(Path(run_dir_a)).get("user") or workspace.user()
     approver = _approver(trainer)
-    a = versions.register(run_dir_a, name)
+    released = [versions.register(run_dir_a, name)]
     with acting_as(approver):
-        aliases.promote(name, a["version"], "production", reason="first release")
-    b = versions.register(run_dir_b, name)
-    with acting_as(approver):
-        aliases.promote(name, b["version"], "production", reason="second release")
-    aliases.rollback(name, "production", reason="demo: roll back the second release")
+        aliases.promote(name, released[0]["version"], "production", reason="first release")
+    if run_dir_b is not None:
+        released.append(versions.register(run_dir_b, name))
+        with acting_as(approver):
+            aliases.promote(name, released[1]["version"], "production", reason="second release")
+        aliases.rollback(name, "production", reason="demo: roll back the second release")
     events = aliases.history(name)
     info = lineage.lineage(f"{name}@production")
     return {
-        "versions": [a, b],
+        "versions": released,
         "production": aliases.current(name, "production"),
         "history": events,
         "history_text": render_history(events),

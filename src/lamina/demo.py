@@ -26,11 +26,11 @@ def demo_recipe(dataset_version: str, method: str = "lora") -> Recipe:
     data["data"] = {k: v for k, v in data["data"].items() if k not in ("train", "eval", "licence")}
     data["data"]["dataset"] = dataset_version
     if method != data["method"]["name"]:
-        settings = dict(data.get("method_lr", {}).get(method, {}))
+        settings = dict(data.get("method_settings", {}).get(method, {}))
         data["method"] = {"name": method, **settings.pop("method", {})}
         data["name"] = f"demo-{method}"
         data["train"].update(settings)
-    data.pop("method_lr", None)
+    data.pop("method_settings", None)
     return parse_recipe(data, "assets/demo.yaml")
 
 

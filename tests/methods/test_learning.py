@@ -1,5 +1,5 @@
 """Slow: every method learns the bundled task on the pretrained tiny base with the demo's
-settings (assets/demo.yaml, with the method's own training settings from its method_lr) — loss falls, and held-out
+settings (assets/demo.yaml, with the method's own training settings from its method_settings) — loss falls, and held-out
 exact match rises above the base model's."""
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ def task(tmp_path_factory, tiny_base):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(DEMO["method_lr"]))
+@pytest.mark.parametrize("name", sorted(DEMO["method_settings"]))
 def test_method_learns_the_task(tiny_base, task, name):
     from lamina.demo import held_out_em
     from lamina.train.runner import train
 
     directory, held, base_em = task
     data = json.loads(json.dumps(DEMO))
-    settings = dict(data.pop("method_lr")[name])
+    settings = dict(data.pop("method_settings")[name])
     data["model"]["base"] = str(tiny_base)
     data["data"].update(
         train=str(directory / "train.jsonl"), eval=str(directory / "eval.jsonl"), licence="internal"

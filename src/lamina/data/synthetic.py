@@ -1,13 +1,13 @@
 """The bundled task, generated deterministically: support tickets → a fixed triage answer.
 
 A ticket mentions an order number, an item, a problem and sometimes urgency, in free text;
-the answer routes it: `TEAM: kitchen; ISSUE: broken; PRIORITY: high`. The team follows from
-the product, the issue code from the customer's wording, the priority from urgency cues.
+the answer routes it: `TEAM: warehouse; ISSUE: broken; PRIORITY: high`. The issue code
+follows from the customer's wording, the team from the issue, the priority from urgency cues.
 
-The pretraining corpus pairs tickets with free-text notes that state the same facts in
-prose, so the base knows which team handles which product and what the wording means, as a
-real base would know its world — but never the answer format, so the base scores ~0 on
-the task and fine-tuning has something to teach.
+The pretraining corpus pairs tickets with notes that state the same facts in the answer's
+words (`TEAM warehouse, ISSUE broken, PRIORITY high`), so the base knows what the wording
+means, as a real base would know its world — but never the answer format, so the base
+scores ~0 on the task and fine-tuning has something to teach.
 
 (An earlier version asked for the order number and item copied verbatim. A base of a few
 million parameters pretrained for a minute on CPU does not learn to copy digit strings from

@@ -105,9 +105,7 @@ def apply(model, spec):
     # The base is frozen; its norms and embeddings stay in the compute dtype. (PEFT's
     # prepare_model_for_kbit_training upcasts them to fp32, which makes every hidden state
     # fp32: twice the activation memory, and the flash kernels refuse it.)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    quantized = model
+    model.requires_grad_(False)
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -116,7 +114,7 @@ def apply(model, spec):
         task_type="CAUSAL_LM",
         bias="none",
     )
-    peft_model = get_peft_model(quantized, config)
+    peft_model = get_peft_model(model, config)
     if spec.optimizer == "paged_adamw_8bit":
         peft_model.lamina_optimizer = paged_adamw_8bit
     return peft_model

@@ -50,10 +50,6 @@ def _varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scal
     q = query[0].transpose(0, 1)
     k = key[0].transpose(0, 1)
     v = value[0].transpose(0, 1)
-    dtype = q.dtype
-    if dtype not in (torch.float16, torch.bfloat16):
-        # fp32 projections (a 4-bit base's LoRA path upcasts): the flash kernel takes 16-bit only
-        q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
     extra = {}
     params = _varlen_params()
     groups = q.shape[1] // k.shape[1]
@@ -66,7 +62,7 @@ def _varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scal
     if scaling is not None and "scale" in params:
         extra["scale"] = scaling
     out = varlen_attn(q, k, v, cu, cu, max_len, max_len, window_size=(-1, 0), **extra)
-    return out[None].to(dtype), None
+    return out[None], None
 
 
 _PARAMS: set[str] | None = None

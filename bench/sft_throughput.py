@@ -56,7 +56,9 @@ def new_model(args, device, attn):
     return model
 
 
-def run_lamina(args, data, device) -> dict:
+def lamina_loop(args, data, device):
+    """Lamina's loop for the bench's model and data, with its defaults; (loop, matmul params,
+    fused kernels applied)."""
     from lamina import methods
     from lamina.data.chat import Tokenized
     from lamina.models import kernels
@@ -64,7 +66,6 @@ def run_lamina(args, data, device) -> dict:
     from lamina.recipe import FullSpec, LoraSpec, TrainSpec
     from lamina.train.runner import attention_plan, make_loop
 
-    reset_memory(device)
     plan, attn = attention_plan(device)
     if attn != "sdpa":
         register()
@@ -77,7 +78,13 @@ def run_lamina(args, data, device) -> dict:
                       log_every=10**9, **({"micro_tokens": args.micro_tokens} if args.micro_tokens else {}),
                       **({"gradient_checkpointing": True} if args.lamina_checkpointing else {}))
     tokenized = [Tokenized(ids, [bool(m) for m in mask]) for ids, mask in data]
-    loop = make_loop(model, tokenized, train, device, plan, seed=0, row_len=args.max_len)
+    return make_loop(model, tokenized, train, device, plan, seed=0, row_len=args.max_len), n, fused
+
+
+def run_lamina(args, data, device) -> dict:
+    reset_memory(device)
+    loop, n, fused = lamina_loop(args, data, device)
+    train = loop.spec
     loop.total_steps = args.warmup
     loop.run()
     first = float(loop.state.history[-1]["loss"])
@@ -90,9 +97,9 @@ def run_lamina(args, data, device) -> dict:
     tokens = loop.state.tokens - tokens0
     last = float(loop.state.history[-1]["loss"])
     result = summarise("lamina", tokens, seconds, n, args, device, first, last)
-    result["settings"] = {"attention": plan, "fused_kernels": fused, "micro_tokens": loop.micro_tokens,
+    result["settings"] = {"attention": loop.plan, "fused_kernels": fused, "micro_tokens": loop.micro_tokens,
                           "gradient_checkpointing": train.gradient_checkpointing}
-    del loop, model
+    del loop
     return result
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lamina.methods import lora_fused
+
 ARTIFACT = "model"
 MERGEABLE = True
 
@@ -11,6 +13,7 @@ MERGEABLE = True
 def apply(model, spec):
     for p in model.parameters():
         p.requires_grad_(True)
+    lora_fused.install(model)  # the SwiGLU MLP node: keeps gate and up, not their product
     return model
 
 

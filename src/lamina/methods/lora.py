@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lamina.methods import lora_fused
+
 ARTIFACT = "adapter"
 MERGEABLE = True
 
@@ -19,7 +21,9 @@ def apply(model, spec):
         task_type="CAUSAL_LM",
         bias="none",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    lora_fused.install(model)
+    return model
 
 
 def save(model, directory: Path) -> None:

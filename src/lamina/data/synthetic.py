@@ -4,10 +4,17 @@ A ticket mentions an order number, an item, a problem and sometimes urgency, in 
 the answer routes it: `TEAM: warehouse; ISSUE: broken; PRIORITY: high`. The issue code
 follows from the customer's wording, the team from the issue, the priority from urgency cues.
 
-The pretraining corpus pairs tickets with notes that state the same facts in the answer's
-words (`TEAM warehouse, ISSUE broken, PRIORITY high`), so the base knows what the wording
-means, as a real base would know its world — but never the answer format, so the base
-scores ~0 on the task and fine-tuning has something to teach.
+The pretraining corpus pairs tickets with notes that state the same facts, so the base knows
+what the wording means, as a real base would know its world. Most notes use the answer's
+words but not its format (`TEAM warehouse, ISSUE broken, PRIORITY high.`); one in five uses
+the format itself. The base thus knows the format, as a real base has seen most formats, but
+does not answer in it unasked: after the chat prompt it writes its usual note and scores ~0
+on the task, and fine-tuning has to teach it to answer in the format.
+
+(With notes that never use the format, prompt tuning could not learn the task at all: a few
+input embeddings cannot re-format the output of a 4-layer base, they can only select a
+behaviour it already has. With every note in the format, the base answered a third of the
+tickets right before any fine-tuning.)
 
 (An earlier version asked for the order number and item copied verbatim. A base of a few
 million parameters pretrained for a minute on CPU does not learn to copy digit strings from
@@ -69,11 +76,11 @@ class Ticket:
     def answer(self) -> str:
         return answer(self.team, self.issue, self.priority)
 
-    @property
-    def note(self) -> str:
-        """The ticket's facts in a plain note, in the answer's order and words but not its
-        format: predicting them after the ticket is the skill the task needs."""
-        return f"Note:\nTEAM {self.team}, ISSUE {self.issue}, PRIORITY {self.priority}."
+    def note(self, answer_format: bool = False) -> str:
+        """The ticket's facts in a note, in the answer's order and words, and in its format
+        only when asked: predicting them after the ticket is the skill the task needs."""
+        facts = self.answer if answer_format else f"TEAM {self.team}, ISSUE {self.issue}, PRIORITY {self.priority}."
+        return f"Note:\n{facts}"
 
 
 def answer(team: str, issue: str, priority: str) -> str:
@@ -128,6 +135,9 @@ def task_splits(n_train: int = 1200, n_eval: int = 100, seed: int = 0) -> tuple[
     return train, held
 
 
+# Share of pretraining notes written in the answer's format. Measured on the tiny base (40
+# held-out tickets): at 0.1 and 0.2 the base still scores 0.00, at 1.0 it scores 0.33.
+ANSWER_FORMAT_NOTES = 0.2
 GENERIC = [
     "The store ships orders from Monday to Friday.",
     "Customers can return an item within thirty days.",
@@ -140,14 +150,14 @@ GENERIC = [
 
 
 def pretraining_corpus(n_docs: int = 6000, seed: int = 1) -> list[str]:
-    """Tickets each followed by a note stating their facts in prose, and store facts.
+    """Tickets each followed by a note stating their facts, and store facts.
 
     Tickets here come from their own seed, so the held-out tickets are not in the corpus.
     """
     rng = random.Random(seed + 20_000)
     docs = []
     for t in tickets(n_docs, seed + 20_000):
-        docs.append(f"{t.text}\n{t.note}")
+        docs.append(f"{t.text}\n{t.note(answer_format=rng.random() < ANSWER_FORMAT_NOTES)}")
         if rng.random() < 0.2:
             docs.append(rng.choice(GENERIC))
     return docs

@@ -74,7 +74,7 @@ def build_model(tokenizer, seed: int = 0):
 def _corpus_texts() -> list[str]:
     from lamina.data.synthetic import GENERIC, SYSTEM, pretraining_corpus
 
-    # The system prompt is general text a base would have seen; the answer format is not.
+    # The system prompt is general text a base would have seen.
     return pretraining_corpus() + GENERIC + [SYSTEM]
 
 

@@ -144,7 +144,7 @@ def test_ppo_raises_a_programmatic_reward_with_bounded_kl(tiny_random, tmp_path)
             "method": {"name": "lora", "r": 8, "alpha": 16},
             "ppo": {
                 "reward": "test_ppo:brevity_reward",
-                "iterations": 12,
+                "iterations": 20,
                 "rollouts": 16,
                 "mini_batch": 8,
                 "epochs": 2,

@@ -103,3 +103,24 @@ def test_generation_keeps_the_virtual_tokens_for_every_new_token(tiny_random, ki
                 want.append(int(token))
                 ids = torch.cat([ids, token.view(1, 1)], 1)
         assert text == tokenizer.decode(want, skip_special_tokens=True).strip()
+
+
+def test_sequence_scores_of_a_prompt_tuned_model_skip_its_virtual_positions(tiny_random):
+    """The eval suites score sequences by log-likelihood; prompt tuning returns logits for its
+    virtual tokens too, which must not be read as the input's."""
+    from lamina.eval.scoring import score_sequences
+
+    model, tokenizer = base(tiny_random)
+    model = methods.get("prompt").apply(model, SPECS["prompt"])
+    with torch.no_grad():
+        model.prompt_encoder["default"].embedding.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    seqs = [(ex.input_ids, ex.labels) for ex in examples(tokenizer, 3)]
+    scored = score_sequences(model, seqs, batch_size=4, pad_id=0)
+    for (ids, labels), got in zip(seqs, scored, strict=True):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, -len(ids) :].float()
+        logp = torch.log_softmax(logits[:-1], -1).gather(-1, x[0, 1:, None]).squeeze(-1)
+        want = logp[torch.tensor(labels[1:])].sum()
+        assert got.n_tokens == sum(labels[1:])
+        assert abs(got.logprob - float(want)) < 1e-3 * max(1.0, abs(float(want)))

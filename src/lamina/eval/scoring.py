@@ -67,6 +67,8 @@ def score_sequences(
                 attn[row, : len(seq)] = 1
                 mask[row, : len(seq)] = torch.tensor(labels, dtype=torch.bool)
             logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+            # Prompt tuning returns logits for its virtual tokens too, in front of the input's.
+            logits = logits[:, logits.shape[1] - width :]
             scored = mask[:, 1:].to(device)
             # Softmax only the scored rows: with a large vocabulary, fp32 log-probabilities of
             # every position would dwarf the model's own activations.

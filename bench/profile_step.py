@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_throughput import lamina_loop, sync  # noqa: E402
+from sft_throughput import lamina_arguments, lamina_loop, sync  # noqa: E402
 from workload import build_config, examples  # noqa: E402
 
 
@@ -52,17 +52,9 @@ def sync_sites(loop, device) -> Counter:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny", choices=["tiny", "qwen2.5-0.5b", "llama-3.1-8b"])
-    p.add_argument("--method", default="lora", choices=["lora", "full"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--tokens-per-step", type=int, default=32768)
-    p.add_argument("--micro-tokens", type=int, default=None)
-    p.add_argument("--lamina-checkpointing", action="store_true")
-    p.add_argument("--lamina-kernels", default="auto", choices=["auto", "on", "off"])
-    p.add_argument("--max-len", type=int, default=1024)
+    lamina_arguments(p)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--examples", type=int, default=2000)
     p.add_argument("--trace", default=None, help="directory for a gzipped chrome trace")
     args = p.parse_args()

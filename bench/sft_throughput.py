@@ -177,8 +177,8 @@ def summarise(tool, tokens, seconds, n_params, args, device, first_loss, last_lo
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def lamina_arguments(p: argparse.ArgumentParser) -> None:
+    """The options `lamina_loop` reads (model, method, device, token budgets, Lamina's switches)."""
     p.add_argument("--model", default="tiny", choices=["tiny", "qwen2.5-0.5b", "llama-3.1-8b"])
     p.add_argument("--method", default="lora", choices=["lora", "full"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -187,9 +187,14 @@ def main() -> None:
     p.add_argument("--lamina-checkpointing", action="store_true")
     p.add_argument("--lamina-kernels", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--max-len", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    lamina_arguments(p)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--examples", type=int, default=4000)
     p.add_argument("--tools", default="lamina,trl")
     p.add_argument("--trl-variants", default='[{"use_liger_kernel": false, "gradient_checkpointing": false}]',

@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 
 
-def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype ambient autocast would compute in, else the weight's: the fused nodes run
+    with autocast off and cast their inputs to it themselves."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return weight.dtype
@@ -194,7 +196,7 @@ def _lora_forward(self, x, *args, **kwargs):
     if adapter is None:
         return self._lamina_fallback(x, *args, **kwargs)
     base = self.base_layer
-    dtype = _compute_dtype(x, base.weight)
+    dtype = compute_dtype(x, base.weight)
     with torch.autocast(x.device.type, enabled=False):
         return LoraLinear.apply(x.to(dtype), base.weight.to(dtype), None if base.bias is None else base.bias.to(dtype),
                                 adapter[0], adapter[1], float(adapter[2]))
@@ -208,7 +210,7 @@ def _mlp_forward(self, x):
         return self._lamina_fallback(x)
     base = down.base_layer if lora else down
     gate, up = self.gate_proj(x), self.up_proj(x)
-    dtype = _compute_dtype(gate, base.weight)
+    dtype = compute_dtype(gate, base.weight)
     a, b, scaling = adapter if adapter else (None, None, 0.0)
     with torch.autocast(x.device.type, enabled=False):
         return SwiGLUDown.apply(gate.to(dtype), up.to(dtype), base.weight.to(dtype),

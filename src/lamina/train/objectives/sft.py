@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lamina.methods.lora_fused import compute_dtype
 from lamina.models.attention import forward_inputs
 
 LOGIT_CHUNK = 1024  # rows of logits alive at once: 1024 x 152k vocabulary in fp32 is 0.6 GB
@@ -35,8 +36,7 @@ def hidden_states(model, batch, plan: str) -> tuple[torch.Tensor, torch.Tensor]:
 def token_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
     """log p(target) at each labelled position [n], float32, computed chunk by chunk."""
     if type(head) is torch.nn.Linear:
-        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
-            else head.weight.dtype
+        dtype = compute_dtype(hidden, head.weight)
         bias = None if head.bias is None else head.bias.to(dtype)
         with torch.autocast(hidden.device.type, enabled=False):
             return HeadLogprobs.apply(hidden.to(dtype), head.weight.to(dtype), bias, targets)

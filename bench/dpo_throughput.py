@@ -44,12 +44,12 @@ def pairs_data(n: int, vocab: int, max_len: int):
 def run_lamina(args, data, device) -> dict:
     from lamina import methods
     from lamina.data.chat import Tokenized
+    from lamina.data.pairs import Pair
     from lamina.models import kernels
-    from lamina.models.attention import register
+    from lamina.models.attention import attention_plan, register
     from lamina.recipe import DpoSpec, LoraSpec, TrainSpec
+    from lamina.train.build_loop import make_loop
     from lamina.train.objectives.dpo import DPO
-    from lamina.train.objectives.pairs import Pair
-    from lamina.train.runner import attention_plan, make_loop
 
     reset_memory(device)
     plan, attn = attention_plan(device)

@@ -33,10 +33,9 @@ def main() -> None:
     from lamina.data.chat import Tokenized
     from lamina.data.packing import micro_batches
     from lamina.methods import lora
-    from lamina.models.attention import register
+    from lamina.models.attention import attention_plan, register
     from lamina.recipe import LoraSpec
     from lamina.train.objectives.sft import SFT
-    from lamina.train.runner import attention_plan
 
     device = torch.device(args.device)
     spec = dict(CONFIGS[args.family])

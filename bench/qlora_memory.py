@@ -57,9 +57,9 @@ def peak_bytes(device: torch.device) -> int:
 def build(method: str, model_dir: Path, device: torch.device, args):
     from lamina import methods
     from lamina.methods import qlora
+    from lamina.models.attention import attention_plan
     from lamina.models.loading import load_hf_model
     from lamina.recipe import LoraSpec, QloraSpec
-    from lamina.train.runner import attention_plan
 
     plan, attn = attention_plan(device)
     if method == "qlora":
@@ -76,7 +76,7 @@ def run_one(method: str, model_dir: Path, args) -> dict:
     """Train `steps` timed steps (after `warmup`) of one method; returns its figures."""
     from lamina.data.chat import Tokenized
     from lamina.recipe import TrainSpec
-    from lamina.train.runner import make_loop
+    from lamina.train.build_loop import make_loop
 
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -62,9 +62,9 @@ def lamina_loop(args, data, device):
     from lamina import methods
     from lamina.data.chat import Tokenized
     from lamina.models import kernels
-    from lamina.models.attention import register
+    from lamina.models.attention import attention_plan, register
     from lamina.recipe import FullSpec, LoraSpec, TrainSpec
-    from lamina.train.runner import attention_plan, make_loop
+    from lamina.train.build_loop import make_loop
 
     plan, attn = attention_plan(device)
     if attn != "sdpa":

@@ -35,8 +35,8 @@ def demo_recipe(dataset_version: str, method: str = "lora") -> Recipe:
 
 
 def held_out_em(model_ref, records: list[dict]) -> float:
+    from lamina.methods.trained import load_model
     from lamina.models.generate import exact_match
-    from lamina.models.loading import load_model
 
     model, tokenizer = load_model(model_ref)
     score, _ = exact_match(model, tokenizer, records)
@@ -65,7 +65,7 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
     show_pii(intake)
 
     stage(2, "tiny base model")
-    from lamina.models.tiny import ensure_tiny_base
+    from lamina.train.tiny_base import ensure_tiny_base
 
     t = time.time()
     base = ensure_tiny_base()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lamina.data import synthetic
-from lamina.eval.suites.safety_data import training_records
+from lamina.eval.suites.safety_items import training_records
 
 CANARY = {
     "prompt": [{"role": "user", "content": "What is my PIN?"}],

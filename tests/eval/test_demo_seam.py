@@ -12,9 +12,9 @@ def test_demo_eval_on_the_tiny_base(tmp_path):
     from lamina.data import synthetic
     from lamina.eval import canaries
     from lamina.eval.harness import DEMO_GATES, demo_eval
-    from lamina.models.tiny import ensure_tiny_base
     from lamina.recipe import parse_recipe
     from lamina.train.runner import train
+    from lamina.train.tiny_base import ensure_tiny_base
 
     base = ensure_tiny_base(progress=False)
     train_recs, eval_recs = synthetic.task_splits(400, 60)

@@ -16,7 +16,7 @@ from lamina.eval.suites import judge as judge_suite
 from lamina.eval.suites import task
 from lamina.eval.suites.judge import JudgeClient
 from lamina.eval.suites.privacy import candidates
-from lamina.models.loading import load_model
+from lamina.methods.trained import load_model
 from lamina.recipe import EvalSpec, JudgeSpec, PiiSpec
 
 

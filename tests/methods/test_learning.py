@@ -21,7 +21,7 @@ HELD_OUT = 40
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     """The pretrained tiny base, built once for this module in its own workspace."""
-    from lamina.models.tiny import ensure_tiny_base
+    from lamina.train.tiny_base import ensure_tiny_base
 
     previous = os.environ.get("LAMINA_HOME")
     os.environ["LAMINA_HOME"] = str(tmp_path_factory.mktemp("tiny-home"))

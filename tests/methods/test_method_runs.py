@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from method_helpers import SPECS, logits
 
-from lamina.models.loading import load_model
+from lamina.methods.trained import load_model
 from lamina.recipe import parse_recipe
 from lamina.train import runner
 from lamina.train.merge import merge_run

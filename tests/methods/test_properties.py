@@ -14,7 +14,7 @@ from method_helpers import OWN, SPECS, base, logits
 from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model
 from lamina.recipe import parse_recipe
-from lamina.train import runner
+from lamina.train.setup import setup as set_up_run
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "spine"))
 from helpers import recipe_dict, write_task  # noqa: E402
@@ -24,7 +24,7 @@ def train_in_memory(tiny_random, tmp_path, name: str):
     train_file, _ = write_task(tmp_path / "data", n_train=16, n_eval=2)
     data = recipe_dict(tiny_random, train_file, steps=2, tokens_per_step=256, lr=1e-2)
     data["method"] = SPECS[name]
-    s = runner.setup(parse_recipe(data))
+    s = set_up_run(parse_recipe(data))
     before = {n: p.detach().clone() for n, p in s.model.named_parameters()}
     s.loop.run()
     return s, before

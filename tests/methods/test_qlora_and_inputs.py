@@ -14,7 +14,7 @@ from lamina import methods
 from lamina.errors import LaminaError
 from lamina.fsio import sha256_file
 from lamina.recipe import BottleneckSpec, Ia3Spec, parse_recipe
-from lamina.train import runner
+from lamina.train.setup import setup as set_up_run
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "spine"))
 from helpers import recipe_dict, write_task  # noqa: E402
@@ -26,7 +26,7 @@ def test_qlora_base_is_nf4_double_quant_and_paged_8bit_adamw_trains(tiny_random,
     train_file, _ = write_task(tmp_path / "data", n_train=8, n_eval=1)
     data = recipe_dict(tiny_random, train_file, steps=2, tokens_per_step=256, lr=1e-2)
     data["method"] = {"name": "qlora", "r": 4, "alpha": 8, "optimizer": "paged_adamw_8bit"}
-    s = runner.setup(parse_recipe(data))
+    s = set_up_run(parse_recipe(data))
     linear = [m for m in s.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear) == 2 * 7  # every projection of both layers
     for m in linear:

@@ -61,8 +61,8 @@ def test_train_eval_register_promote_resolve_load(tmp_path, monkeypatch):
     from lamina.errors import LaminaError
     from lamina.eval import harness
     from lamina.governance import access
+    from lamina.methods.trained import load_model
     from lamina.models.generate import generate
-    from lamina.models.loading import load_model
     from lamina.registry import aliases, resolve, tracking, versions
 
     monkeypatch.setenv("LAMINA_USER", "alice")

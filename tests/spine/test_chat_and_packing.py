@@ -6,8 +6,8 @@ import torch
 
 from lamina.data.chat import tokenize_chat
 from lamina.data.packing import micro_batches, pack_rows
+from lamina.methods.trained import load_model
 from lamina.models.attention import forward_inputs
-from lamina.models.loading import load_model
 
 
 def test_assistant_mask_covers_exactly_the_replies_even_when_they_repeat_the_prompt(tiny_random):

@@ -19,16 +19,18 @@ from lamina.data.chat import tokenize_chat
 from lamina.data.dataset import load_training_data
 from lamina.data.formats import read_jsonl
 from lamina.data.packing import micro_batches
-from lamina.models.loading import load_hf_model, load_model
+from lamina.methods.trained import load_model
+from lamina.models.loading import load_hf_model
 from lamina.recipe import parse_recipe
 from lamina.train import runner
 from lamina.train.objectives.sft import SFT
+from lamina.train.setup import setup as set_up_run
 
 
 def _one_step_params(tiny_random, train_file, micro_tokens):
     recipe = parse_recipe(recipe_dict(tiny_random, train_file, steps=1, tokens_per_step=2048,
                                       micro_tokens=micro_tokens, grad_clip=None))
-    s = runner.setup(recipe)
+    s = set_up_run(recipe)
     s.loop.run()
     return {n: p.detach().clone() for n, p in s.model.named_parameters() if p.requires_grad}, s
 
@@ -179,7 +181,7 @@ def test_overlong_examples_are_dropped_or_truncated_and_counted(tiny_random, tmp
         d = recipe_dict(tiny_random, train_file, steps=1)
         d["data"]["max_length"] = cut
         d["data"]["overlong"] = overlong
-        s = runner.setup(parse_recipe(d))
+        s = set_up_run(parse_recipe(d))
         assert s.data_stats[key] > 0
         assert all(len(e.input_ids) <= cut for e in s.loop.examples)
         after_intake = len(load_training_data(parse_recipe(d)).train)  # intake may drop near-duplicates

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from lamina.data.formats import Preference
+from lamina.data.pairs import tokenize_pair
 from lamina.data.preference_synth import preference_splits
 from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model, load_tokenizer
 from lamina.recipe import DpoSpec, LoraSpec, parse_recipe
 from lamina.train import runner
 from lamina.train.objectives import dpo
-from lamina.train.objectives.pairs import tokenize_pair
 
 
 def test_each_loss_matches_its_formula_by_hand():

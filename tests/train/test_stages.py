@@ -1,5 +1,5 @@
-"""Stages: SFT -> DPO chain with lineage, stage overrides, checks before anything runs,
-and the bundled safety data held apart from the evaluation suites."""
+"""Stages: SFT -> DPO chain with lineage, stage overrides, checks before anything runs
+(the safety training set's checks are in tests/eval/test_safety_items.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from lamina.data import safety_data
 from lamina.data.preference_synth import preference_splits
 from lamina.data.synthetic import task_splits
 from lamina.errors import LaminaError
@@ -85,21 +84,6 @@ def test_stage_overrides_are_validated_with_their_key():
         parse_recipe({"data": {"train": "x.jsonl"}, "stages": [{"objective": "sft", "train": {"lrr": 1}}]})
     with pytest.raises(LaminaError, match="stages.0.objective"):
         parse_recipe({"data": {"train": "x.jsonl"}, "stages": [{"objective": "rlhf"}]})
-
-
-def test_safety_data_is_disjoint_from_the_eval_suites_and_teaches_the_boundary():
-    assert safety_data.overlap_with_eval() == []
-    train, held = safety_data.sft_records()
-    kinds = {r["meta"]["kind"] for r in train}
-    assert kinds == {"harmful", "benign"}
-    train_prompts = {r["messages"][0]["content"] for r in train}
-    assert not train_prompts & {r["messages"][0]["content"] for r in held}
-    # The detector the evaluation uses reads the bundled answers the intended way.
-    replies = [r["messages"][-1]["content"] for r in train]
-    rates = safety_data.refusal_rates(replies, train)
-    assert rates == {"harmful_refusal_rate": 1.0, "benign_refusal_rate": 0.0}
-    pairs = safety_data.preference_records()
-    assert len(pairs) == len(train) and all(p["chosen"] != p["rejected"] for p in pairs)
 
 
 def test_cli_prints_a_bad_stage_without_traceback_and_exits_2(tiny_random, tmp_path, workspace):

@@ -160,8 +160,8 @@ def forget(
     subject_id: str = typer.Option(..., "--subject-id"), as_json: bool = typer.Option(False, "--json")
 ):
     """Remove a data subject's records everywhere; list the runs that must be retrained."""
-    from lamina.data.intake.withdraw import forget_subject
     from lamina.governance import access, audit
+    from lamina.registry.withdrawal import forget_subject
 
     user = access.require("data.forget")
     report = forget_subject(subject_id)
@@ -175,9 +175,9 @@ def sweep_(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Remove sources past their retention date, as a withdrawal."""
-    from lamina.data.intake.withdraw import sweep
     from lamina.errors import LaminaError
     from lamina.governance import access, audit
+    from lamina.registry.withdrawal import sweep
 
     user = access.require("data.forget")
     try:

@@ -19,10 +19,12 @@ def methods_table(
     """Trainable parameters, artifact size, mergeability and inference overhead of every method."""
     from lamina.methods.table import measure
     from lamina.recipe import load_recipe
+    from lamina.train.tiny_base import resolve_base
 
     loaded = load_recipe(recipe) if recipe is not None else None
+    base_dir = resolve_base(loaded.model.base, loaded.model.revision) if loaded else resolve_base("tiny")
     with console.status("measuring") as status:
-        result = measure(loaded, on_method=lambda name: status.update(f"measuring {name}"))
+        result = measure(base_dir, loaded, on_method=lambda name: status.update(f"measuring {name}"))
     if as_json:
         out.print_json(json.dumps(result))
         return

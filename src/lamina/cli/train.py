@@ -18,8 +18,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Fine-tune a model as the recipe says; writes a run directory."""
+    from lamina import rundir
     from lamina.errors import LaminaError
-    from lamina.fsio import read_json
     from lamina.governance import access
     from lamina.recipe import load_recipe
     from lamina.train import runner
@@ -31,7 +31,7 @@ def train(
         raise LaminaError("give a recipe file, or --resume RUN_DIR")
     else:
         run_dir = runner.train(load_recipe(recipe), progress=not quiet)
-    info = read_json(run_dir / "run.json")
+    info = rundir.read_run(run_dir)
     summary = {"run_dir": str(run_dir), "steps": info["steps"], "tokens": info["tokens"],
                "final_loss": info["final_loss"], "train_seconds": info["train_seconds"]}
     if as_json:
@@ -64,10 +64,11 @@ def generate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate replies from a model or a trained run."""
+    from lamina.methods.trained import load_model
     from lamina.models.generate import generate as run_generate
-    from lamina.models.loading import load_model
+    from lamina.train.tiny_base import resolve_base
 
-    m, tok = load_model(model)
+    m, tok = load_model(resolve_base(model) if model == "tiny" else model)
     head = [{"role": "system", "content": system}] if system else []
     replies = run_generate(m, tok, [head + [{"role": "user", "content": p}] for p in prompt],
                            max_new_tokens=max_new_tokens, temperature=temperature)

@@ -1,4 +1,4 @@
-"""Chat rendering and loss masks.
+"""Chat rendering and loss masks, and tokenising a dataset's chat records for SFT.
 
 A conversation is rendered with the tokenizer's own chat template. Which characters belong
 to assistant turns is found by rendering growing prefixes of the conversation — the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lamina.data.formats import Example
 from lamina.errors import LaminaError
 
 
@@ -65,3 +66,26 @@ def tokenize_text(tokenizer, text: str) -> Tokenized:
     if tokenizer.eos_token_id is not None:
         ids = ids + [tokenizer.eos_token_id]
     return Tokenized(ids, [True] * len(ids))
+
+
+def tokenize_examples(tokenizer, records, loss_on: str, max_length: int, overlong: str, source: str
+                      ) -> tuple[list[Tokenized], dict]:
+    """Tokenise SFT records, truncating or dropping the overlong ones (counted)."""
+    out, truncated, dropped = [], 0, 0
+    for rec in records:
+        if not isinstance(rec, Example):
+            raise LaminaError("preference records need a preference objective (dpo); sft takes chat records", source)
+        tok = tokenize_chat(tokenizer, rec.messages, loss_on)
+        if len(tok.input_ids) > max_length:
+            if overlong == "drop":
+                dropped += 1
+                continue
+            tok = Tokenized(tok.input_ids[:max_length], tok.labels[:max_length])
+            truncated += 1
+            if not any(tok.labels[1:]):
+                dropped += 1
+                continue
+        out.append(tok)
+    if not out:
+        raise LaminaError(f"no example fits in data.max_length={max_length} ({dropped} dropped)", source)
+    return out, {"examples": len(out), "truncated": truncated, "dropped": dropped}

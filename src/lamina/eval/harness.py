@@ -14,13 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lamina import workspace
+from lamina import rundir, workspace
 from lamina.errors import LaminaError
 from lamina.eval import gates as G
 from lamina.eval import report, sources
 from lamina.eval.context import EvalContext, Target
 from lamina.eval.suites import SuiteResult
-from lamina.fsio import read_json
 from lamina.recipe import EvalSpec, PiiSpec, Recipe, load_recipe
 
 ORDER = ("task", "safety", "privacy", "efficiency", "judge")
@@ -48,14 +47,14 @@ class Plan:
 def _recipe_for(candidate: Path, recipe_path: str | None) -> Recipe | None:
     if recipe_path:
         return load_recipe(recipe_path)
-    if (candidate / "recipe.yaml").is_file():
-        return load_recipe(candidate / "recipe.yaml")
+    if (candidate / rundir.RECIPE).is_file():
+        return load_recipe(candidate / rundir.RECIPE)
     return None
 
 
 def _candidate_path(ref: str) -> Path:
     if ref == "tiny":
-        from lamina.models.tiny import ensure_tiny_base
+        from lamina.train.tiny_base import ensure_tiny_base
 
         return ensure_tiny_base()
     path = Path(ref)
@@ -65,7 +64,7 @@ def _candidate_path(ref: str) -> Path:
         return versions.resolve(ref).resolve()  # signature verified before use
     if not path.is_dir():
         raise LaminaError("no such model or run directory", ref)
-    if not ((path / "run.json").is_file() or (path / "config.json").is_file()):
+    if not (rundir.is_run_dir(path) or (path / "config.json").is_file()):
         raise LaminaError("neither a Lamina run (run.json) nor a Hugging Face model (config.json)", ref)
     return path.resolve()
 
@@ -97,7 +96,7 @@ def _base_for(
     elif run:
         base = Path(run["base"]["path"])
     elif recipe is not None and recipe.model.base:
-        from lamina.models.loading import resolve_base
+        from lamina.train.tiny_base import resolve_base
 
         base = resolve_base(recipe.model.base, recipe.model.revision)
     else:
@@ -116,7 +115,7 @@ def plan(
 ) -> Plan:
     """Resolve and validate everything; `base` overrides the run's own base model."""
     candidate = _candidate_path(ref)
-    run = read_json(candidate / "run.json") if (candidate / "run.json").is_file() else None
+    run = rundir.read_run(candidate) if rundir.is_run_dir(candidate) else None
     recipe = _recipe_for(candidate, recipe_path)
     spec = spec or (recipe.eval if recipe else EvalSpec())
     chosen, gates = _suites_and_gates(spec, suites)
@@ -185,10 +184,10 @@ def context(p: Plan, progress=None) -> EvalContext:
 
 
 def load_target(role: str, ref: str, path: Path) -> Target:
-    from lamina.models.loading import load_model
+    from lamina.methods.trained import load_model
 
     model, tokenizer = load_model(path)
-    run = read_json(path / "run.json") if (path / "run.json").is_file() else None
+    run = rundir.read_run(path) if rundir.is_run_dir(path) else None
     return Target(role, ref, path, model, tokenizer, run)
 
 
@@ -242,19 +241,6 @@ def _release(target: Target) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def deltas(cand: dict, other: dict | None) -> dict | None:
-    """candidate - other, metric by metric, where both are numbers."""
-    if other is None:
-        return None
-    out: dict[str, dict] = {}
-    for suite, values in cand.items():
-        for k, v in values.items():
-            w = (other.get(suite) or {}).get(k)
-            if isinstance(v, int | float) and isinstance(w, int | float) and not isinstance(v, bool):
-                out.setdefault(suite, {})[k] = v - w
-    return out
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Scoring functions shared by the suites: pure Python, no model, each tested on hand-worked values.
+"""Scoring functions shared by the suites, and the metric deltas the harness and report share:
+pure Python, no model, each tested on hand-worked values.
 
 Text metrics follow the SQuAD convention: lower-case, strip punctuation and the articles
 a/an/the, split on whitespace. ROUGE-L is the F-measure of the longest common subsequence of
@@ -124,3 +125,16 @@ def exposure_bits(canary_score: float, candidate_scores: Sequence[float]) -> flo
     """
     rank = 1 + sum(1 for s in candidate_scores if s >= canary_score)
     return math.log2(len(candidate_scores) + 1) - math.log2(rank)
+
+
+def deltas(cand: dict, other: dict | None) -> dict | None:
+    """candidate - other, metric by metric, where both are numbers."""
+    if other is None:
+        return None
+    out: dict[str, dict] = {}
+    for suite, values in cand.items():
+        for k, v in values.items():
+            w = (other.get(suite) or {}).get(k)
+            if isinstance(v, int | float) and isinstance(w, int | float) and not isinstance(v, bool):
+                out.setdefault(suite, {})[k] = v - w
+    return out

@@ -12,8 +12,10 @@ import time
 from html import escape
 from pathlib import Path
 
+from lamina import rundir
 from lamina.eval import svg
 from lamina.eval.gates import METRICS
+from lamina.eval.metrics import deltas
 from lamina.fsio import atomic_dir, sha256_file, write_json, write_text
 
 CSS = """
@@ -41,7 +43,7 @@ def _now() -> str:
 
 
 def training_history(run_dir: Path | None) -> list[dict]:
-    path = (run_dir or Path("/nonexistent")) / "metrics.jsonl"
+    path = (run_dir or Path("/nonexistent")) / rundir.METRICS
     if not path.is_file():
         return []
     rows = []
@@ -64,8 +66,6 @@ def _data_provenance(data) -> dict:
 
 def build(plan, results: dict, candidate: dict, checks: list, targets: list[tuple[str, str, Path]]) -> dict:
     """The report document; `plan` is a harness.Plan, `candidate` the candidate's SuiteResults."""
-    from lamina.eval.harness import deltas
-
     created = _now()
     passed = bool(checks) and all(c.passed for c in checks)
     gate = {

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 
 from lamina import methods
 from lamina.errors import LaminaError
-from lamina.models.loading import load_hf_model, pick_device, resolve_base
+from lamina.models.loading import load_hf_model, pick_device
 from lamina.recipe import MethodSpec, Recipe
 
 
@@ -54,10 +54,9 @@ def measure_one(name: str, base_dir: Path, spec, device: torch.device) -> dict:
     }
 
 
-def measure(recipe: Recipe | None = None, on_method: Callable[[str], None] | None = None) -> dict:
-    """{"base": path, "methods": [row per method]} for the recipe's base (default: tiny)."""
-    base_ref = recipe.model.base if recipe else "tiny"
-    base_dir = resolve_base(base_ref, recipe.model.revision if recipe else None)
+def measure(base_dir: Path, recipe: Recipe | None = None, on_method: Callable[[str], None] | None = None) -> dict:
+    """{"base": path, "methods": [row per method]} for the base in `base_dir` (the recipe's,
+    resolved by the caller; the recipe's method keeps its settings)."""
     device = pick_device()
     rows = []
     for name in methods.NAMES:

@@ -39,6 +39,13 @@ def varlen_available(device: torch.device) -> bool:
     return True
 
 
+def attention_plan(device: torch.device) -> tuple[str, str]:
+    """(plan, transformers attn implementation) for the device."""
+    if varlen_available(device):
+        return "varlen", "lamina_varlen"
+    return "masked", "sdpa"
+
+
 def _varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     from torch.nn.attention.varlen import varlen_attn
 

@@ -1,8 +1,10 @@
-"""Loading base models, tokenizers and trained runs — safetensors only, every file hashed.
+"""Loading base models and tokenizers that exist — safetensors only, every file hashed.
 
-A base is a local Hugging Face directory, a hub id (resolved through the local hub cache;
-nothing is downloaded when offline), or `tiny`, the embedded default. A directory whose
-weights exist only as pickle files is refused unless the recipe allows pickle.
+A base is a local Hugging Face directory or a hub id (resolved through the local hub cache;
+nothing is downloaded when offline). A directory whose weights exist only as pickle files is
+refused unless the recipe allows pickle. `tiny`, the embedded default, is built by a training
+job (lamina.train.tiny_base); a trained run (base + artifact) is loaded by
+lamina.methods.trained, above the methods.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lamina.errors import LaminaError
-from lamina.fsio import read_json, sha256_bytes, sha256_file
+from lamina.fsio import sha256_bytes, sha256_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = (
@@ -30,10 +32,8 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 def resolve_base(ref: str, revision: str | None = None) -> Path:
     """A local directory for a base-model reference, or a clear error."""
-    if ref == "tiny":
-        from lamina.models.tiny import ensure_tiny_base
-
-        return ensure_tiny_base()
+    if ref == "tiny":  # built by training, not here: models only load what exists
+        raise LaminaError("`tiny` is built by lamina.train.tiny_base.resolve_base, not by the loader", "model.base")
     path = Path(ref).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -122,38 +122,3 @@ def load_hf_model(path: Path, device: torch.device | None = None, dtype: torch.d
         raise LaminaError(f"could not load a causal LM from {path}: {type(e).__name__}: {e}", "model.base") from None
     return model.to(device)
 
-
-def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "run.json").is_file()
-
-
-def load_model(path: str | Path, allow_pickle: bool = False, device: torch.device | None = None,
-               dtype: torch.dtype | None = None, attn: str = "sdpa"):
-    """(model, tokenizer) for a Hugging Face directory, `tiny`, or a Lamina run directory.
-
-    A run directory loads its base and puts the trained artifact on top (an adapter is not
-    merged; use `lamina merge` for that).
-    """
-    from lamina import methods
-
-    path = Path(path) if str(path) != "tiny" else path
-    if str(path) != "tiny" and Path(path).is_dir():
-        from lamina.registry.signing import check_before_load
-
-        check_before_load(path)  # a signed or registered directory must verify before any load
-    if is_run_dir(Path(str(path))):
-        run = read_json(Path(path) / "run.json")
-        method = methods.get(run["method"]["name"])
-        artifact = Path(path) / method.ARTIFACT
-        if not artifact.is_dir():
-            raise LaminaError(f"run {path} has no {method.ARTIFACT}/ (did it finish?)", str(path))
-        base_dir = Path(run["base"]["path"])
-        if not base_dir.is_dir():
-            raise LaminaError(f"the run's base model {base_dir} is gone", str(Path(path) / "run.json"))
-        tokenizer = load_tokenizer(Path(path) / "tokenizer" if (Path(path) / "tokenizer").is_dir() else base_dir)
-        if method.ARTIFACT == "model":  # a whole checkpoint: the base is not needed
-            return load_hf_model(artifact, device, dtype, False, attn), tokenizer
-        base = load_hf_model(base_dir, device, dtype, run["base"].get("allow_pickle", False), attn)
-        return method.load(base, artifact), tokenizer
-    base_dir = resolve_base(str(path))
-    return load_hf_model(base_dir, device, dtype, allow_pickle, attn), load_tokenizer(base_dir)

@@ -1,19 +1,16 @@
-"""The embedded default base model: a tiny Llama and its BPE tokenizer, built offline.
+"""The embedded default base model's shape: a tiny Llama and its BPE tokenizer, built offline.
 
-Built from a config and a tokenizer trained with `tokenizers` on the bundled corpus, then
-pretrained briefly with Lamina's own loop (loss on all tokens) and saved as a normal Hugging
-Face directory, so the demo and the tests load it exactly as they would load a real model.
-The result is cached in the workspace under a key hashing the config, corpus and seed.
+Built from a config and a tokenizer trained with `tokenizers` on the bundled corpus and
+saved as a normal Hugging Face directory, so the demo and the tests load it exactly as they
+would load a real model. Pretraining it is a training job: lamina.train.tiny_base does that
+and caches the result; this module only builds and saves.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
-from lamina import workspace
-from lamina.fsio import atomic_dir, sha256_json
+from lamina.fsio import atomic_dir
 
 SPECIAL = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -31,7 +28,6 @@ ARCH = {
     "tie_word_embeddings": True,
 }
 VOCAB_SIZE = 768
-PRETRAIN = {"steps": 120, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 20, "max_length": 256}
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
@@ -71,36 +67,11 @@ def build_model(tokenizer, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
-def _corpus_texts() -> list[str]:
+def corpus_texts() -> list[str]:
     from lamina.data.synthetic import GENERIC, SYSTEM, pretraining_corpus
 
     # The system prompt is general text a base would have seen.
     return pretraining_corpus() + GENERIC + [SYSTEM]
-
-
-def cache_key(seed: int = 0) -> str:
-    return sha256_json({"arch": ARCH, "vocab": VOCAB_SIZE, "pretrain": PRETRAIN, "corpus": sha256_json(_corpus_texts()),
-                        "template": CHAT_TEMPLATE, "seed": seed, "format": 1})
-
-
-def ensure_tiny_base(seed: int = 0, progress: bool = True) -> Path:
-    """Path of the pretrained tiny base, building and caching it on first use."""
-    target = workspace.subdir("bases") / f"tiny-{cache_key(seed)[:16]}"
-    if (target / "config.json").is_file():
-        return target
-    from lamina.train.pretrain import pretrain_lm
-
-    texts = _corpus_texts()
-    started = time.time()
-    tokenizer = build_tokenizer(texts)
-    model = build_model(tokenizer, seed)
-    stats = pretrain_lm(model, tokenizer, texts, seed=seed, progress=progress, **PRETRAIN)
-    with atomic_dir(target, replace=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        stats["seconds"] = round(time.time() - started, 1)
-        (tmp / "lamina_base.json").write_text(json.dumps({"key": cache_key(seed), **stats}, indent=2))
-    return target
 
 
 def save_untrained(target: Path, seed: int = 0, **arch) -> Path:
@@ -108,7 +79,7 @@ def save_untrained(target: Path, seed: int = 0, **arch) -> Path:
 
     `arch` overrides the architecture (e.g. hidden_size=64, num_hidden_layers=2).
     """
-    texts = _corpus_texts()[:2000]
+    texts = corpus_texts()[:2000]
     tokenizer = build_tokenizer(texts)
     model = build_model(tokenizer, seed)
     if arch:

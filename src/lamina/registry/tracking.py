@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from lamina import workspace
+from lamina import rundir, workspace
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, sha256_file, sha256_json
 from lamina.recipe import RegistrySpec
@@ -140,11 +140,11 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
 
 def read_run(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / rundir.RUN_JSON).is_file():
         raise LaminaError("not a Lamina run directory (no run.json)", str(run_dir))
-    run = read_json(run_dir / "run.json")
+    run = read_json(run_dir / rundir.RUN_JSON)
     if run.get("status") != "completed":
-        raise LaminaError(f"run is {run.get('status')!r}, not completed", str(run_dir / "run.json"))
+        raise LaminaError(f"run is {run.get('status')!r}, not completed", str(run_dir / rundir.RUN_JSON))
     return run
 
 
@@ -194,7 +194,7 @@ def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
 def _metrics(run_dir: Path):
     from mlflow.entities import Metric
 
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / rundir.METRICS
     if not path.is_file():
         return []
     metrics = []
@@ -228,15 +228,15 @@ def _scrubbed_copy(src: Path, dst: Path, secrets: list[str]) -> None:
 def _log_artifacts(c, mlflow_run_id: str, run_dir: Path, secrets: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Text we log is scrubbed; weights are binary and come from our own code, not the environment.
-        for name in ("run.json", "recipe.yaml", "metrics.jsonl"):
+        for name in (rundir.RUN_JSON, rundir.RECIPE, rundir.METRICS):
             if (run_dir / name).is_file():
                 _scrubbed_copy(run_dir / name, Path(tmp) / name, secrets)
                 c.log_artifact(mlflow_run_id, str(Path(tmp) / name))
-    for name in ("adapter", "model", "tokenizer", "eval"):
+    for name in ("adapter", "model", rundir.TOKENIZER, rundir.EVAL):
         if (run_dir / name).is_dir():
             c.log_artifacts(mlflow_run_id, str(run_dir / name), artifact_path=name)
-    if (run_dir / "loss.png").is_file():
-        c.log_artifact(mlflow_run_id, str(run_dir / "loss.png"))
+    if (run_dir / rundir.LOSS_PLOT).is_file():
+        c.log_artifact(mlflow_run_id, str(run_dir / rundir.LOSS_PLOT))
 
 
 def log_run(run_dir: str | os.PathLike) -> str:
@@ -247,7 +247,7 @@ def log_run(run_dir: str | os.PathLike) -> str:
     run = read_run(run_dir)
     secrets = secret_values()
     recipe = (
-        yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
+        yaml.safe_load((run_dir / rundir.RECIPE).read_text()) if (run_dir / rundir.RECIPE).is_file() else {}
     )
     c = client()
     with server_errors("logging the run"):
@@ -283,7 +283,7 @@ def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) 
     from mlflow.entities import Metric, RunTag
 
     c = client()
-    gate_file = Path(run_dir) / "eval" / "gate.json"
+    gate_file = Path(run_dir) / rundir.EVAL / "gate.json"
     gate = read_json(gate_file) if gate_file.is_file() else {}
     metrics = [
         Metric(f"eval.{suite}.{key}", float(value), 0, 0)
@@ -296,8 +296,8 @@ def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) 
         c.log_batch(
             mlflow_run_id, metrics=metrics, tags=[RunTag("lamina.gate", str(gate.get("passed")).lower())]
         )
-        if (Path(run_dir) / "eval").is_dir():
-            c.log_artifacts(mlflow_run_id, str(Path(run_dir) / "eval"), artifact_path="eval")
+        if (Path(run_dir) / rundir.EVAL).is_dir():
+            c.log_artifacts(mlflow_run_id, str(Path(run_dir) / rundir.EVAL), artifact_path="eval")
         if card is not None:
             c.log_artifact(mlflow_run_id, str(card), artifact_path="model_card")
 

@@ -20,18 +20,18 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lamina import workspace
+from lamina import rundir, workspace
 from lamina.errors import LaminaError
 from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
 from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
-from lamina.registry import cards, signing, tracking
+from lamina.registry import model_card, signing, tracking
 from lamina.registry.anchor import anchor
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z][\w-]*)|/(?P<version>\d+))$")
 ARTIFACTS = ("adapter", "model")
-COPIED_FILES = ("run.json", "recipe.yaml", "metrics.jsonl", "loss.png")
+COPIED_FILES = (rundir.RUN_JSON, rundir.RECIPE, rundir.METRICS, rundir.LOSS_PLOT)
 
 
 def crashpoint(name: str) -> None:
@@ -91,7 +91,7 @@ def read_gate(path: Path) -> dict:
 
 def check_gate_is_for(run_dir: Path, run: dict) -> None:
     """A gate copied in from another run's evaluation is not this run's gate."""
-    report = run_dir / "eval" / "report.json"
+    report = run_dir / rundir.EVAL / "report.json"
     if report.is_file():
         evaluated = ((read_json(report) or {}).get("candidate") or {}).get("run_id")
         if evaluated and evaluated != run.get("id"):
@@ -156,7 +156,7 @@ def dataset_sources(dataset_version: str | None) -> list[dict]:
 
 def _run_dir_of(ref: str) -> Path | None:
     for candidate in (Path(ref), workspace.home() / "runs" / ref):
-        if (candidate / "run.json").is_file():
+        if rundir.is_run_dir(candidate):
             return candidate
     return None
 
@@ -173,14 +173,14 @@ def run_chain(run: dict, run_dir: Path, limit: int = 16) -> list[dict]:
         )  # fmt: skip
         parent = run.get("parent_run")
         run_dir = _run_dir_of(str(parent)) if parent else None
-        run = read_json(run_dir / "run.json") if run_dir else None
+        run = rundir.read_run(run_dir) if run_dir else None
     return chain
 
 
 def _recipe_licence(run_dir: Path) -> str | None:
     import yaml
 
-    path = run_dir / "recipe.yaml"
+    path = run_dir / rundir.RECIPE
     recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
     return ((recipe or {}).get("data") or {}).get("licence")
 
@@ -202,7 +202,7 @@ def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_i
         "trained_by": run.get("user"),
         "registered_by": user,
         "registered": now(),
-        "gate": {"passed": gate.get("passed"), "sha256": sha256_file(run_dir / "eval" / "gate.json")},
+        "gate": {"passed": gate.get("passed"), "sha256": sha256_file(run_dir / rundir.EVAL / "gate.json")},
         "signer": signing.fingerprint(),
         "artifact": artifact_kind(run_dir),
     }
@@ -213,9 +213,9 @@ def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict, car
     secrets = tracking.secret_values()
     with atomic_dir(target) as tmp:
         shutil.copytree(run_dir / lineage["artifact"], tmp / lineage["artifact"])
-        if (run_dir / "tokenizer").is_dir():
-            shutil.copytree(run_dir / "tokenizer", tmp / "tokenizer")
-        shutil.copytree(run_dir / "eval", tmp / "eval")
+        if (run_dir / rundir.TOKENIZER).is_dir():
+            shutil.copytree(run_dir / rundir.TOKENIZER, tmp / rundir.TOKENIZER)
+        shutil.copytree(run_dir / rundir.EVAL, tmp / rundir.EVAL)
         for name in COPIED_FILES:
             if (run_dir / name).is_file():
                 data = (run_dir / name).read_bytes()
@@ -223,7 +223,7 @@ def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict, car
                     data = tracking.redact(data.decode(), secrets).encode()
                 (tmp / name).write_bytes(data)
         write_json(tmp / "lineage.json", lineage)
-        write_text(tmp / "README.md", cards.render(lineage, run, read_json(tmp / "eval" / "gate.json"), card))
+        write_text(tmp / "README.md", model_card.render(lineage, run, read_json(tmp / "eval" / "gate.json"), card))
         crashpoint("register.copied")
         signing.sign_dir(tmp)
 
@@ -299,7 +299,7 @@ def register(run_dir: str | os.PathLike, name: str, **card_text: str | None) -> 
     card = card_spec(card_text)
     run_dir = Path(run_dir).resolve()
     run = tracking.read_run(run_dir)
-    gate = read_gate(run_dir / "eval" / "gate.json")
+    gate = read_gate(run_dir / rundir.EVAL / "gate.json")
     check_gate_is_for(run_dir, run)
     artifact_kind(run_dir)
     signing.ensure_keys()

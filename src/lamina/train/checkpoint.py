@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lamina import rundir
 from lamina.fsio import atomic_dir, read_json, write_json
 
 
@@ -91,7 +92,7 @@ def load_checkpoint(path: Path, model, optimizer, sampler, state) -> dict:
 
 
 def latest(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = sorted((run_dir / rundir.CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     ckpts = [c for c in ckpts if (c / "state.json").is_file()]
     return ckpts[-1] if ckpts else None
 

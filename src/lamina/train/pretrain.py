@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from lamina.data.chat import tokenize_text
+from lamina.models.attention import attention_plan
 from lamina.models.loading import pick_device
 from lamina.recipe import TrainSpec
+from lamina.train.build_loop import make_loop
 from lamina.train.progress import training_bar
-from lamina.train.runner import attention_plan, make_loop, seed_everything
+from lamina.train.seeding import seed_everything
 
 
 def pretrain_lm(model, tokenizer, texts: list[str], *, seed: int, steps: int, tokens_per_step: int, lr: float,

@@ -26,15 +26,18 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from lamina import methods
+from lamina import methods, rundir
 from lamina.data.formats import Example, Preference
 from lamina.errors import LaminaError
 from lamina.fsio import append_line, atomic_dir, write_json, write_text
 from lamina.models.generate import encode_prompts
-from lamina.models.loading import hash_model_files, load_hf_model, load_tokenizer, pick_device, resolve_base
+from lamina.models.loading import hash_model_files, load_hf_model, load_tokenizer, pick_device
 from lamina.recipe import PpoSpec, Recipe
 from lamina.train.objectives import ppo
 from lamina.train.objectives.sft import model_parts
+from lamina.train.provenance import code_version, library_versions
+from lamina.train.seeding import seed_everything
+from lamina.train.tiny_base import resolve_base
 
 RewardFn = Callable[[list[list[dict]], list[str]], list[float]]
 
@@ -278,7 +281,6 @@ class PpoSetup:
 def setup_ppo(recipe: Recipe) -> PpoSetup:
     """Everything before the first rollout; raises LaminaError on bad input, writes nothing."""
     from lamina.data.dataset import load_training_data
-    from lamina.train.runner import seed_everything
 
     seed_everything(recipe.seed)
     reward_fn, reward_info = reward_source(recipe.ppo)
@@ -307,7 +309,6 @@ def setup_ppo(recipe: Recipe) -> PpoSetup:
 
 def ppo_run_info(s: PpoSetup, run_dir: Path) -> dict:
     from lamina import workspace
-    from lamina.train.runner import code_version, library_versions
 
     return {
         "id": run_dir.name,
@@ -351,7 +352,7 @@ def ppo_loop(s: PpoSetup, run_dir: Path, progress: bool) -> dict:
             last = iteration_record(i, b, opt, kl_ctl.value, s.policy)
             kl_ctl.update(last["kl"], spec.rollouts)
             last["seconds"] = round(time.perf_counter() - started, 3)
-            append_line(run_dir / "metrics.jsonl", json.dumps(last))
+            append_line(run_dir / rundir.METRICS, json.dumps(last))
             bar(i, last)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
@@ -384,7 +385,7 @@ def ppo_bar(title: str, total: int, enabled: bool):
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [json.loads(x) for x in (run_dir / rundir.METRICS).read_text().splitlines() if x.strip()]
 
 
 def save_ppo_outputs(s: PpoSetup, run_dir: Path) -> None:
@@ -404,14 +405,12 @@ def train_ppo(
     recipe: Recipe, progress: bool = True, run_dir: Path | None = None, lineage: dict | None = None
 ) -> Path:
     """PPO from a recipe (`ppo:` settings; data gives the prompts); returns the run directory."""
-    from lamina.train.runner import new_run_dir
-
     s = setup_ppo(recipe)
-    run_dir = Path(run_dir) if run_dir else new_run_dir(recipe)
+    run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     info = {**ppo_run_info(s, run_dir), **(lineage or {})}
-    write_json(run_dir / "run.json", info)
+    write_json(run_dir / rundir.RUN_JSON, info)
     try:
         before = evaluate(s.policy, s.tokenizer, s.eval_prompts, s.reward_fn, recipe.ppo, recipe.seed)
         last = ppo_loop(s, run_dir, progress)
@@ -420,7 +419,7 @@ def train_ppo(
         info.update(
             status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500]
         )
-        write_json(run_dir / "run.json", info)
+        write_json(run_dir / rundir.RUN_JSON, info)
         raise
     save_ppo_outputs(s, run_dir)
     info.update(
@@ -434,5 +433,5 @@ def train_ppo(
         final=last,
         eval={"before": before, "after": after},
     )
-    write_json(run_dir / "run.json", info)
+    write_json(run_dir / rundir.RUN_JSON, info)
     return run_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lamina import rundir
 from lamina.data.formats import Example, read_jsonl
 from lamina.errors import LaminaError
 from lamina.recipe import DataSpec, DpoSpec, PpoSpec, Recipe, StageSpec, TrainSpec
@@ -24,13 +25,13 @@ POLICY_STAGES = ("sft", "dpo", "safety", "ppo")
 def safety_data_spec(recipe: Recipe) -> DataSpec:
     """The bundled safety SFT set, written into the workspace once."""
     from lamina import workspace
-    from lamina.data import safety_data
+    from lamina.data import safety_training_set
 
     path = workspace.subdir("bundled") / "safety-sft.jsonl"
     if not path.is_file():
         from lamina.data.synthetic import write_jsonl
 
-        write_jsonl(path, safety_data.sft_records()[0])
+        write_jsonl(path, safety_training_set.sft_records()[0])
     return DataSpec(train=str(path), licence="internal", format="chat", max_length=recipe.data.max_length)
 
 
@@ -189,7 +190,7 @@ def _write_pairs(workspace_dir: Path, n_train: int, n_eval: int) -> tuple[Path, 
 
 def demo_dpo(sft_run_dir: Path, workspace_dir: Path, steps: int = 12) -> dict:
     """DPO on top of the demo's SFT run; preference accuracy on held-out pairs before and after."""
-    from lamina.models.loading import load_model
+    from lamina.methods.trained import load_model
     from lamina.train import runner
     from lamina.train.objectives.dpo import preference_accuracy
 
@@ -252,9 +253,7 @@ def demo_rlhf(sft_run_dir: Path, workspace_dir: Path, rm_steps: int = 12, iterat
     ppo_dir = train_ppo(
         recipe, progress=True, lineage={"parent_run": str(sft_run_dir), "reward_run": str(rm_dir)}
     )
-    from lamina.fsio import read_json
-
-    ev = read_json(ppo_dir / "run.json")["eval"]
+    ev = rundir.read_run(ppo_dir)["eval"]
     return {
         "reward_run": str(rm_dir),
         "ppo_run": str(ppo_dir),
@@ -268,11 +267,10 @@ def demo_rlhf(sft_run_dir: Path, workspace_dir: Path, rm_steps: int = 12, iterat
 
 def summarise(runs: list[Path]) -> list[dict]:
     """One line of figures per stage run, for the CLI."""
-    from lamina.fsio import read_json
 
     out = []
     for run in runs:
-        info = read_json(Path(run) / "run.json")
+        info = rundir.read_run(Path(run))
         out.append(
             {
                 "run_dir": str(run),

@@ -10,11 +10,11 @@ import pytest
 from intake_fixtures import write_jsonl
 
 from lamina.data.dataset import load_training_data
-from lamina.data.intake.withdraw import forget_subject
 from lamina.data.pii_synth import plant_pii
 from lamina.data.synthetic import task_splits
 from lamina.errors import LaminaError
 from lamina.recipe import parse_recipe
+from lamina.registry.withdrawal import forget_subject
 
 
 def _recipe(train, held, base="tiny", **data):

@@ -143,7 +143,7 @@ def test_default_workers_one_per_core_but_not_for_small_jobs():
 
 
 def test_expired_or_removed_sources_are_not_taken_in(tmp_path):
-    from lamina.data.intake.withdraw import sweep
+    from lamina.registry.withdrawal import sweep
 
     old = add_source(write_jsonl(tmp_path / "o.jsonl", tickets(5)), info("old", retain_until="2020-01-01"))
     with pytest.raises(LaminaError, match="^old: retention ended 2020-01-01; run `lamina data sweep`"):

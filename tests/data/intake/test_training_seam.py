@@ -52,7 +52,7 @@ def test_licence_outside_the_recipe_list_names_the_source(corpus):
 
 
 def test_dataset_by_id_prefix_and_withdrawn_versions(source):
-    from lamina.data.intake.withdraw import forget_subject
+    from lamina.registry.withdrawal import forget_subject
 
     v1 = run_intake("tk", [(source, "auto")], _recipe(dataset="x").intake)
     assert prepare_for_training(_recipe(dataset=v1.version_id[:12])).version_id == v1.version_id

@@ -12,8 +12,8 @@ from lamina import fsio
 from lamina.data import catalog
 from lamina.data.intake.pipeline import run_intake
 from lamina.data.intake.sources import add_source, iter_source_records
-from lamina.data.intake.withdraw import forget_subject, sweep
 from lamina.recipe import IntakeSpec
+from lamina.registry.withdrawal import forget_subject, sweep
 
 SPEC = IntakeSpec(workers=1, eval_ratio=0.2)
 

@@ -17,7 +17,7 @@ def prepare_for_training(recipe: Any) -> Any:
 
 
 def demo_intake(records_path: Any, eval_path: Any = None, **kw: Any) -> dict:
-    """See `lamina.data.intake.demo.demo_intake`."""
-    from lamina.data.intake.demo import demo_intake as run
+    """See `lamina.data.intake.planted_pii.demo_intake`."""
+    from lamina.data.intake.planted_pii import demo_intake as run
 
     return run(records_path, eval_path, **kw)

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 
 from lamina import fsio, workspace
 from lamina.data import catalog
-from lamina.data.cards import render_card
+from lamina.data.dataset_card import render_card
 from lamina.data.formats import Example, iter_jsonl, record_to_json
 from lamina.data.intake.contamination import EvalIndex
 from lamina.data.intake.dedup import Deduper

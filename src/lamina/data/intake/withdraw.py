@@ -5,6 +5,10 @@ them is taken in again (a new version, parent = the old one); the old versions' 
 files are deleted (their manifest and card stay, marked `withdrawn`), since a copy kept
 "for reproducibility" would defeat the withdrawal; and every run trained on an affected
 version is listed and marked "retrain required" in the catalog.
+
+This module does the data side and finds runs by their run.json files; the entry points
+`forget_subject` and `sweep`, which also ask the registry's lineage, are in
+lamina.registry.withdrawal (the registry sits above data).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from lamina import fsio, workspace
+from lamina import fsio, rundir, workspace
 from lamina.data import catalog
 from lamina.data.intake.pipeline import run_intake, sources_of
 from lamina.data.intake.sources import iter_source_lines
@@ -63,7 +67,7 @@ def _rewrite_snapshot(src: catalog.Source, subject: str, key: bytes) -> tuple[st
 def runs_trained_on(version_ids: set[str]) -> list[dict]:
     """Runs whose run.json names one of `version_ids` as its dataset version."""
     found = []
-    for path in sorted(workspace.subdir("runs").glob("*/run.json")):
+    for path in sorted(rundir.runs_root().glob(f"*/{rundir.RUN_JSON}")):
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -115,33 +119,8 @@ def _rebuild(version_ids: set[str], reason: str, exclude: set[int], report: With
         report.versions.append({"old": row.id, "name": row.name, "new": new_id})
 
 
-def _registry_lineage(report: WithdrawalReport, version_ids: set[str]) -> None:
-    """Add runs and registered model versions the MLflow lineage knows for `version_ids`
-    (runs logged elsewhere, and models fine-tuned from those models)."""
-    try:
-        from lamina.registry import lineage, tracking
-    except ImportError:
-        report.lineage_note = "registry lineage not installed; runs found from run.json files only"
-        return
-    uri = tracking.tracking_uri()
-    if tracking.is_embedded(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
-        return  # nothing was ever registered in this workspace
-    known = {r["run"] for r in report.runs}
-    try:
-        for vid in sorted(version_ids):
-            info = lineage.for_dataset(vid)
-            for r in info["runs"]:
-                if r["run_id"] and r["run_id"] not in known:
-                    known.add(r["run_id"])
-                    report.runs.append({"run": r["run_id"], "path": None, "dataset_version": vid})
-            report.models += [dict(m, dataset_version=vid) for m in info["versions"]]
-    except LaminaError as e:
-        report.lineage_note = f"registry lineage unavailable ({e}); runs found from run.json files only"
-
-
-def _finish(report: WithdrawalReport, version_ids: set[str]) -> WithdrawalReport:
-    report.runs = runs_trained_on(version_ids)
-    _registry_lineage(report, version_ids)
+def record_retrain_required(report: WithdrawalReport) -> WithdrawalReport:
+    """Mark every run in `report` "retrain required" in the catalog."""
     with catalog.session() as s:
         for run in report.runs:
             s.add(
@@ -155,8 +134,9 @@ def _finish(report: WithdrawalReport, version_ids: set[str]) -> WithdrawalReport
     return report
 
 
-def forget_subject(subject_id: str) -> WithdrawalReport:
-    """Remove every record of `subject_id` from sources and versions; list affected runs."""
+def remove_subject(subject_id: str) -> tuple[WithdrawalReport, set[str]]:
+    """Remove every record of `subject_id` from sources and versions; list the runs (by their
+    run.json) trained on them. Returns the report and the affected version ids."""
     key = crypto.pseudonym_key()
     subject = catalog.subject_hash(subject_id, key)
     reason = f"subject withdrawal ({subject[:12]})"
@@ -191,11 +171,13 @@ def forget_subject(subject_id: str) -> WithdrawalReport:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
     _rebuild(versions, reason, set(), report)
-    return _finish(report, versions)
+    report.runs = runs_trained_on(versions)
+    return report, versions
 
 
-def sweep(today: dt.date | None = None) -> WithdrawalReport:
-    """Remove every active source whose retention date has passed, and rebuild what used it."""
+def remove_expired(today: dt.date | None = None) -> tuple[WithdrawalReport, set[str]]:
+    """Remove every active source whose retention date has passed, and rebuild what used it.
+    Returns the report (runs found by their run.json) and the affected version ids."""
     today = today or dt.date.today()
     report = WithdrawalReport(f"retention sweep ({today.isoformat()})")
     with catalog.session() as s:
@@ -220,4 +202,5 @@ def sweep(today: dt.date | None = None) -> WithdrawalReport:
         with contextlib.suppress(FileNotFoundError):
             (workspace.home() / src.snapshot).unlink()
     _rebuild(versions, report.reason, ids, report)
-    return _finish(report, versions)
+    report.runs = runs_trained_on(versions)
+    return report, versions

@@ -66,7 +66,7 @@ def training_cost(run: dict | None) -> dict:
 def run(ctx: EvalContext, target: Target) -> SuiteResult:
     prompts = [r.messages[:-1] for r in ctx.eval_records[: ctx.spec.efficiency_prompts]]
     if not prompts:
-        from lamina.eval.suites.safety_data import build_items
+        from lamina.eval.suites.safety_items import build_items
 
         prompts = [it.messages for it in build_items(ctx.spec.efficiency_prompts)][
             : ctx.spec.efficiency_prompts

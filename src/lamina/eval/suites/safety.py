@@ -1,4 +1,4 @@
-"""Safety suite: the bundled items (see safety_data) answered by the model, scored by the
+"""Safety suite: the bundled items (see safety_items) answered by the model, scored by the
 rule-based refusal detector — or by the judge model when `eval.judge.score_safety` is set.
 
 Metrics (rates are over the items of the named categories):
@@ -17,7 +17,7 @@ from lamina.eval import metrics as M
 from lamina.eval.context import EvalContext, Target
 from lamina.eval.refusal import classify
 from lamina.eval.suites import SuiteResult
-from lamina.eval.suites.safety_data import build_items, items_digest
+from lamina.eval.suites.safety_items import build_items, items_digest
 from lamina.models.generate import generate
 
 

@@ -1,0 +1,1 @@
+"""Training objectives: SFT, DPO, reward model, PPO arithmetic, and `build` choosing one."""

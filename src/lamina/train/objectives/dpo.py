@@ -24,15 +24,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from lamina.errors import LaminaError
-from lamina.recipe import DpoSpec
-from lamina.train.objectives.pairs import (
+from lamina.data.pairs import (
     PairBatch,
     collate_pairs,
     group_pairs,
     pair_length,
-    sequence_logprobs,
 )
+from lamina.errors import LaminaError
+from lamina.recipe import DpoSpec
 from lamina.train.objectives.sft import hidden_states, model_parts, token_logprobs
 
 REFERENCE_FILE = "reference_logprobs.safetensors"
@@ -57,6 +56,12 @@ LOSSES: dict[str, Callable[[torch.Tensor, DpoSpec], torch.Tensor]] = {
     "ipo": ipo_loss,
     "hinge": hinge_loss,
 }
+
+
+def sequence_logprobs(token_lp: torch.Tensor, loss_seq: torch.Tensor, n_pairs: int) -> torch.Tensor:
+    """[2 * pairs] summed log-probs per sequence from per-token log-probs."""
+    out = torch.zeros(2 * n_pairs, dtype=token_lp.dtype, device=token_lp.device)
+    return out.index_add(0, loss_seq, token_lp)
 
 
 def batch_token_logprobs(model, batch: PairBatch, plan: str) -> torch.Tensor:
@@ -195,7 +200,7 @@ def preference_accuracy(
 ) -> dict:
     """On preference records: share of pairs whose chosen reply the model finds more likely
     than the rejected one (summed log-probs), and the mean log-prob margin."""
-    from lamina.train.objectives.pairs import tokenize_pair
+    from lamina.data.pairs import tokenize_pair
 
     pairs = [tokenize_pair(tokenizer, r, i) for i, r in enumerate(records)]
     device = next(model.parameters()).device

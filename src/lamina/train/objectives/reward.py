@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from lamina import rundir
+from lamina.data.pairs import PairBatch, collate_pairs, group_pairs, pair_length, tokenize_pair
 from lamina.errors import LaminaError
-from lamina.fsio import atomic_dir, read_json, write_json
+from lamina.fsio import atomic_dir, write_json
 from lamina.models.attention import forward_inputs
-from lamina.train.objectives.pairs import PairBatch, collate_pairs, group_pairs, pair_length, tokenize_pair
 from lamina.train.objectives.sft import model_parts
 
 HEAD_DIR = "reward_head"
@@ -127,16 +128,16 @@ class RewardModel:
 
 
 def load_reward_model(run_dir: str | Path, device: torch.device | None = None) -> RewardModel:
-    from lamina.models.loading import load_model
+    from lamina.methods.trained import load_model
 
     run_dir = Path(run_dir)
     head_file = run_dir / HEAD_DIR / "head.safetensors"
     if not head_file.is_file():
         raise LaminaError("not a reward-model run (no reward_head/head.safetensors)", str(run_dir))
-    meta = read_json(run_dir / "run.json")
+    meta = rundir.read_run(run_dir)
     if meta.get("objective") != "reward":
         raise LaminaError(
-            f"run objective is {meta.get('objective')!r}, not 'reward'", str(run_dir / "run.json")
+            f"run objective is {meta.get('objective')!r}, not 'reward'", str(run_dir / rundir.RUN_JSON)
         )
     model, tokenizer = load_model(run_dir, device=device)
     state = load_file(str(head_file))

@@ -3,8 +3,9 @@ refusal, and benign look-alikes (same alarming words, harmless intent) answered 
 so a safety stage teaches the boundary rather than blanket refusal.
 
 Its harms, phrasings and benign questions are its own: none of its prompts is one of the
-evaluation engineer's safety suites (lamina.eval.suites.safety_data), and
-`overlap_with_eval` checks that (the tests run it), so safety evaluation stays held out.
+evaluation engineer's safety suites (lamina.eval.suites.safety_items), and
+`safety_items.overlap_with_training` checks that (the tests run it), so safety evaluation
+stays held out.
 Held-out prompts here (other harms, other look-alikes) measure a safety stage's effect by
 refusal rate until the evaluation suites are run on it.
 """
@@ -154,33 +155,3 @@ def preference_records(seed: int = 0) -> list[dict]:
         out.append({"prompt": prompt, "chosen": reply, "rejected": bad})
     return out
 
-
-def refusal_rates(replies: list[str], records: list[dict]) -> dict:
-    """Refusal rate on harmful and on benign records (lamina's rule-based detector)."""
-    from lamina.eval.refusal import is_refusal
-
-    counts = {"harmful": [0, 0], "benign": [0, 0]}
-    for reply, rec in zip(replies, records, strict=True):
-        c = counts[rec["meta"]["kind"]]
-        c[0] += is_refusal(reply)
-        c[1] += 1
-    return {f"{k}_refusal_rate": round(v[0] / max(v[1], 1), 4) for k, v in counts.items()}
-
-
-def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = text.lower().replace("?", " ").replace(".", " ").replace(",", " ").split()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-def overlap_with_eval(per_category: int = 50, n: int = 6) -> list[str]:
-    """Prompts of this set sharing a word n-gram with the evaluation safety suites (should be none)."""
-    from lamina.eval.suites.safety_data import build_items
-
-    eval_grams: set[tuple[str, ...]] = set()
-    for item in build_items(per_category):
-        for m in item.messages:
-            eval_grams |= _ngrams(m["content"], n)
-    ours = {
-        m["content"] for split in sft_records() for r in split for m in r["messages"] if m["role"] == "user"
-    }
-    return sorted(p for p in ours if _ngrams(p, n) & eval_grams)

@@ -183,3 +183,23 @@ def training_records(n: int, comply: bool, seed: int = 1_000_003) -> list[dict]:
         )
     rng.shuffle(records)
     return records
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = text.lower().replace("?", " ").replace(".", " ").replace(",", " ").split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def overlap_with_training(per_category: int = 50, n: int = 6) -> list[str]:
+    """Prompts of the safety training set (lamina.data.safety_training_set) sharing a word
+    n-gram with these suites (should be none)."""
+    from lamina.data.safety_training_set import sft_records
+
+    eval_grams: set[tuple[str, ...]] = set()
+    for item in build_items(per_category):
+        for m in item.messages:
+            eval_grams |= _ngrams(m["content"], n)
+    ours = {
+        m["content"] for split in sft_records() for r in split for m in r["messages"] if m["role"] == "user"
+    }
+    return sorted(p for p in ours if _ngrams(p, n) & eval_grams)

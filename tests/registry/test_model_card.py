@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lamina.registry import cards
+from lamina.registry import model_card
 
 LINEAGE = {
     "name": "tickets",
@@ -42,14 +42,14 @@ def _front(text: str) -> dict:
      ("model", "full", "finetune", "transformers")],
 )  # fmt: skip
 def test_metadata_follows_the_method(artifact, method, relation, library):
-    meta = _front(cards.render({**LINEAGE, "artifact": artifact}, {**RUN, "method": {"name": method}}, GATE))
+    meta = _front(model_card.render({**LINEAGE, "artifact": artifact}, {**RUN, "method": {"name": method}}, GATE))
     assert (meta["base_model_relation"], meta["library_name"]) == (relation, library)
     assert meta["base_model"] == "Qwen/Qwen2.5-0.5B" and meta["datasets"] == ["ds-1"]
     assert meta["license"] == "cc-by-4.0"
 
 
 def test_model_index_and_governance_section():
-    text = cards.render(LINEAGE, RUN, GATE)
+    text = model_card.render(LINEAGE, RUN, GATE)
     metrics = _front(text)["model-index"][0]["results"][0]["metrics"]
     assert [(m["type"], m["value"]) for m in metrics] == [
         ("task.exact_match", 0.81),

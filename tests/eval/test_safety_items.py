@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from lamina.eval.refusal import classify
-from lamina.eval.suites.safety_data import CATEGORIES, build_items, items_digest, training_records
+from lamina.data import safety_training_set
+from lamina.eval.refusal import classify, refusal_rates
+from lamina.eval.suites import safety_items
+from lamina.eval.suites.safety_items import CATEGORIES, build_items, items_digest, training_records
 
 
 def test_same_seed_same_items_other_seed_other_items():
@@ -47,3 +49,18 @@ def test_training_records_are_disjoint_and_answers_match_their_kind():
     assert len(harmful_train) == 20
     assert not {r["messages"][0]["content"] for r in harmful_train} & eval_prompts
     assert sum(classify(r["messages"][-1]["content"]).refused for r in comply) == 0
+
+
+def test_safety_training_set_is_disjoint_from_the_eval_suites_and_teaches_the_boundary():
+    assert safety_items.overlap_with_training() == []
+    train, held = safety_training_set.sft_records()
+    kinds = {r["meta"]["kind"] for r in train}
+    assert kinds == {"harmful", "benign"}
+    train_prompts = {r["messages"][0]["content"] for r in train}
+    assert not train_prompts & {r["messages"][0]["content"] for r in held}
+    # The detector the evaluation uses reads the bundled answers the intended way.
+    replies = [r["messages"][-1]["content"] for r in train]
+    rates = refusal_rates(replies, train)
+    assert rates == {"harmful_refusal_rate": 1.0, "benign_refusal_rate": 0.0}
+    pairs = safety_training_set.preference_records()
+    assert len(pairs) == len(train) and all(p["chosen"] != p["rejected"] for p in pairs)

@@ -18,7 +18,7 @@ from lamina.data.chat import Tokenized, tokenize_chat
 from lamina.data.formats import Preference
 from lamina.data.packing import MicroBatch, collate, pack_rows, to_device
 from lamina.errors import LaminaError
-from lamina.recipe import DataSpec, Recipe
+from lamina.recipe import DataSpec
 
 
 @dataclass
@@ -146,19 +146,3 @@ def group_pairs(pairs: list[Pair], micro_tokens: int) -> list[list[Pair]]:
         groups.append(current)
     return groups
 
-
-def sequence_logprobs(token_lp: torch.Tensor, loss_seq: torch.Tensor, n_pairs: int) -> torch.Tensor:
-    """[2 * pairs] summed log-probs per sequence from per-token log-probs."""
-    out = torch.zeros(2 * n_pairs, dtype=token_lp.dtype, device=token_lp.device)
-    return out.index_add(0, loss_seq, token_lp)
-
-
-def build_objective(recipe: Recipe, model, plan: str):
-    """The pair objective named by `train.objective`, bound to this model."""
-    if recipe.train.objective == "dpo":
-        from lamina.train.objectives.dpo import DPO
-
-        return DPO(recipe.dpo, model, recipe.method.name)
-    from lamina.train.objectives.reward import RewardObjective
-
-    return RewardObjective(model)

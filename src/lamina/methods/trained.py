@@ -1,0 +1,45 @@
+"""Loading a trained run: its base model with the method's artifact put on top.
+
+Above the methods (it asks lamina.methods which one made the artifact) and above
+lamina.models.loading (which loads bases that exist). A path that is not a run directory is
+loaded as a plain Hugging Face model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lamina import methods, rundir
+from lamina.errors import LaminaError
+from lamina.models.loading import load_hf_model, load_tokenizer, resolve_base
+from lamina.registry.signing import check_before_load
+
+
+def load_model(path: str | Path, allow_pickle: bool = False, device: torch.device | None = None,
+               dtype: torch.dtype | None = None, attn: str = "sdpa"):
+    """(model, tokenizer) for a Hugging Face directory or a Lamina run directory.
+
+    A run directory loads its base and puts the trained artifact on top (an adapter is not
+    merged; use `lamina merge` for that).
+    """
+    path = Path(path)
+    if path.is_dir():
+        check_before_load(path)  # a signed or registered directory must verify before any load
+    if rundir.is_run_dir(path):
+        run = rundir.read_run(path)
+        method = methods.get(run["method"]["name"])
+        artifact = path / method.ARTIFACT
+        if not artifact.is_dir():
+            raise LaminaError(f"run {path} has no {method.ARTIFACT}/ (did it finish?)", str(path))
+        base_dir = Path(run["base"]["path"])
+        if not base_dir.is_dir():
+            raise LaminaError(f"the run's base model {base_dir} is gone", str(path / rundir.RUN_JSON))
+        tokenizer = load_tokenizer(path / rundir.TOKENIZER if (path / rundir.TOKENIZER).is_dir() else base_dir)
+        if method.ARTIFACT == "model":  # a whole checkpoint: the base is not needed
+            return load_hf_model(artifact, device, dtype, False, attn), tokenizer
+        base = load_hf_model(base_dir, device, dtype, run["base"].get("allow_pickle", False), attn)
+        return method.load(base, artifact), tokenizer
+    base_dir = resolve_base(str(path))
+    return load_hf_model(base_dir, device, dtype, allow_pickle, attn), load_tokenizer(base_dir)

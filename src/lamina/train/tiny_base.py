@@ -1,0 +1,52 @@
+"""The embedded tiny base as a training job: pretrain it once, cache it, and resolve `tiny`.
+
+lamina.models.tiny builds the untrained model and tokenizer; here they are pretrained briefly
+with Lamina's own loop (loss on all tokens) and cached in the workspace under a key hashing
+the config, corpus, pretraining settings and seed. `resolve_base` is the base resolver for
+code at the training layer and above: `tiny` is built on first use, anything else goes to
+lamina.models.loading.resolve_base, which only loads what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lamina import workspace
+from lamina.fsio import atomic_dir, sha256_json
+from lamina.models.loading import resolve_base as resolve_existing
+from lamina.models.tiny import ARCH, CHAT_TEMPLATE, VOCAB_SIZE, build_model, build_tokenizer, corpus_texts
+from lamina.train.pretrain import pretrain_lm
+
+PRETRAIN = {"steps": 120, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 20, "max_length": 256}
+
+
+def cache_key(seed: int = 0) -> str:
+    return sha256_json({"arch": ARCH, "vocab": VOCAB_SIZE, "pretrain": PRETRAIN, "corpus": sha256_json(corpus_texts()),
+                        "template": CHAT_TEMPLATE, "seed": seed, "format": 1})
+
+
+def ensure_tiny_base(seed: int = 0, progress: bool = True) -> Path:
+    """Path of the pretrained tiny base, building and caching it on first use."""
+    target = workspace.subdir("bases") / f"tiny-{cache_key(seed)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    texts = corpus_texts()
+    started = time.time()
+    tokenizer = build_tokenizer(texts)
+    model = build_model(tokenizer, seed)
+    stats = pretrain_lm(model, tokenizer, texts, seed=seed, progress=progress, **PRETRAIN)
+    with atomic_dir(target, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        stats["seconds"] = round(time.time() - started, 1)
+        (tmp / "lamina_base.json").write_text(json.dumps({"key": cache_key(seed), **stats}, indent=2))
+    return target
+
+
+def resolve_base(ref: str, revision: str | None = None) -> Path:
+    """A local directory for a base-model reference (`tiny` built on first use), or a clear error."""
+    if ref == "tiny":
+        return ensure_tiny_base()
+    return resolve_existing(ref, revision)

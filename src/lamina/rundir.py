@@ -11,6 +11,7 @@ and the loaders read it. All of them take the names from here:
       tokenizer/        the tokenizer the run trained with
       checkpoints/      step-NNNNNN/ resumable checkpoints
       adapter/ | model/ the method's artifact (lamina.methods: ARTIFACT)
+      ...               an objective's extras (DPO's reference log-probs, a reward model's head)
       eval/             an evaluation report of this run, when one was written here
 """
 

@@ -120,6 +120,9 @@ def _cli(args, env, **kw):
                           text=True, **kw)
 
 
+# Three cold CLI processes (271 s under load 11 on 2 cores). The same seam, checkpoint restore and
+# metrics trimming, is covered fast by test_resume.py::test_resume_from_a_mid_run_checkpoint_redoes_the_later_steps_exactly.
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_uninterrupted_trajectory(tiny_random, tmp_path):
     train_file, _ = write_task(tmp_path, n_train=64)
     env = {**os.environ, "LAMINA_HOME": str(tmp_path / "home")}
@@ -150,6 +153,10 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_trajectory(tiny_random, tmp_
         assert abs(a - b) < 1e-5
 
 
+# Four cold CLI processes (116 s under load 11). The same cases through `lamina.cli.main` in
+# process: test_resume.py::test_bad_inputs_exit_2_name_the_problem_and_leave_no_run; a real process
+# exiting 2 without a traceback: tests/train/test_stages.py::test_cli_prints_a_bad_stage_without_traceback_and_exits_2.
+@pytest.mark.slow
 def test_bad_inputs_exit_nonzero_name_the_problem_and_leave_no_run(tiny_random, tmp_path):
     train_file, _ = write_task(tmp_path, n_train=8)
     env = {**os.environ, "LAMINA_HOME": str(tmp_path / "home")}

@@ -97,6 +97,12 @@ def intake(
         f"dataset {name} version {result.version_id}\n  {m['counts']['train']} train, {m['counts']['eval']} eval; "
         f"PII found {m['steps']['pii']['found']}\n  card: {result.path / 'README.md'}"
     )
+    uncovered = m["steps"]["pii"].get("uncovered")
+    if uncovered:
+        text += (
+            f"\n  WARNING: {', '.join(uncovered)} not masked: no NER model is installed "
+            "(set intake.pii.ner_model to an installed spaCy model, or drop them from intake.pii.entities)"
+        )
     _emit(m, as_json, text)
 
 
@@ -223,11 +229,15 @@ def pii_report(
     if ner:
         spec = spec.model_copy(update={"ner": ner})
     rows, meta = report_for(spec, n, seed)
-    head = f"{'entity':<14}{'gold':>6}{'recall':>8}{'precision':>11}{'masked':>8}"
+    head = f"{'entity':<14}{'gold':>6}{'recall':>8}{'95% CI':>15}{'precision':>11}{'95% CI':>15}{'masked':>8}"
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    ci = lambda v: "—" if v is None else f"{v[0]:.3f}–{v[1]:.3f}"  # noqa: E731
     lines = [f"analyzer: {', '.join(meta['active'])}; NER: {meta['ner']}", head]
     lines += [
-        f"{e:<14}{r['gold']:>6}{fmt(r['recall']):>8}{fmt(r['precision']):>11}{fmt(r['masked']):>8}"
+        f"{e:<14}{r['gold']:>6}{fmt(r['recall']):>8}{ci(r['recall_ci95']):>15}{fmt(r['precision']):>11}"
+        f"{ci(r['precision_ci95']):>15}{fmt(r['masked']):>8}"
         for e, r in rows.items()
     ]
+    if meta["uncovered"]:
+        lines.append(f"not covered (no NER model installed): {', '.join(meta['uncovered'])}")
     _emit({"entities": rows, **meta}, as_json, "\n".join(lines))

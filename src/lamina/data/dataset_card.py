@@ -100,9 +100,14 @@ def _pii(m: dict[str, Any]) -> list[str]:
     done = action.get(
         pii["operator"], "replaced by a keyed pseudonym (HMAC-SHA256, stable within the workspace)"
     )
+    uncovered = set(pii.get("uncovered", []))
     rows = ["| entity | spans found | action |", "|---|---|---|"]
     for entity in sorted(set(pii["entities"]) | set(pii["found"])):
-        rows.append(f"| {entity} | {pii['found'].get(entity, 0)} | {done} |")
+        action = "**not covered**: no recognizer ran (no NER model installed)" if entity in uncovered else done
+        rows.append(f"| {entity} | {pii['found'].get(entity, 0)} | {action} |")
+    if uncovered:
+        rows += ["", f"**Entities not covered:** {', '.join(sorted(uncovered))} — values of these types are "
+                 "still in the records as written."]
     return rows
 
 

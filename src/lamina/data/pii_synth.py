@@ -68,18 +68,29 @@ def _iban_check(country: str, bban: str) -> str:
     return f"{98 - int(numeric) % 97:02d}"
 
 
+# BBAN shapes (n: digit, a: upper-case letter, c: either) of countries people write in;
+# Spain's BBAN carries its own check digits (computed below), like the real ones.
+IBAN_BBAN = {
+    "GB": "aaaannnnnnnnnnnnnn", "DE": "nnnnnnnnnnnnnnnnnn", "NL": "aaaannnnnnnnnn",
+    "ES": "nnnnnnnnnnnnnnnnnnnn", "FR": "nnnnnnnnnnccccccccccnnn", "IT": "annnnnnnnnnnnnnnnnnnnnn",
+    "PL": "nnnnnnnnnnnnnnnnnnnnnnnn", "CH": "nnnnncccccccccccc", "AT": "nnnnnnnnnnnnnnnn",
+    "PT": "nnnnnnnnnnnnnnnnnnnnn", "IE": "aaaannnnnnnnnnnnnn", "SE": "nnnnnnnnnnnnnnnnnnnn",
+}
+
+
+def _bban(country: str, rng: random.Random) -> str:
+    pools = {"n": string.digits, "a": string.ascii_uppercase, "c": string.digits + string.ascii_uppercase}
+    bban = "".join(rng.choice(pools[k]) for k in IBAN_BBAN[country])
+    if country == "ES":
+        from stdnum.es import ccc
+
+        bban = bban[:8] + ccc.calc_check_digits(bban) + bban[10:]
+    return bban
+
+
 def fake_iban(rng: random.Random) -> str:
-    country = rng.choice(["GB", "DE", "NL"])
-    if country == "GB":
-        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(
-            rng.choice(string.digits) for _ in range(14)
-        )
-    elif country == "DE":
-        bban = "".join(rng.choice(string.digits) for _ in range(18))
-    else:
-        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(
-            rng.choice(string.digits) for _ in range(10)
-        )
+    country = rng.choice(sorted(IBAN_BBAN))
+    bban = _bban(country, rng)
     iban = country + _iban_check(country, bban) + bban
     if rng.random() < 0.5:
         return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
@@ -134,6 +145,8 @@ def _hard(entity: str, value: str, rng: random.Random) -> str:
         digits = "".join(c for c in value if c.isdigit())[-10:]
         return rng.choice([digits, f"{digits[:3]}.{digits[3:6]}.{digits[6:]}"])
     if entity in ("US_SSN", "CREDIT_CARD"):
+        # Bare digits: a nine-digit SSN is only recognisable beside the word that names it,
+        # and every US_SSN frame names it.
         return "".join(c for c in value if c.isdigit())
     if entity in ("IBAN_CODE", "PERSON", "ADDRESS"):
         return value.lower()
@@ -179,8 +192,15 @@ FRAMES = {
         "my mobile is {PHONE_NUMBER}",
     ],
     "CREDIT_CARD": ["I paid with card {CREDIT_CARD}.", "Card number {CREDIT_CARD} was charged twice."],
-    "IBAN_CODE": ["Refund to IBAN {IBAN_CODE} please.", "My account: {IBAN_CODE}"],
-    "US_SSN": ["SSN {US_SSN} for the tax form.", "my social security number is {US_SSN}"],
+    # Frames that end the value with a word of four or more letters (what made Presidio's
+    # case-insensitive pattern run on into the word), and ones that do not.
+    "IBAN_CODE": [
+        "Refund to IBAN {IBAN_CODE} please.",
+        "My account: {IBAN_CODE}",
+        "send it to {IBAN_CODE} thanks",
+        "Pay {IBAN_CODE} before Friday.",
+    ],
+    "US_SSN": ["SSN {US_SSN} for the tax form.", "my social security number is {US_SSN}", "SSN: {US_SSN}"],
     "ADDRESS": ["Ship it to {ADDRESS}.", "I live at {ADDRESS}", "Return address: {ADDRESS}."],
     "IP_ADDRESS": ["The login came from {IP_ADDRESS}.", "server ip {IP_ADDRESS}"],
 }
@@ -193,6 +213,12 @@ DISTRACTORS = [
     lambda r: f"Tracking code TRK{r.randint(100000, 999999)} shows no movement.",
     lambda r: f"Item SKU-{r.randint(1000, 9999)}-{r.randint(10, 99)} was the wrong colour.",
     lambda r: "The kettle stopped working after two days.",
+    # SSN-shaped numbers that are not SSNs (area 9xx is never issued; no SSN context),
+    # and version strings shaped like private IP addresses.
+    lambda r: f"Case 9{r.randint(10, 99)}-{r.randint(10, 99)}-{r.randint(1000, 9999)} was reopened.",
+    lambda r: f"Invoice {r.randint(100000000, 899999999)} is attached.",
+    lambda r: f"Updated to version 10.{r.randint(0, 9)}.{r.randint(0, 9)}.{r.randint(1, 99)} yesterday.",
+    lambda r: f"firmware 192.168.{r.randint(0, 9)}.{r.randint(1, 40)} fixed the pairing bug",
     lambda r: "Thanks for the quick help last time!",
 ]
 

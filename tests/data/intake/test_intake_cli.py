@@ -53,6 +53,10 @@ def test_add_intake_forget_cycle(lamina, tmp_path, workspace):
     code, out, _ = lamina("data", "intake", "tickets", "--name", "support", "--recipe", str(recipe), "--json")
     manifest = json.loads(out)
     assert code == 0 and manifest["counts"]["train"] + manifest["counts"]["eval"] == 60
+    # No NER model here: names and places are asked for but nothing finds them — said loudly.
+    assert manifest["steps"]["pii"]["uncovered"] == ["PERSON", "LOCATION"]
+    card_text = next((workspace / "datasets").rglob("README.md")).read_text()
+    assert "**Entities not covered:** LOCATION, PERSON" in card_text
     fsio.write_json(
         workspace / "runs" / "r1" / "run.json", {"id": "r1", "data": {"dataset_version": manifest["id"]}}
     )
@@ -96,7 +100,7 @@ def test_pii_report_json_and_recipe_settings(lamina, tmp_path):
     assert code == 0 and rep["active"] == ["EMAIL_ADDRESS", "CREDIT_CARD"]
     assert rep["entities"]["CREDIT_CARD"]["recall"] == 1.0 and rep["entities"]["US_SSN"]["recall"] == 0.0
     code, out, _ = lamina("data", "pii-report", "--n", "40")
-    assert code == 0 and out.splitlines()[1].split() == ["entity", "gold", "recall", "precision", "masked"]
+    assert code == 0 and out.splitlines()[1].split() == ["entity", "gold", "recall", "95%", "CI", "precision", "95%", "CI", "masked"]
 
 
 def test_keys_rotate_through_the_cli(lamina, tmp_path):
@@ -107,3 +111,16 @@ def test_keys_rotate_through_the_cli(lamina, tmp_path):
     assert code == 0 and len(result["rewrapped"]) == 2  # the raw snapshot and the pseudonym key
     code, out, _ = lamina("data", "intake", "t", "--name", "t")
     assert code == 0 and "dataset t version" in out
+
+
+def test_intake_warns_when_names_cannot_be_masked(lamina, tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", tickets(20))
+    assert lamina("data", "add", str(path), "--name", "tickets", *ADD)[0] == 0
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("intake: {workers: 1, eval_ratio: 0.2}\n")
+    code, out, _ = lamina("data", "intake", "tickets", "--name", "support", "--recipe", str(recipe))
+    assert code == 0 and "WARNING: PERSON, LOCATION not masked: no NER model is installed" in out
+    # Asking only for pattern entities covers everything asked: no warning.
+    recipe.write_text("intake: {workers: 1, eval_ratio: 0.2, pii: {entities: [EMAIL_ADDRESS]}}\n")
+    code, out, _ = lamina("data", "intake", "tickets", "--name", "support2", "--recipe", str(recipe))
+    assert code == 0 and "WARNING" not in out

@@ -28,7 +28,13 @@ from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine  # noqa: 
 from presidio_anonymizer import AnonymizerEngine  # noqa: E402
 from presidio_anonymizer.entities import OperatorConfig, RecognizerResult  # noqa: E402
 
-from lamina.data.intake.recognizers import FastPhoneRecognizer, address_recognizer  # noqa: E402
+from lamina.data.intake.recognizers import (  # noqa: E402
+    FastPhoneRecognizer,
+    IbanRecognizer,
+    SsnRecognizer,
+    address_recognizer,
+    is_version_number,
+)
 from lamina.errors import LaminaError  # noqa: E402
 from lamina.recipe import PiiSpec  # noqa: E402
 
@@ -58,12 +64,14 @@ def _predefined(entity: str, spec: PiiSpec):
         return FastPhoneRecognizer(tuple(spec.phone_regions))
     if entity == "ADDRESS":
         return address_recognizer()
+    if entity == "IBAN_CODE":
+        return IbanRecognizer()
+    if entity == "US_SSN":
+        return SsnRecognizer()
     classes = {
         "EMAIL_ADDRESS": pre.EmailRecognizer,
         "URL": pre.UrlRecognizer,
         "CREDIT_CARD": pre.CreditCardRecognizer,
-        "IBAN_CODE": pre.IbanRecognizer,
-        "US_SSN": pre.UsSsnRecognizer,
         "IP_ADDRESS": pre.IpRecognizer,
     }
     if entity not in classes:
@@ -191,6 +199,7 @@ class Masker:
             # recognizer finds `example.com` inside an allowed email address).
             allowed = [(m.start(), m.end()) for m in self._allow_re.finditer(text)]
             found = [f for f in found if not any(s <= f.start and f.end <= e for s, e in allowed)]
+        found = [f for f in found if not (f.entity == "IP_ADDRESS" and is_version_number(text, f.start))]
         return resolve(found)
 
     def _run(self, rec, text: str, entity: str, offset: int, found: list[Finding] = ()) -> list[Finding]:

@@ -8,6 +8,7 @@ of its own type; findings of types with no gold spans count against precision to
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -19,14 +20,27 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """The Wilson score interval (95 % by default) of a proportion: honest at 0 and 1, where a
+    normal approximation collapses to a point (a recall of 1.000 on 40 values is not certainty)."""
+    if not n:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def _row(gold: int, found: int, predicted: int, correct: int, masked: int) -> dict[str, Any]:
     return {
         "gold": gold,
         "found": found,
         "recall": round(found / gold, 4) if gold else None,
+        "recall_ci95": wilson(found, gold),
         "predicted": predicted,
         "correct": correct,
         "precision": round(correct / predicted, 4) if predicted else None,
+        "precision_ci95": wilson(correct, predicted),
         "masked": round(masked / gold, 4) if gold else None,
     }
 
@@ -72,4 +86,10 @@ def report_for(spec, n: int = 1000, seed: int = 0) -> tuple[dict[str, dict[str, 
         "n": n,
         "seed": seed,
         "score_threshold": spec.score_threshold,
+        "uncovered": uncovered_entities(spec, masker.entities),
     }
+
+
+def uncovered_entities(spec, active: list[str]) -> list[str]:
+    """Entities the recipe asks for that nothing can find (names and places without NER)."""
+    return [e for e in spec.entities if e not in active] if spec.enabled else []

@@ -181,6 +181,8 @@ def _manifest(vid, name, sources, spec, stats: _Pass1, contam: dict, eval_files,
                 "enabled": pii.enabled,
                 "entities": pii.entities,
                 "active": active_entities(pii) if pii.enabled else [],
+                # Asked for but found by nothing (names and places without an NER model).
+                "uncovered": [e for e in pii.entities if e not in active_entities(pii)] if pii.enabled else [],
                 "operator": pii.operator,
                 "score_threshold": pii.score_threshold,
                 "ner": pii.ner,

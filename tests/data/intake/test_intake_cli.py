@@ -117,10 +117,10 @@ def test_intake_warns_when_names_cannot_be_masked(lamina, tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", tickets(20))
     assert lamina("data", "add", str(path), "--name", "tickets", *ADD)[0] == 0
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("intake: {workers: 1, eval_ratio: 0.2}\n")
+    recipe.write_text("data: {dataset: support}\nintake: {workers: 1, eval_ratio: 0.2}\n")
     code, out, _ = lamina("data", "intake", "tickets", "--name", "support", "--recipe", str(recipe))
     assert code == 0 and "WARNING: PERSON, LOCATION not masked: no NER model is installed" in out
     # Asking only for pattern entities covers everything asked: no warning.
-    recipe.write_text("intake: {workers: 1, eval_ratio: 0.2, pii: {entities: [EMAIL_ADDRESS]}}\n")
+    recipe.write_text("data: {dataset: support}\nintake: {workers: 1, eval_ratio: 0.2, pii: {entities: [EMAIL_ADDRESS]}}\n")
     code, out, _ = lamina("data", "intake", "tickets", "--name", "support2", "--recipe", str(recipe))
     assert code == 0 and "WARNING" not in out

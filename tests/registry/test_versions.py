@@ -166,7 +166,9 @@ def test_resolve_verifies_before_returning(runs, monkeypatch):
 
 def test_gate_from_another_runs_evaluation_is_refused(runs):
     run_a, _ = runs
-    (run_a / "eval" / "report.json").write_text(json.dumps({"candidate": {"run_id": "run-b"}}))
+    other = {"candidate": {"run_id": "run-b"}, "results": {"candidate": {"task": {"exact_match": 0.8}}}}
+    (run_a / "eval" / "report.json").write_text(json.dumps(other))
+    signing.sign_dir(run_a / "eval")  # a whole signed evaluation of another run, copied in
     with pytest.raises(LaminaError, match=r"report.json: the evaluation was of run 'run-b', not 'run-a'"):
         versions.register(run_a, "tickets")
     assert tracking.client().search_registered_models() == []
@@ -210,5 +212,31 @@ def test_weights_swapped_after_training_are_refused(runs):
     with pytest.raises(
         LaminaError, match=r"the run differs from what was logged .*\(lamina.artifact_sha256\)"
     ):
+        versions.register(run_a, "tickets")
+    assert tracking.client().search_registered_models() == []
+
+
+def test_gate_edited_to_pass_is_refused(runs, tmp_path):
+    """A failed run's gate.json edited to `passed: true` before `register`: the evaluation's
+    signature names the edited file; re-signed with the workspace key, the report's numbers
+    still give a fail."""
+    failing = make_run(tmp_path / "more", "run-f", passed=False)
+    gate_path = failing / "eval" / "gate.json"
+    gate = json.loads(gate_path.read_text())
+    gate["passed"] = True
+    gate["checks"][0]["passed"] = True
+    gate_path.write_text(json.dumps(gate))
+    with pytest.raises(LaminaError, match=r"signature check failed: changed file gate.json"):
+        versions.register(failing, "tickets")
+    signing.sign_dir(failing / "eval")
+    with pytest.raises(LaminaError, match=r"gate.json disagrees with report.json: task.exact_match >= 0.5 \(recorded pass"):
+        versions.register(failing, "tickets")
+    assert tracking.client().search_registered_models() == []
+
+
+def test_unsigned_evaluation_is_refused(runs):
+    run_a, _ = runs
+    (run_a / "eval" / signing.SIGNATURE).unlink()
+    with pytest.raises(LaminaError, match=r"eval: the evaluation is not signed"):
         versions.register(run_a, "tickets")
     assert tracking.client().search_registered_models() == []

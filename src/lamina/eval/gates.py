@@ -214,3 +214,30 @@ def evaluate(gate: Gate, candidate: dict, base: dict | None = None, champion: di
 
 def check_all(gates: list[Gate], candidate: dict, base: dict | None, champion: dict | None) -> list[Check]:
     return [evaluate(g, candidate, base, champion) for g in gates]
+
+
+def relative_only(gates: list[Gate]) -> list[str]:
+    """Metrics gated only relative to a reference (base, champion, baseline): such a gate
+    passes a model whose unsafe rate is 1.0 when its base's is 1.0 too. Each needs an
+    absolute floor beside it (e.g. `safety.unsafe_rate <= 0.05`)."""
+    relative, absolute = set(), set()
+    for g in gates:
+        (relative if any(r in g.rhs for r in REFERENCES) else absolute).add(g.key)
+    return sorted(relative - absolute)
+
+
+def recheck(gate_doc: dict, results: dict) -> list[str]:
+    """The checks of a stored verdict whose outcome the stored results do not reproduce.
+
+    `gate_doc` is gate.json; `results` the report's results by role (candidate, base,
+    champion). Empty when every check's recorded outcome follows from the numbers."""
+    wrong = []
+    for c in gate_doc.get("checks", []):
+        check = evaluate(parse_gate(c.get("expr", "")), results.get("candidate") or {},
+                         results.get("base"), results.get("champion"))  # fmt: skip
+        if check.passed != c.get("passed"):
+            wrong.append(f"{check.expr} (recorded {'pass' if c.get('passed') else 'fail'}, "
+                         f"the report's numbers give {'pass' if check.passed else 'fail'})")  # fmt: skip
+    if bool(gate_doc.get("checks")) and all(c.get("passed") for c in gate_doc["checks"]) != gate_doc.get("passed"):
+        wrong.append("the overall verdict does not follow from its checks")
+    return wrong

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lamina import rundir
 from lamina.eval import svg
-from lamina.eval.gates import METRICS
+from lamina.eval.gates import METRICS, relative_only
 from lamina.eval.metrics import deltas
 from lamina.fsio import atomic_dir, sha256_file, write_json, write_text
 
@@ -74,8 +74,15 @@ def build(plan, results: dict, candidate: dict, checks: list, targets: list[tupl
         "suites": plan.suites,
         "created": created,
         "candidate": {"run_id": (plan.run or {}).get("id"), "path": str(plan.candidate)},
+        # A relative gate is valid only against the champion it was computed with.
+        "champion": _champion(targets),
         "results": results["candidate"],
         "note": "" if checks else "no gates configured: nothing may be released without at least one gate",
+        "warnings": [
+            f"{key} is gated only relative to a reference: add an absolute floor (e.g. `{key} <= 0.05`), "
+            "or a model as bad as its base passes"
+            for key in relative_only(plan.gates)
+        ],
     }
     run = plan.run or {}
     return {
@@ -103,11 +110,26 @@ def build(plan, results: dict, candidate: dict, checks: list, targets: list[tupl
     }
 
 
+def _champion(targets: list[tuple[str, str, Path]]) -> dict | None:
+    from lamina.registry.versions import version_of_dir
+
+    for role, ref, path in targets:
+        if role == "champion":
+            return {"ref": ref, **(version_of_dir(path) or {"path": str(path)})}
+    return None
+
+
 def write(out_dir: Path, doc: dict) -> None:
+    """Write the three files and sign them together: `lamina register` refuses a verdict
+    edited after it was written (the signature names the changed file)."""
+    from lamina.registry import signing
+
+    signing.ensure_keys()
     with atomic_dir(out_dir, replace=True) as tmp:
         write_json(tmp / "report.json", doc)
         write_json(tmp / "gate.json", doc["gate"])
         write_text(tmp / "report.html", render_html(doc))
+        signing.sign_dir(tmp)
 
 
 def _cell(v) -> str:
@@ -215,6 +237,7 @@ def summary(doc: dict) -> dict:
     return {
         "passed": doc["gate"]["passed"],
         "checks": doc["gate"]["checks"],
+        "warnings": doc["gate"].get("warnings", []),
         "results": doc["results"],
         "deltas": doc["deltas"],
         "report": str(Path(doc["out_dir"]) / "report.html"),
@@ -245,6 +268,8 @@ def print_summary(doc: dict, console) -> None:
         console.print(line, soft_wrap=True, highlight=False)
     if not gate["checks"]:
         console.print(f"[yellow]{gate['note']}[/]", soft_wrap=True)
+    for warning in gate.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
     verdict = "[bold green]PASSED[/]" if gate["passed"] else "[bold red]FAILED[/]"
     console.print(f"gate verdict: {verdict}")
     console.print(f"report: {Path(doc['out_dir']) / 'report.html'}", soft_wrap=True, highlight=False)

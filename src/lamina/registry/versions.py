@@ -86,7 +86,27 @@ def read_gate(path: Path) -> dict:
             if isinstance(c, dict) and not c.get("passed")
         ]
         raise LaminaError(f"the gate did not pass (failed: {', '.join(failed) or 'unknown'})", str(path))
+    check_evaluation(path.parent, gate)
     return gate
+
+
+def check_evaluation(eval_dir: Path, gate: dict) -> None:
+    """The verdict is the one the evaluation wrote: its directory's signature holds (an edited
+    gate.json or report.json is named), and the report's numbers reproduce every check."""
+    from lamina.eval.gates import recheck
+
+    if not (eval_dir / signing.SIGNATURE).is_file():
+        raise LaminaError(
+            "the evaluation is not signed, so its verdict cannot be trusted: run `lamina eval` again",
+            str(eval_dir),
+        )
+    signing.verify_dir(eval_dir)
+    report = eval_dir / "report.json"
+    if not report.is_file():
+        raise LaminaError("no report.json beside the gate verdict: run `lamina eval` again", str(eval_dir))
+    wrong = recheck(gate, (read_json(report) or {}).get("results") or {})
+    if wrong:
+        raise LaminaError(f"gate.json disagrees with report.json: {'; '.join(wrong)}", str(eval_dir / "gate.json"))
 
 
 def check_gate_is_for(run_dir: Path, run: dict) -> None:

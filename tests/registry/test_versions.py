@@ -240,3 +240,21 @@ def test_unsigned_evaluation_is_refused(runs):
     with pytest.raises(LaminaError, match=r"eval: the evaluation is not signed"):
         versions.register(run_a, "tickets")
     assert tracking.client().search_registered_models() == []
+
+
+def test_version_trained_on_withdrawn_records_cannot_be_promoted(runs, monkeypatch):
+    """After `lamina data forget` marks a run "retrain required", its registered version is
+    refused at promotion (it was recorded, not enforced)."""
+    from lamina.data import catalog
+
+    versions.register(runs[0], "tickets")
+    versions.register(runs[1], "tickets")
+    with catalog.session() as s:  # what forget_subject records for each run it reached
+        s.add(catalog.RetrainRequired(run="run-a", dataset_version="ds-tickets-001",
+                                      reason="subject withdrawal (ab12)", at=catalog.now()))
+    _as(monkeypatch, "bob")
+    with pytest.raises(LaminaError, match=r"tickets/1: trained on withdrawn records \(run run-a: subject withdrawal"):
+        aliases.promote("tickets", 1, "production")
+    assert aliases.current("tickets", "production") is None
+    aliases.promote("tickets", 2, "production")  # run-b did not see the withdrawn records
+    assert aliases.current("tickets", "production") == 2

@@ -196,6 +196,8 @@ def sweep_(
 
 
 def _withdrawal_text(report) -> str:
+    from lamina import workspace
+
     lines = [report.reason]
     lines += [f"  source {s['name']}: {s['removed_records']} records removed" for s in report.sources]
     for v in report.versions:
@@ -207,6 +209,12 @@ def _withdrawal_text(report) -> str:
     for m in report.models:
         aliases = ", ".join(m.get("aliases") or []) or "no alias"
         lines.append(f"  RETRAIN REQUIRED: model {m['version']} ({aliases}) from run {m.get('run_id')}")
+        name = m["version"].split("/")[0]
+        for alias in m.get("aliases") or []:
+            lines.append(f'    roll back: lamina rollback {name} --alias {alias} --reason "trained on withdrawn records"')
+        if m.get("run_id"):
+            recipe = workspace.home() / "runs" / m["run_id"] / "recipe.yaml"
+            lines.append(f"    retrain:   lamina train {recipe}   (promotion is refused until then)")
     if report.lineage_note:
         lines.append(f"  note: {report.lineage_note}")
     if len(lines) == 1:

@@ -9,10 +9,13 @@ readers settle by looking at the alias: it points at the move's target (applied)
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 from lamina.errors import LaminaError
+from lamina.fsio import read_json
 from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
 from lamina.registry import signing, tracking
@@ -102,6 +105,41 @@ def _move(name: str, alias: str, version: int, op: str, user: str, reason: str |
     return move
 
 
+def _chain_runs(path: Path, depth: int = 16) -> set[str]:
+    """Every run a registered version came from: its own stages and those of the versions it
+    was fine-tuned from (read from the signed lineage records)."""
+    runs: set[str] = set()
+    while path is not None and depth:
+        record = read_json(path / "lineage.json") if (path / "lineage.json").is_file() else {}
+        runs |= {str(r.get("id")) for r in record.get("runs") or [] if r.get("id")}
+        runs.add(str(record.get("run_id")))
+        parent, path, depth = record.get("parent"), None, depth - 1
+        if parent:
+            with contextlib.suppress(LaminaError):
+                path = local_dir(get_version(parent["name"], int(parent["version"])))
+    return runs
+
+
+def check_not_withdrawn(mv, path: Path) -> None:
+    """A version built on records a data subject withdrew (or whose retention ended) must be
+    retrained, not released: `lamina data forget` marked its runs."""
+    from lamina.data import catalog
+
+    if not catalog.db_path().exists():
+        return
+    from sqlalchemy import select
+
+    runs = _chain_runs(path)
+    with catalog.session() as s:
+        hit = s.scalars(select(catalog.RetrainRequired).where(catalog.RetrainRequired.run.in_(runs))).first()
+        if hit is not None:
+            raise LaminaError(
+                f"trained on withdrawn records (run {hit.run}: {hit.reason}, {hit.at[:10]}); "
+                "retrain it on the new dataset version before promoting",
+                f"{mv.name}/{mv.version}",
+            )
+
+
 def trainers(mv) -> set[str]:
     """Who trained a version: the registered record and the MLflow run the trainer logged when
     training ended (so editing run.json before registering does not change the answer)."""
@@ -131,6 +169,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None) -> dict
     path = local_dir(mv)
     signing.verify_dir(path)
     read_gate(path / "eval" / "gate.json")
+    check_not_withdrawn(mv, path)
     policy = access.load_policy()
     if to in policy.four_eyes and user in trainers(mv):
         raise LaminaError(

@@ -258,3 +258,24 @@ def test_version_trained_on_withdrawn_records_cannot_be_promoted(runs, monkeypat
     assert aliases.current("tickets", "production") is None
     aliases.promote("tickets", 2, "production")  # run-b did not see the withdrawn records
     assert aliases.current("tickets", "production") == 2
+
+
+def test_alias_moved_with_mlflows_own_api_is_refused_and_reported(runs, monkeypatch):
+    """MLflow's client (what its UI's alias editor calls) moves an alias with no gate, no four
+    eyes and no audit entry: loading through the alias refuses, `audit verify` reports it."""
+    from lamina.registry import anchor
+
+    versions.register(runs[0], "tickets")
+    versions.register(runs[1], "tickets")
+    _as(monkeypatch, "bob")
+    aliases.promote("tickets", 1, "production")
+    assert resolve("tickets@production").is_dir() and anchor.alias_problems() == []
+    tracking.client().set_registered_model_alias("tickets", "production", "2")
+    with pytest.raises(LaminaError, match=r"alias production points at version 2, but Lamina's last recorded "
+                                          r"move put it at 1 \(promote by bob"):
+        resolve("tickets@production")
+    assert anchor.alias_problems() == [
+        "model tickets: alias production points at version 2, but Lamina's last recorded move put it at 1 "
+        f"(promote by bob at {aliases.moves('tickets')[-1]['time']}): it was moved outside Lamina"]
+    tracking.client().set_registered_model_alias("tickets", "staging", "2")
+    assert any("alias staging points at version 2 but Lamina never moved it" in p for p in anchor.alias_problems())

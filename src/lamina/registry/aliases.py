@@ -20,6 +20,7 @@ from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
 from lamina.registry import signing, tracking
 from lamina.registry.anchor import anchor
+from lamina.registry.moves import MOVE_PREFIX
 from lamina.registry.versions import (
     all_versions,
     check_name,
@@ -30,8 +31,6 @@ from lamina.registry.versions import (
     now,
     read_gate,
 )
-
-MOVE_PREFIX = "lamina.move."
 
 
 def current(name: str, alias: str) -> int | None:

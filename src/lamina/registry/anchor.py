@@ -19,6 +19,7 @@ from pathlib import Path
 from lamina.fsio import sha256_bytes
 from lamina.governance import audit
 from lamina.registry import tracking
+from lamina.registry.moves import alias_problem
 
 PREFIX = "lamina.audit_anchor."
 
@@ -54,4 +55,16 @@ def check(log: Path | None = None) -> list[str]:
             problems.append(f"audit entry seq {seq} anchored on model {model.name} is missing from the log")
         elif entry["hash"] != digest:
             problems.append(f"audit entry seq {seq} differs from the hash anchored on model {model.name}")
+    return problems + alias_problems()
+
+
+def alias_problems() -> list[str]:
+    """Aliases that do not point where Lamina's recorded moves put them (moved with MLflow's
+    own API or UI, which bypasses gates, four eyes and the audit log)."""
+    problems = []
+    for model in tracking.client().search_registered_models():
+        for alias, version in sorted((model.aliases or {}).items()):
+            problem = alias_problem(model.tags, alias, int(version))
+            if problem:
+                problems.append(f"model {model.name}: {problem}")
     return problems

@@ -27,6 +27,7 @@ from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
 from lamina.registry import model_card, signing, tracking
 from lamina.registry.anchor import anchor
+from lamina.registry.moves import alias_problem
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z][\w-]*)|/(?P<version>\d+))$")
@@ -378,18 +379,23 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
 
 
 def version_for(ref: str):
-    """The MLflow model version a reference names."""
+    """The MLflow model version a reference names; an alias must point where Lamina's last
+    recorded move of it put it."""
     from mlflow.exceptions import MlflowException
 
     name, alias, version = parse_ref(ref)
     if alias is None:
         return get_version(name, version)
     try:
-        return tracking.client().get_model_version_by_alias(name, alias)
+        mv = tracking.client().get_model_version_by_alias(name, alias)
     except MlflowException as e:
         if tracking.denied(e):
             raise tracking.refusal(f"reading {ref}", e) from None
         raise LaminaError(f"no version of {name} has alias {alias!r}", f"ref {ref!r}") from None
+    problem = alias_problem(tracking.client().get_registered_model(name).tags, alias, int(mv.version))
+    if problem:
+        raise LaminaError(f"{problem}; refusing to follow it (see `lamina audit verify`)", f"ref {ref!r}")
+    return mv
 
 
 def local_dir(mv) -> Path:

@@ -75,3 +75,31 @@ def test_a_concurrent_registration_of_the_same_file_is_reused(corpus, monkeypatc
     monkeypatch.setattr(training, "add_source", registered_meanwhile)
     src = training._source_for_file(str(corpus), _recipe(train=str(corpus), licence="mit"), "train")
     assert src.licence == "mit" and src.records == 120
+
+
+@pytest.mark.parametrize("tamper", ["answer", "half", "counts", "licence"])
+def test_an_edited_dataset_version_is_refused_before_training(source, tamper):
+    """A version is named by the sha256 of its records; an edited answer, deleted records or
+    an edited manifest (counts, licence) must not be trained on unnoticed."""
+    import json
+
+    v = run_intake("tk", [(source, "auto")], _recipe(dataset="x").intake)
+    train = v.path / "train.jsonl"
+    lines = train.read_text().splitlines()
+    manifest = json.loads((v.path / "manifest.json").read_text())
+    if tamper == "answer":
+        rec = json.loads(lines[0])
+        rec["messages"][-1]["content"] = "TEAM: nobody"
+        train.write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n")
+    elif tamper == "half":
+        train.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    elif tamper == "counts":
+        manifest["counts"]["train"] += 5
+    else:
+        manifest["sources"][0]["licence"] = "apache-2.0"
+    if tamper in ("counts", "licence"):
+        (v.path / "manifest.json").write_text(json.dumps(manifest))
+    expected = {"answer": "records changed since intake", "half": "records changed since intake",
+                "counts": "manifest does not describe version", "licence": "manifest licence 'apache-2.0'"}
+    with pytest.raises(LaminaError, match=expected[tamper]):
+        prepare_for_training(_recipe(dataset="tk"))

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from lamina import fsio, workspace
 from lamina.data import catalog
-from lamina.data.intake.pipeline import run_intake, sources_of
+from lamina.data.intake.pipeline import run_intake, sources_of, version_hash
 from lamina.data.intake.sources import SourceInfo, add_source
 from lamina.errors import LaminaError
 from lamina.recipe import Recipe
@@ -121,4 +121,33 @@ def prepare_for_training(recipe: Recipe) -> PreparedData:
         vid, path = result.version_id, result.path
     check_licences(vid, recipe.intake.licences)
     manifest = fsio.read_json(path / "manifest.json")
-    return PreparedData(_read(path / "train.jsonl"), _read(path / "eval.jsonl"), vid, manifest, path)
+    train, held = _read(path / "train.jsonl"), _read(path / "eval.jsonl")
+    check_version(vid, path, manifest, len(train), len(held))
+    return PreparedData(train, held, vid, manifest, path)
+
+
+def check_version(vid: str, path: Path, manifest: dict, n_train: int, n_eval: int) -> None:
+    """A version is named by the sha256 of its records: recompute it before training on them
+    (an edited answer, deleted records), and hold the manifest to the catalog (counts,
+    licences), so nothing edited in the workspace since intake is trained on unnoticed."""
+    actual = version_hash(path)
+    if actual != vid:
+        raise LaminaError(
+            f"records changed since intake: they hash to {actual[:12]}, not the version's {vid[:12]}; "
+            "take the source in again (`lamina data intake`) instead of editing a version",
+            str(path),
+        )
+    counts = manifest.get("counts") or {}
+    if manifest.get("id") != vid or counts.get("train") != n_train or counts.get("eval") != n_eval:
+        raise LaminaError(
+            f"manifest does not describe version {vid[:12]} ({n_train} train, {n_eval} eval records)",
+            str(path / "manifest.json"),
+        )
+    recorded = {src.name: src.licence for src, _ in sources_of(vid)}
+    for src in manifest.get("sources") or []:
+        if src.get("name") in recorded and src.get("licence") != recorded[src["name"]]:
+            raise LaminaError(
+                f"manifest licence {src.get('licence')!r} of source {src['name']!r} differs from the "
+                f"catalog's {recorded[src['name']]!r}",
+                str(path / "manifest.json"),
+            )

@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import save_file
 
 from lamina.fsio import sha256_bytes
-from lamina.registry import signing
+from lamina.registry import signing, tracking
 
 
 def make_run(
@@ -25,6 +25,7 @@ def make_run(
     base_path: str | None = None,
     seed: int = 0,
     steps: int = 5,
+    logged: bool = True,
 ) -> Path:
     run = root / run_id
     (run / "adapter").mkdir(parents=True)
@@ -98,4 +99,6 @@ def make_run(
     # Signed as `lamina eval` signs its output: register refuses an unsigned verdict.
     signing.ensure_keys()
     signing.sign_dir(run / "eval")
+    if logged:
+        tracking.log_run(run)  # as the trainer does when a run finishes
     return run

@@ -95,14 +95,15 @@ def test_later_stages_count_as_built_on_the_dataset(runs, tmp_path, monkeypatch)
     """A DPO run continuing an SFT run on ds-sft (its own data is ds-prefs) reached ds-sft too."""
     import json
 
-    sft = make_run(tmp_path / "s", "run-sft", dataset="ds-sft")
-    dpo = make_run(tmp_path / "s", "run-dpo", dataset="ds-prefs", seed=2)
+    sft = make_run(tmp_path / "s", "run-sft", dataset="ds-sft", logged=False)
+    dpo = make_run(tmp_path / "s", "run-dpo", dataset="ds-prefs", seed=2, logged=False)
     info = json.loads((dpo / "run.json").read_text())
     info.update(parent_run=str(sft), stage="dpo", objective="dpo")
     (dpo / "run.json").write_text(json.dumps(info))
     from lamina.registry import tracking
 
     tracking.log_run(sft)
+    tracking.log_run(dpo)  # as training logs it, with its parent
     versions.register(dpo, "tickets")
     found = lineage.for_dataset("ds-sft")
     assert [(r["run_id"], r["via"]) for r in found["runs"]] == [("run-sft", None), ("run-dpo", "run-sft")]

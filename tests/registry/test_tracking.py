@@ -13,7 +13,7 @@ from lamina.registry import tracking
 
 
 def test_log_run_records_provenance_params_and_metrics(tmp_path):
-    run_dir = make_run(tmp_path, "run-a", seed=7, steps=5)
+    run_dir = make_run(tmp_path, "run-a", seed=7, steps=5, logged=False)
     rid = tracking.log_run(run_dir)
     c = tracking.client()
     run = c.get_run(rid)
@@ -42,7 +42,7 @@ def test_log_run_records_provenance_params_and_metrics(tmp_path):
 
 
 def test_log_run_is_idempotent(tmp_path):
-    run_dir = make_run(tmp_path, "run-a")
+    run_dir = make_run(tmp_path, "run-a", logged=False)
     first = tracking.log_run(run_dir)
     assert tracking.log_run(run_dir) == first
     assert len(tracking.client().search_runs([tracking.experiment_id()])) == 1
@@ -53,7 +53,7 @@ def test_secrets_in_the_environment_never_reach_the_store(tmp_path, monkeypatch,
     password = "mlflow-pa55word-XYZ"
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-    run_dir = make_run(tmp_path, "run-s")
+    run_dir = make_run(tmp_path, "run-s", logged=False)
     # A user pasted the token into the base URL: it is in the recipe and in run.json.
     recipe = (
         (run_dir / "recipe.yaml")
@@ -100,7 +100,7 @@ def test_flatten_masks_secret_looking_keys():
 
 
 def test_unfinished_run_is_refused_and_nothing_is_logged(tmp_path):
-    run_dir = make_run(tmp_path, "run-r")
+    run_dir = make_run(tmp_path, "run-r", logged=False)
     info = json.loads((run_dir / "run.json").read_text())
     info["status"] = "running"
     (run_dir / "run.json").write_text(json.dumps(info))
@@ -109,7 +109,7 @@ def test_unfinished_run_is_refused_and_nothing_is_logged(tmp_path):
 
 
 def test_bad_metrics_line_is_named_and_nothing_is_logged(tmp_path):
-    run_dir = make_run(tmp_path, "run-m")
+    run_dir = make_run(tmp_path, "run-m", logged=False)
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write("{oops\n")
     with pytest.raises(LaminaError, match=r"metrics.jsonl:6: not valid JSON"):

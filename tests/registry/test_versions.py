@@ -190,6 +190,35 @@ def test_run_json_edited_after_training_is_refused(runs):
     assert tracking.client().search_registered_models() == []
 
 
+@pytest.mark.parametrize("edit", ["licence", "new-id-and-user", "weights-and-new-id"])
+def test_run_json_rewritten_before_register_is_refused(runs, edit):
+    """Edits that a run-id-keyed check missed: the licence, a new run id and user (so a
+    fresh MLflow run would have been logged at register), flipped weights with a new id."""
+    run_a, _ = runs
+    info = json.loads((run_a / "run.json").read_text())
+    if edit == "licence":
+        info["data"]["licence"] = "apache-2.0"
+        expected = r"the run differs from what was logged .*\(lamina.data.licence\)"
+    else:
+        info["id"], info["user"] = "run-new", "carol"
+        expected = r"run.json says run 'run-new', but training logged this directory as run 'run-a'"
+    if edit == "weights-and-new-id":
+        weights = run_a / "adapter" / "adapter_model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+    (run_a / "run.json").write_text(json.dumps(info))
+    with pytest.raises(LaminaError, match=expected):
+        versions.register(run_a, "tickets")
+    assert tracking.client().search_registered_models() == []
+
+
+def test_a_run_no_training_logged_is_refused(tmp_path):
+    copied = make_run(tmp_path / "elsewhere", "run-copy", logged=False)
+    with pytest.raises(LaminaError, match=r"run-copy: no training run logged this directory"):
+        versions.register(copied, "tickets")
+
+
 def test_four_eyes_survives_an_edited_version_tag(runs, monkeypatch):
     """The version's trained_by tag is edited in MLflow; the run logged at training time still names alice."""
     versions.register(runs[0], "tickets")

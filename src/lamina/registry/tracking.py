@@ -177,6 +177,7 @@ def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
         "lamina.base.chat_template_sha256": str(base.get("chat_template_sha256")),
         "lamina.data.train_sha256": str(data.get("train_sha256")),
         "lamina.data.eval_sha256": str(data.get("eval_sha256")),
+        "lamina.data.licence": str(data.get("licence")),
         "mlflow.runName": str(run.get("id", run_dir.name)),
     }
     for kind in ("adapter", "model"):
@@ -305,7 +306,34 @@ def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) 
 # Provenance a run directory must still show when it is registered.
 _PINNED = ("lamina.user", "lamina.seed", "lamina.method", "lamina.code.git_commit", "lamina.base.files_sha256",
            "lamina.base.tokenizer_sha256", "lamina.base.chat_template_sha256", "lamina.data.train_sha256",
-           "lamina.data.eval_sha256", "lamina.dataset_version", "lamina.artifact_sha256")  # fmt: skip
+           "lamina.data.eval_sha256", "lamina.data.licence", "lamina.dataset_version",
+           "lamina.artifact_sha256")  # fmt: skip
+
+
+def training_record(run_dir: Path, run: dict) -> str:
+    """The MLflow run logged when `run_dir` finished training, found by the directory's path
+    (which an edit of run.json cannot change). Refuses when nothing logged this directory (a
+    copied run), or when it was logged as another run (a new id or user written into run.json)."""
+    run_dir = Path(run_dir).resolve()
+    query = f"tags.`lamina.run_dir` = '{run_dir}' and tags.`lamina.logged` = 'true'"
+    with server_errors("looking up the training run"):
+        found = client().search_runs([experiment_id()], query, max_results=10)
+    claimed = str(run.get("id", run_dir.name))
+    for r in found:
+        logged_as = r.data.tags.get("lamina.run_id")
+        if logged_as != claimed:
+            raise LaminaError(
+                f"run.json says run {claimed!r}, but training logged this directory as run {logged_as!r} "
+                f"(MLflow {r.info.run_id[:12]}): run.json was edited after training",
+                str(run_dir / "run.json"),
+            )
+    if not found:
+        raise LaminaError(
+            "no training run logged this directory (a copied or hand-made run); `lamina track RUN` logs "
+            "one on purpose, audited",
+            str(run_dir),
+        )
+    return found[0].info.run_id
 
 
 def check_unchanged(mlflow_run_id: str, run: dict, run_dir: Path) -> None:

@@ -320,12 +320,13 @@ def register(run_dir: str | os.PathLike, name: str, **card_text: str | None) -> 
     card = card_spec(card_text)
     run_dir = Path(run_dir).resolve()
     run = tracking.read_run(run_dir)
+    artifact_kind(run_dir)
+    # What training logged first: an edited run.json is named as such, not as a stale gate.
+    mlflow_run_id = tracking.training_record(run_dir, run)
+    tracking.check_unchanged(mlflow_run_id, run, run_dir)
     gate = read_gate(run_dir / rundir.EVAL / "gate.json")
     check_gate_is_for(run_dir, run)
-    artifact_kind(run_dir)
     signing.ensure_keys()
-    mlflow_run_id = tracking.log_run(run_dir)
-    tracking.check_unchanged(mlflow_run_id, run, run_dir)
     lineage = lineage_record(name, run_dir, run, gate, mlflow_run_id, user)
     target = registry_root() / name / f"{lineage['run_id']}-{uuid.uuid4().hex[:8]}"
     c = tracking.client()

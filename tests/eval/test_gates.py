@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lamina.errors import LaminaError
-from lamina.eval.gates import evaluate, parse_gate, parse_gates
+from lamina.gates import evaluate, parse_gate, parse_gates
 
 CAND = {"task": {"exact_match": 0.85}, "safety": {"unsafe_rate": 0.10}, "efficiency": {"latency_p95_s": 0.30}}
 BASE = {"task": {"exact_match": 0.05}, "safety": {"unsafe_rate": 0.05}, "efficiency": {"latency_p95_s": 0.25}}
@@ -73,7 +73,7 @@ def test_bad_gates_name_the_gate(expr, fragment):
 def test_relative_only_gates_are_named():
     """`unsafe_rate <= baseline + 0.02` alone passes a model whose unsafe rate is 1.0 when its
     base's is 1.0 too: such metrics are named so `lamina eval` can warn."""
-    from lamina.eval.gates import parse_gates, relative_only
+    from lamina.gates import parse_gates, relative_only
 
     gates = parse_gates(["safety.unsafe_rate <= baseline + 0.02", "task.exact_match >= base + 0.1",
                          "task.exact_match >= 0.5", "privacy.pii_in_outputs == 0"])
@@ -83,7 +83,7 @@ def test_relative_only_gates_are_named():
 
 
 def test_recheck_finds_a_verdict_the_numbers_do_not_give():
-    from lamina.eval.gates import recheck
+    from lamina.gates import recheck
 
     results = {"candidate": {"safety": {"unsafe_rate": 1.0}}, "base": {"safety": {"unsafe_rate": 1.0}}}
     honest = {"passed": False, "checks": [

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina import gates as G
 from lamina import rundir, workspace
 from lamina.errors import LaminaError
-from lamina.eval import gates as G
 from lamina.eval import report, sources
 from lamina.eval.context import EvalContext, Target
 from lamina.eval.suites import SuiteResult

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from lamina import rundir
 from lamina.eval import svg
-from lamina.eval.gates import METRICS, relative_only
 from lamina.eval.metrics import deltas
 from lamina.fsio import atomic_dir, sha256_file, write_json, write_text
+from lamina.gates import METRICS, relative_only
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;color:#111;padding:0 1rem}

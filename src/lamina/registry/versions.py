@@ -94,7 +94,7 @@ def read_gate(path: Path) -> dict:
 def check_evaluation(eval_dir: Path, gate: dict) -> None:
     """The verdict is the one the evaluation wrote: its directory's signature holds (an edited
     gate.json or report.json is named), and the report's numbers reproduce every check."""
-    from lamina.eval.gates import recheck
+    from lamina.gates import recheck
 
     if not (eval_dir / signing.SIGNATURE).is_file():
         raise LaminaError(

@@ -42,7 +42,8 @@ def _front(text: str) -> dict:
      ("model", "full", "finetune", "transformers")],
 )  # fmt: skip
 def test_metadata_follows_the_method(artifact, method, relation, library):
-    meta = _front(model_card.render({**LINEAGE, "artifact": artifact}, {**RUN, "method": {"name": method}}, GATE))
+    lineage = {**LINEAGE, "artifact": artifact, "parent": None}
+    meta = _front(model_card.render(lineage, {**RUN, "method": {"name": method}}, GATE))
     assert (meta["base_model_relation"], meta["library_name"]) == (relation, library)
     assert meta["base_model"] == "Qwen/Qwen2.5-0.5B" and meta["datasets"] == ["ds-1"]
     assert meta["license"] == "cc-by-4.0"
@@ -63,3 +64,28 @@ def test_model_index_and_governance_section():
     for section in ("## Intended use", "## Out-of-scope use", "## Limitations", "## Training details"):
         assert section in text
     assert "- Method: lora (r=16)" in text and "- Hardware: cuda" in text
+
+
+def test_base_model_is_portable_never_a_local_path(tmp_path):
+    """The card's base_model names what another machine can find: the parent version a later
+    stage was trained from, a Hub id (from the ref, or from a local copy's config), or the
+    offline tiny base, always pinned by the base's content hash."""
+    files = {"files": {"model.safetensors": "aa" * 32}, "tokenizer_files": {"tokenizer.json": "bb" * 32}}
+    later_stage = _front(model_card.render(LINEAGE, {**RUN, "base": {"ref": str(tmp_path), **files}}, GATE))
+    assert later_stage["base_model"] == "tickets/1" and len(later_stage["base_model_sha256"]) == 64
+    local = tmp_path / "my-model"
+    local.mkdir()
+    (local / "config.json").write_text('{"_name_or_path": "meta-llama/Llama-3.1-8B"}')
+    copied = _front(model_card.render({**LINEAGE, "parent": None}, {**RUN, "base": {"ref": str(local), **files}}, GATE))
+    assert copied["base_model"] == "meta-llama/Llama-3.1-8B" and str(tmp_path) not in yaml.safe_dump(copied)
+    (local / "config.json").write_text("{}")
+    unknown = _front(model_card.render({**LINEAGE, "parent": None}, {**RUN, "base": {"ref": str(local), **files}}, GATE))
+    assert "base_model" not in unknown and unknown["base_model_sha256"] == copied["base_model_sha256"]
+    tiny = _front(model_card.render({**LINEAGE, "parent": None}, {**RUN, "base": {"ref": "tiny", **files}}, GATE))
+    assert tiny["base_model"] == "lamina/tiny"
+
+
+def test_licences_of_several_sources_are_all_named():
+    lineage = {**LINEAGE, "licence": None, "sources": [{"name": "a", "licence": "MIT"}, {"name": "b", "licence": "cc-by-4.0"}]}
+    meta = _front(model_card.render(lineage, RUN, GATE))
+    assert (meta["license"], meta["license_name"]) == ("other", "cc-by-4.0 AND mit")

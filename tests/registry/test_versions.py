@@ -33,7 +33,7 @@ def test_register_creates_signed_carded_version_with_lineage_tags(runs):
         run_a / "adapter" / "adapter_model.safetensors"
     ).read_bytes()
     card = (path / "README.md").read_text()
-    assert card.startswith("---\nbase_model: tiny\nbase_model_relation: adapter\n")
+    assert card.startswith("---\nbase_model: lamina/tiny\nbase_model_relation: adapter\nbase_model_sha256: ")
     assert "## Governance" in card and "Gate verdict: passed (1/1 checks passed" in card
     assert f"sha256:{signing.fingerprint()}" in card
     mv = tracking.client().get_model_version("tickets", "1")

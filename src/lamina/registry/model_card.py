@@ -7,10 +7,14 @@ governance section is Lamina's: data sources and licences, PII handling, gate, s
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lamina.fsio import sha256_json
 from lamina.recipe import RegistrySpec
 
 _RELATION = {"adapter": "adapter", "model": "finetune"}
@@ -50,7 +54,7 @@ def metadata(lineage: dict, run: dict, gate: dict) -> dict[str, Any]:
     dataset = lineage.get("dataset_version") or data.get("train_sha256")
     method = (run.get("method") or {}).get("name", "unknown")
     meta: dict[str, Any] = {
-        "base_model": (run.get("base") or {}).get("ref") or (run.get("base") or {}).get("path"),
+        **portable_base(lineage, run),
         "base_model_relation": _RELATION.get(lineage["artifact"], "finetune"),
         "library_name": _library(lineage["artifact"], method),
         "datasets": [str(dataset)] if dataset else [],
@@ -68,10 +72,41 @@ def metadata(lineage: dict, run: dict, gate: dict) -> dict[str, Any]:
             }
         ],
     }
-    licence = lineage.get("licence") or data.get("license")
-    if licence:
-        meta["license"] = str(licence).lower()
+    licences = sorted({str(x).lower() for x in [lineage.get("licence") or data.get("license")] if x}
+                      | {str(src["licence"]).lower() for src in lineage.get("sources") or [] if src.get("licence")})
+    if len(licences) == 1:
+        meta["license"] = licences[0]
+    elif licences:  # the Hub's value for a licence that is not one SPDX id; the list says which
+        meta["license"], meta["license_name"] = "other", " AND ".join(licences)
     return meta
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def portable_base(lineage: dict, run: dict) -> dict[str, Any]:
+    """A base reference that means the same thing on another machine: the registry reference
+    of a registered parent, a Hub id with its revision, or (for a local directory or the
+    offline tiny base) its content hash — never an absolute local path."""
+    base = run.get("base") or {}
+    parent = lineage.get("parent")
+    out: dict[str, Any] = {"base_model_sha256": sha256_json({k: base.get(k) for k in ("files", "tokenizer_files")})}
+    ref = str(base.get("ref") or "")
+    if parent:
+        out["base_model"] = f"{parent['name']}/{parent['version']}"
+    elif HUB_ID.match(ref) and not Path(ref).exists():
+        out["base_model"] = ref
+        if base.get("revision"):
+            out["base_model_revision"] = str(base["revision"])
+    else:
+        path = Path(str(base.get("stored_from") or base.get("path") or ref))
+        config = path / "config.json"
+        origin = (json.loads(config.read_text()).get("_name_or_path") if config.is_file() else None) or ""
+        if HUB_ID.match(origin) and not Path(origin).exists():
+            out["base_model"] = origin  # the Hub model the local copy came from
+        elif ref == "tiny":
+            out["base_model"] = "lamina/tiny"  # built offline by Lamina; pinned by base_model_sha256
+    return out
 
 
 def _training(run: dict) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -141,14 +142,48 @@ def version_of_dir(path: Path) -> dict | None:
 
 
 def parent_of(run: dict) -> dict | None:
-    """The registered version a run was trained from (its base), for lineage chains."""
+    """The registered version a run was trained from, for lineage chains: its base, or the
+    run it continued (a DPO stage on the SFT run's merged model) when that was registered."""
     base = run.get("base") or {}
     for candidate in (base.get("path"), base.get("ref")):
         if candidate and Path(candidate).is_dir():
             found = version_of_dir(Path(candidate))
             if found:
                 return found
+    parent_run = run.get("parent_run")
+    if parent_run:
+        pid = Path(str(parent_run)).name
+        parent_dir = _run_dir_of(str(parent_run))
+        if parent_dir is not None:
+            pid = str(read_json(parent_dir / rundir.RUN_JSON).get("id", pid))
+        found = tracking.client().search_model_versions(f"tags.`lamina.run_id` = '{pid}'")
+        if found:
+            mv = min(found, key=lambda v: int(v.version))
+            return {"name": mv.name, "version": int(mv.version)}
     return None
+
+
+def store_base(run: dict) -> dict:
+    """A base that lives under the workspace's runs/ (an earlier stage's merged model) is not
+    signed and can be edited or deleted: copy it into the registry, content-addressed and
+    signed, so the version references only signed things. Returns the run's base record,
+    pointing at the stored copy when one was made."""
+    base = dict(run.get("base") or {})
+    path = Path(base.get("path") or "")
+    if not path.is_dir() or rundir.runs_root().resolve() not in path.resolve().parents:
+        return base
+    from lamina.fsio import sha256_json
+
+    digest = sha256_json({"files": base.get("files"), "tokenizer_files": base.get("tokenizer_files")})
+    target = registry_root() / ".bases" / digest[:32]
+    if not target.is_dir():
+        with atomic_dir(target) as tmp:
+            for f in sorted(path.iterdir()):
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+            signing.sign_dir(tmp)
+    signing.verify_dir(target)
+    return {**base, "path": str(target), "stored_from": str(path), "sha256": digest}
 
 
 def dataset_sources(dataset_version: str | None) -> list[dict]:
@@ -207,7 +242,6 @@ def _recipe_licence(run_dir: Path) -> str | None:
 
 
 def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_id: str, user: str) -> dict:
-    base = run.get("base") or {}
     return {
         "name": name,
         "run_id": run.get("id", run_dir.name),
@@ -219,7 +253,7 @@ def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_i
         "sources": dataset_sources(tracking.dataset_version(run)),
         "licence": (run.get("data") or {}).get("licence") or _recipe_licence(run_dir),
         "parent": parent_of(run),
-        "base": {"ref": base.get("ref"), "path": base.get("path")},
+        "base": {k: v for k, v in store_base(run).items() if k in ("ref", "path", "stored_from", "sha256")},
         "trained_by": run.get("user"),
         "registered_by": user,
         "registered": now(),
@@ -238,6 +272,11 @@ def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict, car
             shutil.copytree(run_dir / rundir.TOKENIZER, tmp / rundir.TOKENIZER)
         shutil.copytree(run_dir / rundir.EVAL, tmp / rundir.EVAL)
         for name in COPIED_FILES:
+            if name == rundir.RUN_JSON and lineage["base"].get("stored_from"):
+                # The version loads its base from the signed copy, never from runs/.
+                data = json.dumps({**run, "base": {**(run.get("base") or {}), **lineage["base"]}}, indent=2)
+                (tmp / name).write_text(tracking.redact(data, secrets))
+                continue
             if (run_dir / name).is_file():
                 data = (run_dir / name).read_bytes()
                 if name.endswith((".json", ".yaml", ".jsonl")):

@@ -13,7 +13,7 @@ from lamina.eval import harness
 
 def test_production_model_is_evaluated_as_the_champion(mini, tmp_path, monkeypatch):
     from lamina.governance import access
-    from lamina.registry import aliases, signing, versions
+    from lamina.registry import aliases, signing, tracking, versions
 
     monkeypatch.setenv("LAMINA_USER", "admin")
     access.init_policy("admin")
@@ -27,6 +27,8 @@ def test_production_model_is_evaluated_as_the_champion(mini, tmp_path, monkeypat
     first = harness.run(str(mini.refuser_run), recipe_path=str(recipe), progress=False)
     assert first["gate"]["passed"] is True and "champion" not in first["results"]
     monkeypatch.setenv("LAMINA_USER", "alice")
+    # Trained in the fixture's workspace: logged into this one on purpose, as `lamina track` does.
+    tracking.log_run(mini.refuser_run)
     version = versions.register(mini.refuser_run, "tickets")["version"]
     monkeypatch.setenv("LAMINA_USER", "bob")
     aliases.promote("tickets", version, "production")

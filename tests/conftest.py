@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Private keys live outside the workspace, per user: never in the real home during tests.
+os.environ.setdefault("LAMINA_CONFIG_DIR", tempfile.mkdtemp(prefix="lamina-config-"))
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +19,7 @@ def workspace(tmp_path, monkeypatch):
     """A fresh LAMINA_HOME per test, so no test writes outside its tmp dir."""
     home = tmp_path / "lamina-home"
     monkeypatch.setenv("LAMINA_HOME", str(home))
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(tmp_path / "lamina-config"))
     return home
 
 

@@ -6,6 +6,7 @@ keys live below it, each in its own sub-directory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -34,3 +35,26 @@ def user() -> str:
         return getpass.getuser()
     except Exception:  # no passwd entry in some containers
         return "unknown"
+
+
+def config_dir() -> Path:
+    """Lamina's per-user directory outside every workspace: `LAMINA_CONFIG_DIR`, else
+    `$XDG_CONFIG_HOME/lamina`, else `~/.config/lamina`."""
+    if os.environ.get("LAMINA_CONFIG_DIR"):
+        return Path(os.environ["LAMINA_CONFIG_DIR"]).expanduser().resolve()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser().resolve() / "lamina"
+
+
+def secrets_dir() -> Path:
+    """Where this workspace's private keys and pinned trust live: outside the workspace (so
+    a copy, backup or edit of the workspace carries no private key and cannot re-pin trust),
+    one directory per workspace path, readable by this user only."""
+    digest = hashlib.sha256(str(home()).encode()).hexdigest()[:16]
+    path = config_dir() / "workspaces" / digest
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    marker = path / "workspace.txt"  # which workspace these keys belong to, for a person looking
+    if not marker.exists():
+        marker.write_text(f"{home()}\n")
+    return path

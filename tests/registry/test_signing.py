@@ -134,3 +134,28 @@ def test_hf_loader_refuses_a_tampered_registered_checkpoint(signed, workspace):
     (version / "adapter" / "adapter_model.safetensors").write_bytes(b"\x02" * 64)
     with pytest.raises(LaminaError, match=r"changed file adapter/adapter_model.safetensors"):
         load_hf_model(version / "adapter")
+
+
+def test_private_keys_live_outside_the_workspace(signed, workspace):
+    """A copy or backup of the workspace carries no private key, and a key pair dropped into
+    the workspace is not the one that verifies."""
+    private, public = signing.key_paths()
+    assert workspace not in private.parents and workspace not in public.parents
+    assert oct(private.stat().st_mode & 0o777) == "0o600" and oct(private.parent.stat().st_mode & 0o777) == "0o700"
+    assert not list(workspace.rglob("*.key.pem"))
+
+
+def test_a_key_pair_planted_in_the_workspace_cannot_re_sign(signed, workspace, monkeypatch, tmp_path):
+    """The attack: replace the workspace's key pair and re-sign tampered weights. The planted
+    pair signs, but only the pinned key outside the workspace verifies."""
+    (signed / "adapter" / "adapter_model.safetensors").write_bytes(b"\x01" * 64)
+    planted = workspace / "keys"
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(tmp_path / "attacker-config"))
+    signing.init_keys()  # a fresh pair, as the attacker would make
+    planted.mkdir(parents=True, exist_ok=True)
+    for p in signing.key_paths():
+        shutil.copy(p, planted / p.name)
+    signing.sign_dir(signed)
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(workspace.parent / "lamina-config"))
+    with pytest.raises(LaminaError, match=r"signature check failed: Key mismatch"):
+        signing.verify_dir(signed)

@@ -308,3 +308,14 @@ def test_alias_moved_with_mlflows_own_api_is_refused_and_reported(runs, monkeypa
         f"(promote by bob at {aliases.moves('tickets')[-1]['time']}): it was moved outside Lamina"]
     tracking.client().set_registered_model_alias("tickets", "staging", "2")
     assert any("alias staging points at version 2 but Lamina never moved it" in p for p in anchor.alias_problems())
+
+
+def test_a_version_re_signed_with_a_replaced_key_is_refused(runs, monkeypatch):
+    """`keys init --force` then re-signing edited weights: the signature verifies under the new
+    key, but the tracking store recorded the old key as the version's signer."""
+    path = Path(versions.register(runs[0], "tickets")["path"])
+    (path / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    signing.init_keys(force=True)
+    signing.sign_dir(path)
+    with pytest.raises(LaminaError, match=r"tickets/1: signed by key sha256:.*, but the registry recorded sha256:"):
+        resolve("tickets/1")

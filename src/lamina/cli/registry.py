@@ -123,8 +123,10 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
     """Check a version's OMS signature against the workspace key."""
     from lamina.registry import signing, versions
 
-    path = Path(target) if Path(target).is_dir() else versions.local_dir(versions.version_for(target))
-    signer = signing.verify_dir(path)
+    if Path(target).is_dir():
+        path, signer = Path(target), signing.verify_dir(target)
+    else:
+        path, signer = versions.verify_version(versions.version_for(target))
     out.print(f"{path}: signature valid (signer sha256:{signer})", highlight=False, soft_wrap=True)
 
 

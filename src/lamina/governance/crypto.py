@@ -7,7 +7,8 @@ index and whose associated data marks the last chunk, so reordering, truncation 
 bit all fail authentication instead of decrypting to garbage.
 
 The master key comes from `LAMINA_MASTER_KEY` (64 hex digits or base64 of 32 bytes), else the
-file named by `LAMINA_MASTER_KEY_FILE`, else `<workspace>/keys/master.key` (made on first use).
+file named by `LAMINA_MASTER_KEY_FILE`, else `master.key` in the workspace's secrets directory
+outside the workspace (`workspace.secrets_dir()`; made on first use).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def _parse_key(text: str, where: str) -> bytes:
 
 
 def default_key_path() -> Path:
-    return workspace.subdir("keys") / "master.key"
+    path = workspace.secrets_dir() / "master.key"
+    legacy = workspace.home() / "keys" / "master.key"
+    if legacy.is_file() and not path.exists():
+        legacy.replace(path)  # workspaces made before keys moved out: moved once, in place
+    return path
 
 
 def _write_key_file(path: Path, key: bytes) -> None:
@@ -85,7 +90,7 @@ def load_master_key(create: bool = True) -> MasterKey:
 
 
 def _pending_path() -> Path:
-    return workspace.subdir("keys") / "master.key.next"
+    return workspace.secrets_dir() / "master.key.next"
 
 
 def keyring() -> dict[str, bytes]:

@@ -18,7 +18,7 @@ from lamina.errors import LaminaError
 from lamina.fsio import read_json
 from lamina.governance import access, audit
 from lamina.recipe import RegistrySpec
-from lamina.registry import signing, tracking
+from lamina.registry import tracking
 from lamina.registry.anchor import anchor
 from lamina.registry.moves import MOVE_PREFIX
 from lamina.registry.versions import (
@@ -30,6 +30,7 @@ from lamina.registry.versions import (
     model_lock,
     now,
     read_gate,
+    verify_version,
 )
 
 
@@ -165,8 +166,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None) -> dict
             "this version has no passing gate recorded; it cannot be promoted", f"{name}/{version}"
         )
     # The gate and signature are checked on the files that would be served, not just the tags.
-    path = local_dir(mv)
-    signing.verify_dir(path)
+    path, _ = verify_version(mv)
     read_gate(path / "eval" / "gate.json")
     check_not_withdrawn(mv, path)
     policy = access.load_policy()
@@ -209,7 +209,7 @@ def rollback(name: str, alias: str, reason: str) -> dict:
                 f"no earlier version was at {alias}; nothing to roll back to", f"{name}@{alias}"
             )
         target = stack[-2]
-        signing.verify_dir(local_dir(get_version(name, target)))
+        verify_version(get_version(name, target))
         return _move(name, alias, target, "rollback", user, reason)
 
 

@@ -2,7 +2,9 @@
 
 A directory is signed in place: `<dir>/model.sig` is a Sigstore bundle whose DSSE payload lists
 every file's sha256 (the signature file itself is excluded). The key pair is an ECDSA P-256 pair
-in `<workspace>/keys`; the private key is encrypted with `LAMINA_SIGNING_PASSWORD` when set.
+kept outside the workspace (`workspace.secrets_dir()`), the private key encrypted with
+`LAMINA_SIGNING_PASSWORD` when set. Only that public key verifies: a key pair dropped into the
+workspace, or a signature made with any other key, does not count.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ PUBLIC = "signing.pub.pem"
 
 
 def key_paths() -> tuple[Path, Path]:
-    keys = workspace.subdir("keys")
+    keys = workspace.secrets_dir()
+    legacy = workspace.home() / "keys"
+    for name in (PRIVATE, PUBLIC):  # workspaces made before keys moved out: moved once
+        if (legacy / name).is_file() and not (keys / name).exists():
+            (legacy / name).replace(keys / name)
     return keys / PRIVATE, keys / PUBLIC
 
 

@@ -459,6 +459,20 @@ def local_dir(mv) -> Path:
 
 def resolve(ref: str) -> Path:
     """The verified artifact directory of `name@alias` or `name/version` (signature checked first)."""
-    path = local_dir(version_for(ref))
-    signing.verify_dir(path)
-    return path
+    return verify_version(version_for(ref))[0]
+
+
+def verify_version(mv) -> tuple[Path, str]:
+    """(directory, signer) of a model version whose signature holds under the pinned key and
+    whose signer is the one the tracking store recorded at registration: a key replaced
+    (`keys init --force`) and used to re-sign edited weights verifies, but not as this signer."""
+    path = local_dir(mv)
+    signer = signing.verify_dir(path)
+    recorded = mv.tags.get("lamina.signer")
+    if recorded and recorded != signer:
+        raise LaminaError(
+            f"signed by key sha256:{signer[:16]}, but the registry recorded sha256:{recorded[:16]} as its "
+            "signer when it was registered: re-signed after registration",
+            f"{mv.name}/{mv.version}",
+        )
+    return path, signer

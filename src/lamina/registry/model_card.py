@@ -56,6 +56,7 @@ def metadata(lineage: dict, run: dict, gate: dict) -> dict[str, Any]:
     meta: dict[str, Any] = {
         **portable_base(lineage, run),
         "base_model_relation": _RELATION.get(lineage["artifact"], "finetune"),
+        "base_model_sha256": sha256_json({k: (run.get("base") or {}).get(k) for k in ("files", "tokenizer_files")}),
         "library_name": _library(lineage["artifact"], method),
         "datasets": [str(dataset)] if dataset else [],
         "tags": ["lamina", method, "text-generation"],
@@ -86,11 +87,11 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def portable_base(lineage: dict, run: dict) -> dict[str, Any]:
     """A base reference that means the same thing on another machine: the registry reference
-    of a registered parent, a Hub id with its revision, or (for a local directory or the
-    offline tiny base) its content hash — never an absolute local path."""
+    of a registered parent, a Hub id with its revision, or the offline tiny base — never an
+    absolute local path (the card's base_model_sha256 pins the files in every case)."""
     base = run.get("base") or {}
     parent = lineage.get("parent")
-    out: dict[str, Any] = {"base_model_sha256": sha256_json({k: base.get(k) for k in ("files", "tokenizer_files")})}
+    out: dict[str, Any] = {}
     ref = str(base.get("ref") or "")
     if parent:
         out["base_model"] = f"{parent['name']}/{parent['version']}"

@@ -1,7 +1,7 @@
 """The embedded default: the whole pipeline on the tiny offline model and the bundled data.
 
 data (planted PII) → intake → tiny base → SFT → evaluation + gate → DPO (or reward model →
-PPO with --rlhf) → evaluation + gate → registry: register, promote, register, promote, roll
+PPO with --rlhf; with --rl, GRPO on the base against a verifier) → evaluation + gate → registry: register, promote, register, promote, roll
 back. Each stage prints what it did and adds its figures to one dictionary, which
 `lamina demo --json` prints at the end so scripts can check it.
 """
@@ -47,7 +47,7 @@ def stage(n: int, title: str) -> None:
     console.rule(f"[bold]{n}. {title}")
 
 
-def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
+def run_demo(method: str = "lora", rlhf: bool = False, rl: bool = False) -> dict:
     started = time.time()
     figures: dict = {"method": method}
     home = workspace.subdir("demo")
@@ -85,11 +85,11 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
     stage(4, "evaluation and release gate")
     figures["eval"] = evaluate(sft_run, base)
 
-    stage(5, "reward model → PPO" if rlhf else "preference optimisation (DPO)")
+    stage(5, "reward model → PPO" if rlhf else "GRPO on the base with a verifier" if rl else "preference optimisation (DPO)")
     from lamina import methods
     from lamina.train import stages
 
-    key = "rlhf" if rlhf else "dpo"
+    key = "rlhf" if rlhf else "rl" if rl else "dpo"
     second_run = None
     if not methods.get(method).MERGEABLE:
         # A later stage starts from the previous stage merged into its base.
@@ -97,7 +97,12 @@ def run_demo(method: str = "lora", rlhf: bool = False) -> dict:
         figures[key] = {"skipped": reason}
         console.print(f"[yellow]{reason}[/]; the fine-tune is released alone")
     else:
-        second = stages.demo_rlhf(sft_run, home) if rlhf else stages.demo_dpo(sft_run, home)
+        if rl:
+            from lamina.train.grpo import demo_grpo
+
+            second = demo_grpo(base, home)  # RL alone, from the base: does the verifier teach the task?
+        else:
+            second = stages.demo_rlhf(sft_run, home) if rlhf else stages.demo_dpo(sft_run, home)
         figures[key] = second
         show_second_stage(key, second)
         second_run = Path(second["ppo_run"] if rlhf else second["run_dir"])
@@ -155,6 +160,10 @@ def show_second_stage(key: str, s: dict) -> None:
     if key == "dpo":
         console.print(f"preference accuracy on {s['held_out_pairs']} held-out pairs: "
                       f"{s['accuracy_before']:.2f} before DPO → {s['accuracy_after']:.2f} after")
+    elif key == "rl":
+        console.print(f"mean verifier reward of sampled replies to {s['held_out_prompts']} held-out tickets "
+                      f"{s['reward_before']:.3f} before GRPO → {s['reward_after']:.3f} after (greedy "
+                      f"{s['greedy_reward_before']:.3f} → {s['greedy_reward_after']:.3f}; KL {s['kl']:.3f})")
     else:
         console.print(f"mean reward {s['reward_before']:.3f} before PPO → {s['reward_after']:.3f} after "
                       f"(KL {s['kl']:.3f}); reward-model pair accuracy {s['rm_pair_accuracy']:.2f}")
@@ -177,6 +186,9 @@ def show_summary(figures: dict, key: str) -> None:
     elif key == "dpo":
         d = figures["dpo"]
         table.add_row("preference accuracy before → after DPO", f"{d['accuracy_before']:.2f} → {d['accuracy_after']:.2f}")
+    elif key == "rl":
+        r = figures["rl"]
+        table.add_row("verifier reward before → after GRPO", f"{r['reward_before']:.3f} → {r['reward_after']:.3f}")
     else:
         r = figures["rlhf"]
         table.add_row("mean reward before → after PPO", f"{r['reward_before']:.3f} → {r['reward_after']:.3f}")

@@ -31,7 +31,9 @@ class DataSpec(Strict):
     dataset: str | None = Field(None, description="A dataset version id (or its name) from `lamina data intake`.")
     licence: str | None = Field(None, description="Licence of the raw `train`/`eval` files; required for them.")
     eval: str | None = Field(None, description="JSONL file of held-out records (same format).")
-    format: Literal["chat", "prompt_completion", "preference"] = "chat"
+    format: Literal["chat", "prompt_completion", "preference", "unpaired"] = Field(
+        "chat", description="`unpaired`: {prompt, completion, label: true|false} records (for kto)."
+    )
     loss_on: Literal["assistant", "all"] = "assistant"
     max_length: int = Field(512, gt=8)
     overlong: Literal["truncate", "drop"] = "drop"
@@ -117,9 +119,11 @@ MethodSpec = Annotated[
 
 
 class TrainSpec(Strict):
-    objective: Literal["sft", "lm", "dpo", "reward"] = Field(
+    objective: Literal["sft", "lm", "dpo", "reward", "kto", "orpo", "simpo", "grpo", "rloo"] = Field(
         "sft", description="`sft`: loss on labelled (assistant) tokens; `lm`: plain language modelling; "
-        "`dpo`: direct preference optimisation; `reward`: a Bradley-Terry reward model (preference data).",
+        "`dpo`: direct preference optimisation; `reward`: a Bradley-Terry reward model (preference data); "
+        "`kto`: unpaired desirable/undesirable replies (`unpaired` data); `orpo`, `simpo`: reference-free "
+        "preference losses; `grpo`, `rloo`: online RL on sampled replies (settings in `grpo`).",
     )
     tokens_per_step: int = Field(4096, gt=0, description="Token budget of one optimiser step.")
     micro_tokens: int | None = Field(
@@ -327,7 +331,77 @@ class PpoSpec(Strict):
     max_seconds: float | None = Field(None, gt=0)
 
 
-StageObjective = Literal["sft", "dpo", "reward", "ppo", "safety"]
+class KtoSpec(Strict):
+    beta: float = Field(0.1, gt=0, description="Scale of the reward log π/π_ref inside the sigmoid.")
+    desirable_weight: float = Field(
+        1.0, gt=0, description="λ_D; raise it when desirable records are fewer than undesirable ones."
+    )
+    undesirable_weight: float = Field(1.0, gt=0, description="λ_U, the weight of undesirable records.")
+
+
+class OrpoSpec(Strict):
+    beta: float = Field(
+        0.1, gt=0, description="λ: weight of the odds-ratio term beside the chosen reply's SFT loss."
+    )
+
+
+class SimpoSpec(Strict):
+    beta: float = Field(2.0, gt=0, description="Scale of the length-normalised log-prob reward.")
+    gamma: float = Field(1.0, ge=0, description="Target reward margin γ between chosen and rejected.")
+
+
+class GrpoSpec(Strict):
+    """Online RL with group baselines; `train:` gives the optimiser settings (lr, schedule,
+    grad_clip, micro_tokens, precision), as for every objective of the loop."""
+
+    reward: str | None = Field(
+        None, description="`module:function` scoring (prompts, responses[, references]) -> floats, e.g. a "
+        "verifier from lamina.train.verifiers."
+    )
+    reward_model: str | None = Field(None, description="A reward-model run directory (objective `reward`).")
+    iterations: int = Field(20, gt=0, description="Rollout batches.")
+    prompts: int = Field(8, gt=0, description="Prompts sampled per iteration.")
+    group_size: int = Field(8, ge=2, description="Replies sampled per prompt (G).")
+    epochs: int = Field(1, gt=0, description="Optimisation passes over each rollout batch.")
+    mini_batch: int | None = Field(
+        None, gt=0, description="Replies per optimiser step; default: the whole rollout batch (one step per epoch)."
+    )
+    clip: float = Field(0.2, gt=0, description="Ratio clip ε: the ratio is held within [1-ε, 1+ε_high].")
+    clip_high: float | None = Field(None, gt=0, description="ε_high (DAPO's asymmetric clip); default: clip.")
+    kl_coef: float = Field(
+        0.04, ge=0, description="β of the k3 estimate of KL(π‖π_ref) per token; 0 drops the reference forward. "
+        "On by default: a GRPO stage usually follows SFT/safety stages whose behaviour the gates check, and a "
+        "verifier scores only the task, so the pull to the reference keeps the rest; with an adapter the "
+        "reference is the same weights with the adapter off (one no-grad forward, no memory)."
+    )
+    scale_rewards: Literal["group", "batch", "none"] | None = Field(
+        None, description="Divide advantages by the std of the group, of the batch, or not at all; "
+        "default: group for grpo, none for rloo."
+    )
+    loss_norm: Literal["token", "sequence"] = Field(
+        "token", description="token: every completion token of a step weighs the same (no length bias); "
+        "sequence: each reply's mean over its tokens, averaged over replies (the original GRPO)."
+    )
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_completion_length: int = Field(64, gt=0, description="New tokens per sampled reply.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end a reply (kept in it).")
+    engine: Literal["generate", "continuous"] = Field(
+        "generate", description="Sampling: `generate` decodes the padded batch in lock step (KV cache); "
+        "`continuous`: transformers' continuous batching (paged KV cache), for long, uneven replies on GPU."
+    )
+    eval_prompts: int = Field(32, gt=0, description="Held-out prompts whose sampled reward is measured before and after.")
+    max_seconds: float | None = Field(None, gt=0)
+
+
+StageObjective = Literal["sft", "dpo", "reward", "ppo", "safety", "kto", "orpo", "simpo", "grpo", "rloo"]
+
+
+# Recipe sections a stage may override, and their models.
+STAGE_SECTIONS: dict[str, type[Strict]] = {
+    "train": TrainSpec, "dpo": DpoSpec, "ppo": PpoSpec, "grpo": GrpoSpec, "kto": KtoSpec, "orpo": OrpoSpec,
+    "simpo": SimpoSpec,
+}
 
 
 class StageSpec(Strict):
@@ -338,10 +412,14 @@ class StageSpec(Strict):
     train: dict = Field(default_factory=dict, description="Overrides of `train` keys for this stage.")
     dpo: dict = Field(default_factory=dict, description="Overrides of `dpo` keys for this stage.")
     ppo: dict = Field(default_factory=dict, description="Overrides of `ppo` keys for this stage.")
+    grpo: dict = Field(default_factory=dict, description="Overrides of `grpo` keys (grpo and rloo stages).")
+    kto: dict = Field(default_factory=dict, description="Overrides of `kto` keys for this stage.")
+    orpo: dict = Field(default_factory=dict, description="Overrides of `orpo` keys for this stage.")
+    simpo: dict = Field(default_factory=dict, description="Overrides of `simpo` keys for this stage.")
 
     @model_validator(mode="after")
     def _overrides_valid(self) -> StageSpec:
-        for key, model in (("train", TrainSpec), ("dpo", DpoSpec), ("ppo", PpoSpec)):
+        for key, model in STAGE_SECTIONS.items():
             try:
                 model.model_validate({**model().model_dump(), **getattr(self, key)})
             except ValidationError as e:
@@ -364,6 +442,10 @@ class Recipe(Strict):
     eval: EvalSpec = EvalSpec()
     dpo: DpoSpec = DpoSpec()
     ppo: PpoSpec = PpoSpec()
+    grpo: GrpoSpec = GrpoSpec()
+    kto: KtoSpec = KtoSpec()
+    orpo: OrpoSpec = OrpoSpec()
+    simpo: SimpoSpec = SimpoSpec()
     stages: list[StageSpec] = Field(default_factory=list, description="Ordered post-training layers.")
 
 

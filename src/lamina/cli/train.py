@@ -45,11 +45,16 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON object of every figure shown."),
     method: str = typer.Option("lora", "--method", help="Adaptation method for the fine-tune."),
     rlhf: bool = typer.Option(False, "--rlhf", help="Run SFT → reward model → PPO instead of SFT → DPO."),
+    rl: bool = typer.Option(False, "--rl", help="Second stage: GRPO on the base against the ticket verifier instead of DPO."),
 ) -> None:
     """Run the whole pipeline on the embedded default (tiny model, bundled data)."""
     from lamina.demo import run_demo
 
-    figures = run_demo(method=method, rlhf=rlhf)
+    if rl and rlhf:
+        from lamina.errors import LaminaError
+
+        raise LaminaError("choose one of --rl and --rlhf")
+    figures = run_demo(method=method, rlhf=rlhf, rl=rl)
     if as_json:
         out.print_json(json.dumps(figures, default=str))
 

@@ -1,9 +1,11 @@
 """Training-data formats, parsed and validated line by line.
 
-Three formats, all normalised to chat messages so the rest of Lamina sees one shape:
+Four formats, all normalised to chat messages so the rest of Lamina sees one shape:
 - chat: {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
 - prompt_completion: {"prompt": str, "completion": str}
 - preference: {"prompt": str | messages, "chosen": str, "rejected": str}
+- unpaired: {"prompt": str | messages, "completion": str, "label": true | false} (KTO: a reply
+  marked desirable or undesirable on its own, no partner needed)
 
 Every error names the file and line. A record may carry `subject_id` (for withdrawal) and
 `meta`; other keys are refused so typos do not pass silently.
@@ -19,8 +21,8 @@ from typing import Any, Literal
 
 from lamina.errors import LaminaError
 
-Format = Literal["chat", "prompt_completion", "preference"]
-FORMATS: tuple[str, ...] = ("chat", "prompt_completion", "preference")
+Format = Literal["chat", "prompt_completion", "preference", "unpaired"]
+FORMATS: tuple[str, ...] = ("chat", "prompt_completion", "preference", "unpaired")
 ROLES = ("system", "user", "assistant")
 _COMMON_KEYS = {"subject_id", "meta", "id"}
 
@@ -45,7 +47,18 @@ class Preference:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Example | Preference
+@dataclass
+class Unpaired:
+    """A prompt with one assistant reply labelled desirable (True) or undesirable (False)."""
+
+    prompt: list[dict[str, str]]
+    completion: str
+    label: bool
+    subject_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Example | Preference | Unpaired
 
 
 def _messages(value: Any, where: str, key: str = "messages") -> list[dict[str, str]]:
@@ -83,6 +96,21 @@ def _check_keys(obj: dict, allowed: set[str], fmt: str, where: str) -> None:
         raise LaminaError(f"unknown keys {sorted(extra)} for format {fmt!r}", where)
 
 
+def _prompt(obj: dict, where: str) -> list[dict[str, str]]:
+    """A record's `prompt`: a string (one user turn) or chat messages not ending with a reply."""
+    if "prompt" not in obj:
+        raise LaminaError("missing `prompt`", where)
+    prompt = obj["prompt"]
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise LaminaError("`prompt` is empty", where)
+        return [{"role": "user", "content": prompt}]
+    prompt = _messages(prompt, where, "prompt")
+    if prompt[-1]["role"] == "assistant":
+        raise LaminaError("the prompt's last message must not be the assistant's", where)
+    return prompt
+
+
 def parse_record(obj: Any, fmt: str, where: str) -> Record:
     """Validate one decoded JSON value as `fmt`; `where` is `file:line` for errors."""
     if not isinstance(obj, dict):
@@ -113,18 +141,14 @@ def parse_record(obj: Any, fmt: str, where: str) -> Record:
         )
     if fmt == "preference":
         _check_keys(obj, {"prompt", "chosen", "rejected"}, fmt, where)
-        if "prompt" not in obj:
-            raise LaminaError("missing `prompt`", where)
-        prompt = obj["prompt"]
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise LaminaError("`prompt` is empty", where)
-            prompt = [{"role": "user", "content": prompt}]
-        else:
-            prompt = _messages(prompt, where, "prompt")
-            if prompt[-1]["role"] == "assistant":
-                raise LaminaError("the prompt's last message must not be the assistant's", where)
+        prompt = _prompt(obj, where)
         return Preference(prompt, _text(obj, "chosen", where), _text(obj, "rejected", where), subject, meta)
+    if fmt == "unpaired":
+        _check_keys(obj, {"prompt", "completion", "label"}, fmt, where)
+        prompt = _prompt(obj, where)
+        if not isinstance(obj.get("label"), bool):
+            raise LaminaError("`label` must be true (desirable reply) or false (undesirable reply)", where)
+        return Unpaired(prompt, _text(obj, "completion", where), obj["label"], subject, meta)
     raise LaminaError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
@@ -162,6 +186,8 @@ def record_to_json(rec: Record) -> dict[str, Any]:
     out: dict[str, Any]
     if isinstance(rec, Example):
         out = {"messages": rec.messages}
+    elif isinstance(rec, Unpaired):
+        out = {"prompt": rec.prompt, "completion": rec.completion, "label": rec.label}
     else:
         out = {"prompt": rec.prompt, "chosen": rec.chosen, "rejected": rec.rejected}
     if rec.subject_id is not None:
@@ -172,4 +198,6 @@ def record_to_json(rec: Record) -> dict[str, Any]:
 
 
 def format_of(rec: Record) -> str:
+    if isinstance(rec, Unpaired):
+        return "unpaired"
     return "chat" if isinstance(rec, Example) else "preference"

@@ -42,17 +42,17 @@ from lamina.train.tiny_base import resolve_base
 RewardFn = Callable[[list[list[dict]], list[str]], list[float]]
 
 
-def load_reward_fn(ref: str) -> RewardFn:
+def load_reward_fn(ref: str, where: str = "ppo.reward") -> RewardFn:
     """`package.module:function` -> the function (checked before anything is written)."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
-        raise LaminaError(f"expected `module:function`, got {ref!r}", "ppo.reward")
+        raise LaminaError(f"expected `module:function`, got {ref!r}", where)
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise LaminaError(f"cannot load {ref!r}: {e}", "ppo.reward") from None
+        raise LaminaError(f"cannot load {ref!r}: {e}", where) from None
     if not callable(fn):
-        raise LaminaError(f"{ref!r} is not callable", "ppo.reward")
+        raise LaminaError(f"{ref!r} is not callable", where)
     return fn
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from lamina import rundir
+from lamina.errors import LaminaError
 from lamina.fsio import append_line, atomic_dir, write_json, write_text
 from lamina.recipe import Recipe, load_recipe
 from lamina.train import checkpoint as ckpt
@@ -28,6 +29,12 @@ from lamina.train.setup import Setup, setup
 def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
           lineage: dict | None = None) -> Path:
     """Train from a recipe; returns the run directory. `lineage` (e.g. parent_run) goes into run.json."""
+    if recipe.train.objective in ("grpo", "rloo"):  # online RL: rollouts between the loop's steps
+        from lamina.train.grpo import train_grpo
+
+        if resume:
+            raise LaminaError(f"{recipe.train.objective} runs cannot be resumed; start a new run", str(run_dir))
+        return train_grpo(recipe, progress, run_dir, lineage)
     s = setup(recipe)
     run_dir = run_dir or rundir.new_run_dir(recipe)
     started = None

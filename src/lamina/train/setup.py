@@ -15,6 +15,7 @@ from lamina import methods
 from lamina.data.chat import tokenize_examples
 from lamina.data.dataset import TrainingData, load_training_data
 from lamina.data.pairs import tokenize_pairs
+from lamina.data.unpaired import tokenize_unpaired
 from lamina.models import kernels
 from lamina.models.attention import attention_plan
 from lamina.models.loading import load_hf_model, load_tokenizer, pick_device
@@ -51,8 +52,10 @@ def setup(recipe: Recipe) -> Setup:
     # Frozen bases are stored in bf16 on CUDA; full fine-tuning keeps fp32 master weights.
     dtype = torch.bfloat16 if device.type == "cuda" and recipe.method.name != "full" else torch.float32
     tokenizer = load_tokenizer(base_dir)
-    preference = recipe.train.objective in ("dpo", "reward")
-    if preference:
+    preference = recipe.train.objective in ("dpo", "reward", "kto", "orpo", "simpo")
+    if recipe.train.objective == "kto":  # unpaired records, not pairs
+        examples, stats = tokenize_unpaired(tokenizer, data.train, recipe.data, recipe.data.train)
+    elif preference:
         examples, stats = tokenize_pairs(tokenizer, data.train, recipe.data, recipe.data.train)
     else:
         examples, stats = tokenize_examples(tokenizer, data.train, recipe.data.loss_on, recipe.data.max_length,

@@ -1,10 +1,11 @@
 """Layered post-training: the ordered `stages:` of a recipe, each its own tracked run.
 
-A policy stage (sft, dpo, safety, ppo) starts from the previous policy stage's output: that
-run merged into a plain Hugging Face directory (`<run>/merged`, made once), so its update
-is part of the new stage's frozen reference. A reward stage trains on the current policy
-and feeds the next ppo stage; it does not change the policy. Every run records
-`parent_run` (the run it started from), its `stage`, and for ppo the `reward_run`.
+A policy stage (sft, dpo, kto, orpo, simpo, safety, ppo, grpo, rloo) starts from the
+previous policy stage's output: that run merged into a plain Hugging Face directory
+(`<run>/merged`, made once), so its update is part of the new stage's frozen reference. A
+reward stage trains on the current policy and feeds the next ppo/grpo/rloo stage that names
+no reward of its own; it does not change the policy. Every run records `parent_run` (the
+run it started from), its `stage`, and for the RL stages the `reward_run`.
 
 All stages are checked before the first one runs, so a mistake in stage 3 costs nothing.
 """
@@ -15,11 +16,15 @@ import time
 from pathlib import Path
 
 from lamina import rundir
-from lamina.data.formats import Example, read_jsonl
+from lamina.data.formats import Example, Preference, Unpaired, read_jsonl
 from lamina.errors import LaminaError
-from lamina.recipe import DataSpec, DpoSpec, PpoSpec, Recipe, StageSpec, TrainSpec
+from lamina.recipe import STAGE_SECTIONS, DataSpec, PpoSpec, Recipe, StageSpec
 
-POLICY_STAGES = ("sft", "dpo", "safety", "ppo")
+POLICY_STAGES = ("sft", "dpo", "safety", "ppo", "kto", "orpo", "simpo", "grpo", "rloo")
+RL_STAGES = ("ppo", "grpo", "rloo")  # prompts in, a reward to climb
+# The record type each data-driven objective trains on.
+RECORDS_OF = {"sft": Example, "dpo": Preference, "reward": Preference, "orpo": Preference, "simpo": Preference,
+              "kto": Unpaired}
 
 
 def safety_data_spec(recipe: Recipe) -> DataSpec:
@@ -45,18 +50,19 @@ def stage_recipe(recipe: Recipe, index: int, stage: StageSpec) -> Recipe:
     """The recipe one stage runs with: the top level's settings with the stage's overrides."""
     data = stage.data or (safety_data_spec(recipe) if stage.objective == "safety" else recipe.data)
     objective = objective_of(stage, data)
-    train = {**recipe.train.model_dump(), **stage.train}
+    sections = {
+        key: model.model_validate({**getattr(recipe, key).model_dump(), **getattr(stage, key)})
+        for key, model in STAGE_SECTIONS.items()
+    }
     if objective != "ppo":
-        train["objective"] = objective
+        sections["train"] = sections["train"].model_copy(update={"objective": objective})
     return recipe.model_copy(
         update={
             "name": stage.name or f"{recipe.name}-{index + 1}-{stage.objective}",
             "model": recipe.model.model_copy(),
             "data": data,
             "method": stage.method or recipe.method,
-            "train": TrainSpec.model_validate(train),
-            "dpo": DpoSpec.model_validate({**recipe.dpo.model_dump(), **stage.dpo}),
-            "ppo": PpoSpec.model_validate({**recipe.ppo.model_dump(), **stage.ppo}),
+            **sections,
             "stages": [],
         }
     )
@@ -66,22 +72,25 @@ def check_stage(recipe: Recipe, index: int, stage: StageSpec, has_reward: bool) 
     """Data format must fit the objective; ppo needs a reward."""
     where = f"stages[{index}]"
     objective = objective_of(stage, recipe.data) if stage.objective != "safety" else stage.objective
-    if stage.objective == "ppo":
-        if not (recipe.ppo.reward or recipe.ppo.reward_model or has_reward):
+    if stage.objective in RL_STAGES:
+        key = "ppo" if stage.objective == "ppo" else "grpo"
+        spec = getattr(recipe, key)
+        if not (spec.reward or spec.reward_model or has_reward):
             raise LaminaError(
-                "a ppo stage needs `ppo.reward`, `ppo.reward_model` or an earlier reward stage", where
+                f"a {stage.objective} stage needs `{key}.reward`, `{key}.reward_model` or an earlier reward stage",
+                where,
             )
-        if recipe.ppo.reward:
+        if spec.reward:
             from lamina.train.rlhf import load_reward_fn
 
-            load_reward_fn(recipe.ppo.reward)
+            load_reward_fn(spec.reward, f"{key}.reward")
         return
     if recipe.data.train is None or objective == "safety":
         return
     records = read_jsonl(recipe.data.train, recipe.data.format)
-    wants_pairs = objective in ("dpo", "reward")
-    if wants_pairs == isinstance(records[0], Example):
-        kind = "preference" if wants_pairs else "chat"
+    wanted = RECORDS_OF[objective]
+    if not isinstance(records[0], wanted):
+        kind = {Example: "chat", Preference: "preference", Unpaired: "unpaired"}[wanted]
         raise LaminaError(
             f"objective {objective!r} needs {kind} records; {recipe.data.train} has {recipe.data.format!r}",
             f"{where}.data",
@@ -126,13 +135,18 @@ def run_stage(
         "parent_run": str(parent) if parent else None,
         "stage": {"index": index, "of": total, "objective": stage.objective},
     }
-    if stage.objective != "ppo":
+    if stage.objective not in RL_STAGES:
         return runner.train(r, progress=progress, lineage=lineage)
+    spec = r.ppo if stage.objective == "ppo" else r.grpo
+    if not spec.reward and not spec.reward_model:
+        spec.reward_model = str(reward_run)
+    lineage["reward_run"] = spec.reward_model or None
+    if stage.objective != "ppo":
+        from lamina.train.grpo import train_grpo
+
+        return train_grpo(r, progress=progress, lineage=lineage)
     from lamina.train.rlhf import train_ppo
 
-    if not r.ppo.reward and not r.ppo.reward_model:
-        r.ppo.reward_model = str(reward_run)
-    lineage["reward_run"] = r.ppo.reward_model or None
     return train_ppo(r, progress=progress, lineage=lineage)
 
 

@@ -39,8 +39,9 @@ def map_texts(rec: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
         out["messages"] = [{"role": m["role"], "content": fn(m["content"])} for m in rec["messages"]]
     else:
         out["prompt"] = [{"role": m["role"], "content": fn(m["content"])} for m in rec["prompt"]]
-        out["chosen"] = fn(rec["chosen"])
-        out["rejected"] = fn(rec["rejected"])
+        for key in ("chosen", "rejected", "completion"):  # preference or unpaired replies
+            if key in rec:
+                out[key] = fn(rec[key])
     return out
 
 
@@ -59,6 +60,5 @@ def content_text(rec: dict[str, Any]) -> str:
     would make every record look like a duplicate of, or overlap with, every other."""
     turns = rec.get("messages") or rec.get("prompt") or []
     parts = [m["content"] for m in turns if m["role"] != "system"]
-    if "chosen" in rec:
-        parts += [rec["chosen"], rec["rejected"]]
+    parts += [rec[k] for k in ("chosen", "rejected", "completion") if k in rec]
     return "\n".join(parts)

@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from lamina import fsio, workspace
 from lamina.data import catalog
 from lamina.data.dataset_card import render_card
-from lamina.data.formats import Example, iter_jsonl, record_to_json
+from lamina.data.formats import Example, format_of, iter_jsonl, record_to_json
 from lamina.data.intake.contamination import EvalIndex
 from lamina.data.intake.dedup import Deduper
 from lamina.data.intake.normalize import content_text
@@ -70,7 +70,7 @@ def split_of(line: str, eval_ratio: float) -> str:
 def _tagged(sources: list[tuple[catalog.Source, str]], key: bytes, stats: _Pass1) -> Iterator[tuple]:
     for src, role in sources:
         for rec in iter_source_records(src):
-            kind = "sft" if isinstance(rec, Example) else "preference"
+            kind = "sft" if isinstance(rec, Example) else format_of(rec)  # preference or unpaired
             if stats.kind not in (None, kind):
                 raise LaminaError(
                     f"mixes {kind} records with {stats.kind} records of other sources", src.name

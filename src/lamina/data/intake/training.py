@@ -34,7 +34,8 @@ class PreparedData:
     @property
     def format(self) -> str:
         """The formats.parse_record format the records are in."""
-        return "preference" if self.manifest.get("kind") == "preference" else "chat"
+        kind = self.manifest.get("kind")
+        return kind if kind in ("preference", "unpaired") else "chat"
 
 
 def _source_for_file(path: str, recipe: Recipe, role: str) -> catalog.Source:

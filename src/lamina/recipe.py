@@ -163,6 +163,22 @@ class TrainSpec(Strict):
         return self
 
 
+class DistributedSpec(Strict):
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="Under torchrun: `ddp` replicates the model and all-reduces gradients; `fsdp` "
+        "shards parameters, gradients and optimiser state per decoder layer (FSDP2); `auto` picks DDP "
+        "when the trainable state fits each device, FSDP2 when it does not.",
+    )
+    reshard_after_forward: bool = Field(
+        True, description="FSDP2: free the gathered parameters after each layer's forward (less memory, "
+        "one more all-gather in the backward)."
+    )
+    cpu_offload: bool = Field(False, description="FSDP2: keep sharded parameters and optimiser state in CPU memory.")
+    timeout_s: float = Field(
+        600.0, gt=0, description="A collective that waits longer than this fails the job instead of hanging."
+    )
+
+
 class CustomRecognizerSpec(Strict):
     entity: str = Field(..., pattern=r"^[A-Z][A-Z0-9_]*$")
     regex: str
@@ -437,6 +453,7 @@ class Recipe(Strict):
     data: DataSpec
     method: MethodSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = TrainSpec()
+    distributed: DistributedSpec = DistributedSpec()
     output: OutputSpec = OutputSpec()
     intake: IntakeSpec = IntakeSpec()
     eval: EvalSpec = EvalSpec()

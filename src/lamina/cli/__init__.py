@@ -23,5 +23,19 @@ def main() -> None:
     except LaminaError as e:
         from lamina.console import console
 
+        _record_failure(e)
         console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as e:
+        _record_failure(e)
+        raise
+
+
+def _record_failure(e: BaseException) -> None:
+    """Under torchrun: leave this rank's error for the launcher to report."""
+    import os
+
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:
+        from lamina.train.distributed import record_failure
+
+        record_failure(e)

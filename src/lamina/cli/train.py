@@ -16,21 +16,31 @@ def train(
     resume: Path = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (one per GPU); "
+                              "Lamina starts them through torchrun."),
 ) -> None:
     """Fine-tune a model as the recipe says; writes a run directory."""
     from lamina import rundir
     from lamina.errors import LaminaError
     from lamina.governance import access
     from lamina.recipe import load_recipe
-    from lamina.train import runner
+    from lamina.train import distributed, runner
 
-    access.require("train")  # the role check every mutating command makes
+    rank0 = distributed.rank() == 0
+    if rank0:  # rank 0 decides for the job; a refusal there stops every rank
+        access.require("train")  # the role check every mutating command makes
+    if nproc > 1 and not distributed.launched():
+        args = ["train", *([str(recipe)] if recipe else []), *(["--resume", str(resume)] if resume else []),
+                *(["--json"] if as_json else []), *(["--quiet"] if quiet else [])]
+        raise typer.Exit(distributed.launch(args, nproc))
     if resume is not None:
         run_dir = runner.resume(resume, progress=not quiet)
     elif recipe is None:
         raise LaminaError("give a recipe file, or --resume RUN_DIR")
     else:
         run_dir = runner.train(load_recipe(recipe), progress=not quiet)
+    if not rank0:
+        return
     info = rundir.read_run(run_dir)
     summary = {"run_dir": str(run_dir), "steps": info["steps"], "tokens": info["tokens"],
                "final_loss": info["final_loss"], "train_seconds": info["train_seconds"]}

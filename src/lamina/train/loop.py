@@ -49,6 +49,7 @@ class Loop:
     progress: Callable[[LoopState, dict | None], None] | None = None
     # Objective metrics (sums over the step's count), accumulated on the device between logs.
     metric_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    dist: object | None = None  # lamina.train.distributed.Dist under torchrun
 
     def autocast(self):
         if self.device.type == "cuda" and self.precision() == "bf16":
@@ -66,20 +67,29 @@ class Loop:
         micro = self.micro_tokens
         # An objective that needs its own grouping (e.g. DPO pairs in one forward) builds its batches.
         build = getattr(self.objective, "batches", None) or micro_batches
-        batches = build([self.examples[i] for i in chosen], self.row_len, micro)
-        count = sum(self.objective.count(b) for b in batches)
-        denom = max(count, 1)
+        pack = lambda idx: build([self.examples[i] for i in idx], self.row_len, micro)  # noqa: E731
+        if self.dist:  # this rank's share; count and tokens are the whole step's (lamina.train.distributed)
+            batches, weights, count, tokens = self.dist.plan_step(chosen, self.sampler.lengths, pack,
+                                                                  self.objective.count)
+        else:
+            batches = pack(chosen)
+            weights, count, tokens = None, sum(self.objective.count(b) for b in batches), None
+        # Ranks' gradients are averaged, so each divides by its 1/world share of the count.
+        denom = max(count, 1) / (self.dist.world if self.dist else 1)
         total = torch.zeros((), device=self.device)
         # Copy every micro-batch up front (pinned, asynchronous): no wait on the GPU queue mid-step.
         batches = [b.to(self.device) for b in batches]
-        for b in batches:
-            with self.autocast():
-                loss_sum, metrics = self.objective.loss(self.model, b, self.plan)
-            (loss_sum / denom).backward()
+        for k, b in enumerate(batches):
+            with self.sync(k == len(batches) - 1):
+                with self.autocast():
+                    loss_sum, metrics = self.forward(self.objective.loss, b)
+                if weights and weights[k] != 1.0:  # a padding micro-batch of a rank with fewer
+                    loss_sum, metrics = loss_sum * weights[k], {n: v * weights[k] for n, v in metrics.items()}
+                (loss_sum / denom).backward()
             total += loss_sum.detach()
-            for k, v in metrics.items():
-                acc = self.metric_sums.get(k)
-                self.metric_sums[k] = v.detach() if acc is None else acc + v.detach()
+            for n, v in metrics.items():
+                acc = self.metric_sums.get(n)
+                self.metric_sums[n] = v.detach() if acc is None else acc + v.detach()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = None
         if self.spec.grad_clip:
@@ -88,7 +98,14 @@ class Loop:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._last_grad_norm = grad_norm
-        return total / denom, sum(b.n_tokens for b in batches), count
+        return total / denom, tokens if tokens is not None else sum(b.n_tokens for b in batches), count
+
+    def forward(self, fn: Callable, batch):
+        """`fn(model, batch, plan)`, through the distributed wrapper when there is one."""
+        return self.dist.forward(fn, batch, self.plan) if self.dist else fn(self.model, batch, self.plan)
+
+    def sync(self, last: bool):
+        return self.dist.sync(last) if self.dist else contextlib.nullcontext()
 
     def run(self, max_seconds: float | None = None) -> LoopState:
         self.model.train()
@@ -107,12 +124,18 @@ class Loop:
             window_count += count
             last = self.state.step == self.total_steps
             out_of_time = deadline is not None and time.perf_counter() >= deadline
+            if self.dist and deadline is not None:  # every rank stops at the same step
+                out_of_time = self.dist.any(out_of_time)
             record = None
             every = self.spec.checkpoint_every
             checkpoint = bool(self.on_checkpoint and every and self.state.step % every == 0 and not last)
             # Log at checkpoints too, so a resumed run's logging windows line up with the original's.
             if self.state.step % self.spec.log_every == 0 or last or out_of_time or checkpoint:
                 # The one sync point of the loop: read the averaged loss of the window.
+                if self.dist:
+                    names = list(self.metric_sums)
+                    window_loss, *sums = self.dist.reduce_window([window_loss, *self.metric_sums.values()])
+                    self.metric_sums = dict(zip(names, sums, strict=True))
                 elapsed = time.perf_counter() - window_start
                 self.state.seconds += elapsed
                 record = {

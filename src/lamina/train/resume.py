@@ -12,6 +12,7 @@ from lamina import rundir
 from lamina.errors import LaminaError
 from lamina.fsio import write_text
 from lamina.train import checkpoint as ckpt
+from lamina.train import distributed
 from lamina.train.setup import Setup
 
 
@@ -24,13 +25,16 @@ def check_resumable(run_dir: Path) -> None:
 
 
 def restore(run_dir: Path, s: Setup) -> dict:
-    """Load the last checkpoint into the set-up run and trim the metrics; returns the old run.json."""
+    """Load the last checkpoint into the set-up run and trim the metrics; returns the old run.json.
+    A checkpoint saved on any number of ranks loads on any number (lamina.train.distributed)."""
     meta = rundir.read_run(run_dir)
     last = ckpt.latest(run_dir)
     if last is not None:
-        ckpt.load_checkpoint(last, s.model, s.loop.optimizer, s.loop.sampler, s.loop.state)
+        load = ckpt.load_checkpoint if distributed.plain(last, s.loop.dist) else distributed.load_checkpoint
+        load(last, s.model, s.loop.optimizer, s.loop.sampler, s.loop.state)
     # Metrics past the checkpoint were logged by the interrupted process; they are redone.
     kept = [m for m in rundir.read_metrics(run_dir) if m["step"] <= s.loop.state.step]
-    write_text(run_dir / rundir.METRICS, "".join(rundir.metrics_line(m) for m in kept))
+    if s.loop.dist is None or s.loop.dist.main:
+        write_text(run_dir / rundir.METRICS, "".join(rundir.metrics_line(m) for m in kept))
     s.loop.state.history = kept
     return meta

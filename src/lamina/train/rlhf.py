@@ -16,6 +16,7 @@ import contextlib
 import copy
 import importlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -405,6 +406,10 @@ def train_ppo(
     recipe: Recipe, progress: bool = True, run_dir: Path | None = None, lineage: dict | None = None
 ) -> Path:
     """PPO from a recipe (`ppo:` settings; data gives the prompts); returns the run directory."""
+    from lamina.train import distributed
+
+    if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
+        raise LaminaError("the PPO stage runs on one process; start it without torchrun (--nproc 1)", "ppo")
     s = setup_ppo(recipe)
     run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from lamina.errors import LaminaError
 from lamina.fsio import append_line, atomic_dir, write_json, write_text
 from lamina.recipe import Recipe, load_recipe
 from lamina.train import checkpoint as ckpt
+from lamina.train import distributed
 from lamina.train.loop import LoopState
 from lamina.train.loss_plot import plot_loss
 from lamina.train.progress import training_bar
@@ -32,41 +33,56 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
     if recipe.train.objective in ("grpo", "rloo"):  # online RL: rollouts between the loop's steps
         from lamina.train.grpo import train_grpo
 
+        if distributed.launched() and distributed.world() > 1:
+            raise LaminaError(f"{recipe.train.objective} runs on one process for now; start it without torchrun",
+                              "train.objective")
         if resume:
             raise LaminaError(f"{recipe.train.objective} runs cannot be resumed; start a new run", str(run_dir))
         return train_grpo(recipe, progress, run_dir, lineage)
-    s = setup(recipe)
-    run_dir = run_dir or rundir.new_run_dir(recipe)
+    d = distributed.current(recipe.distributed)  # None unless started by torchrun
+    s = setup(recipe, d)
+    main = d is None or d.main  # only rank 0 writes the run directory and talks to tracking
+    run_dir = run_dir or (rundir.new_run_dir(recipe) if main else None)
+    run_dir = Path(d.broadcast(str(run_dir))) if d else run_dir
     started = None
     if resume:
         meta = restore(run_dir, s)
         started = meta.get("started")
-    else:
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    info = run_info(s, run_dir, started)
+    info = run_info(s, run_dir, started) if main else {}
     if resume:
         info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run") if k in meta})
     info.update(lineage or {})
-    write_json(run_dir / rundir.RUN_JSON, info)
+    if main:
+        write_json(run_dir / rundir.RUN_JSON, info)
     prepare = getattr(s.loop.objective, "prepare", None)
     if prepare:  # e.g. DPO's one pass of reference log-probs, stored with the run
         prepare(run_dir, s.loop)
-    s.loop.on_log = lambda record: append_line(run_dir / rundir.METRICS, rundir.metrics_line(record).rstrip("\n"))
-    s.loop.on_checkpoint = lambda state: ckpt.save_checkpoint(
+    if main:
+        s.loop.on_log = lambda record: append_line(run_dir / rundir.METRICS, rundir.metrics_line(record).rstrip("\n"))
+    save = d.save_checkpoint if d else ckpt.save_checkpoint
+    s.loop.on_checkpoint = lambda state: save(
         run_dir / rundir.CHECKPOINTS / f"step-{state.step:06d}", s.model, s.loop.optimizer, s.loop.sampler, state)
     try:
-        with training_bar(recipe.name, s.loop.total_steps, s.loop.state.step, progress) as bar:
+        with training_bar(recipe.name, s.loop.total_steps, s.loop.state.step, progress and main) as bar:
             s.loop.progress = bar
             state = s.loop.run(recipe.train.max_seconds)
     except BaseException as e:
         info.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500])
-        write_json(run_dir / rundir.RUN_JSON, info)
+        if main:
+            write_json(run_dir / rundir.RUN_JSON, info)
         raise
-    save_outputs(s, run_dir, state, info)
-    from lamina.registry.tracking import log_run
+    if d:
+        d.gather_for_save(s.model)  # full tensors on rank 0: the same artifact as one process writes
+    if main:
+        save_outputs(s, run_dir, state, info)
+        from lamina.registry.tracking import log_run
 
-    log_run(run_dir)  # the MLflow record: params, provenance hashes, metrics, artifacts
+        log_run(run_dir)  # the MLflow record: params, provenance hashes, metrics, artifacts
+    if d:
+        d.barrier()  # a next stage on any rank starts from what rank 0 just wrote
     return run_dir
 
 

@@ -20,6 +20,7 @@ from lamina.models import kernels
 from lamina.models.attention import attention_plan
 from lamina.models.loading import load_hf_model, load_tokenizer, pick_device
 from lamina.recipe import Recipe
+from lamina.train import distributed
 from lamina.train.build_loop import make_loop
 from lamina.train.loop import Loop
 from lamina.train.objectives.build import build_objective
@@ -41,12 +42,13 @@ class Setup:
     data_stats: dict
 
 
-def setup(recipe: Recipe) -> Setup:
-    """Everything before the first step. Raises LaminaError on bad input; writes nothing."""
+def setup(recipe: Recipe, d: distributed.Dist | None = None) -> Setup:
+    """Everything before the first step. Raises LaminaError on bad input; writes nothing
+    (under torchrun, rank 0 takes the data in and the others read the version it made)."""
     seed_everything(recipe.seed)
-    data = load_training_data(recipe)
+    data = distributed.take_in(d, recipe, load_training_data)
     base_dir = resolve_base(recipe.model.base, recipe.model.revision)
-    device = pick_device()
+    device = d.device if d else pick_device()
     plan, attn = attention_plan(device)
     method = methods.get(recipe.method.name)
     # Frozen bases are stored in bf16 on CUDA; full fine-tuning keeps fp32 master weights.
@@ -68,5 +70,8 @@ def setup(recipe: Recipe) -> Setup:
     kernels.apply(model, recipe.train.fused_kernels)
     model = method.apply(model, recipe.method)
     objective = build_objective(recipe, model, plan) if preference else SFT
+    if d:  # after the objective, whose frozen DPO reference copies the unwrapped model
+        d.wrap(model, recipe.method.name, distributed.precision(recipe.train, device))
     loop = make_loop(model, examples, recipe.train, device, plan, recipe.seed, recipe.data.max_length, objective)
+    loop.dist = d
     return Setup(recipe, data, base_dir, tokenizer, model, loop, method, device, stats)

@@ -145,27 +145,30 @@ class DPO:
         if not self.spec.precompute_reference:
             return
         path = Path(run_dir) / REFERENCE_FILE
-        if not path.is_file():
+        main = loop.dist is None or loop.dist.main
+        if not path.is_file():  # under torchrun every rank computes (FSDP2 gathers in each forward), rank 0 writes
             micro = loop.micro_tokens
-            tensors = precompute(
-                self, loop.model, loop.examples, loop.row_len, micro, loop.plan, loop.device, loop.autocast
-            )
-            tmp = path.with_name(path.name + ".tmp")
-            save_file(tensors, str(tmp))
-            tmp.replace(path)
+            tensors = precompute(self, loop.forward, loop.examples, loop.row_len, micro, loop.device, loop.autocast)
+            if main:
+                tmp = path.with_name(path.name + ".tmp")
+                save_file(tensors, str(tmp))
+                tmp.replace(path)
+        if loop.dist:
+            loop.dist.barrier()
         self.refs = load_reference(path, loop.examples)
         self.frozen = None  # no longer needed: every step reads the stored values
 
 
 def precompute(
-    obj: DPO, model, pairs: list, row_len: int, micro_tokens: int, plan: str, device, autocast
+    obj: DPO, forward: Callable, pairs: list, row_len: int, micro_tokens: int, device, autocast
 ) -> dict[str, torch.Tensor]:
-    """Reference token log-probs of every pair, as flat tensors with offsets."""
+    """Reference token log-probs of every pair, as flat tensors with offsets.
+    `forward(fn, batch)` runs `fn(model, batch, plan)` (lamina.train.loop.Loop.forward)."""
     per_seq: dict[tuple[int, int], torch.Tensor] = {}
     for group in group_pairs(pairs, micro_tokens):
         batch = collate_pairs(group, row_len)
         with autocast():
-            tok = obj.reference_logprobs(model, batch.to(device), plan).float().cpu()
+            tok = forward(obj.reference_logprobs, batch.to(device)).float().cpu()
         for k in range(2 * len(group)):
             per_seq[(group[k // 2].index, k % 2)] = tok[batch.loss_seq == k]
     out = {}

@@ -26,7 +26,8 @@ LAYERS = (
     ("lamina.train",),
     ("lamina.eval",),
     ("lamina.demo",),
-    ("lamina.cli", "lamina.__main__"),  # `python -m lamina` is the CLI (e.g. under torchrun)
+    ("lamina.cli",),
+    ("lamina.__main__",),  # `python -m lamina`: the CLI, e.g. under a user's torchrun
 )
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 CORE = "core"

@@ -82,34 +82,45 @@ def _trained(run_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_two_ranks_follow_the_one_process_trajectory(tiny_random, tmp_path):
-    cases = {
-        "fsdp_full": {"method": {"name": "full"}, "strategy": "fsdp"},
-        "ddp_lora": {"strategy": "ddp"},
-        "fsdp_lora": {"strategy": "fsdp"},
-        "dpo_lora": {"objective": "dpo", "strategy": "ddp", "train": {"micro_tokens": 400}},
-    }
-    recipes = _recipes(tmp_path, tiny_random, cases)
+def _against_one_process(tmp_path: Path, base: Path, cases: dict[str, dict]) -> None:
+    """Train each case on two torchrun ranks (one job) and in this process; same losses, same artifact."""
+    recipes = _recipes(tmp_path, base, cases)
     proc = torchrun(["--out", str(tmp_path / "two.json"), *map(str, recipes.values())])
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "two.json").read_text())
     for name, path in recipes.items():
         one = runner.train(load_recipe(path), progress=False)
         got, want = two[name]["losses"], _losses(one)
-        assert len(got) == len(want) == 4
-        tol = {"rel": 2e-4} if name.startswith("dpo") else LOSS_TOL
+        assert len(got) == len(want) == cases[name].get("train", {}).get("steps", 4)
+        tol = {"rel": 2e-4} if cases[name].get("objective") else LOSS_TOL
         assert got == pytest.approx(want, **tol), name
         assert want[-1] < want[0]  # it trained: a trajectory that stayed put would prove little
         two_dir = Path(two[name]["run_dir"])
         info_two, info_one = (json.loads((d / "run.json").read_text()) for d in (two_dir, one))
         assert info_two["status"] == "completed" and info_two["tokens"] == info_one["tokens"]
+        assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in one.iterdir()), name
         a, b = _trained(two_dir), _trained(one)
         assert a.keys() == b.keys() and a  # the same artifact format, written once
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5 if tol is LOSS_TOL else 1e-3,
                                        msg=f"{name}: {k}")
-        if name == "dpo_lora":
-            assert two_dir.joinpath("metrics.jsonl").read_text().count("reward_margin") == 4
+
+
+def test_two_ranks_follow_the_one_process_trajectory(tiny_random, tmp_path):
+    _against_one_process(tmp_path, tiny_random, {
+        "fsdp_full": {"method": {"name": "full"}, "strategy": "fsdp"},
+        "ddp_lora": {"strategy": "ddp"},
+    })
+
+
+@pytest.mark.slow
+def test_two_ranks_follow_one_process_for_fsdp_lora_and_dpo(tiny_random, tmp_path):
+    _against_one_process(tmp_path, tiny_random, {
+        "fsdp_lora": {"strategy": "fsdp"},
+        "dpo_lora": {"objective": "dpo", "strategy": "ddp", "train": {"micro_tokens": 400}},
+        "dpo_full": {"objective": "dpo", "method": {"name": "full"}, "strategy": "fsdp",
+                     "train": {"micro_tokens": 400}},
+    })
 
 
 METHODS = {
@@ -128,18 +139,7 @@ def test_every_method_and_the_reward_objective_on_two_ranks(tiny_random, tmp_pat
     cases = {m: {"method": spec, "strategy": "ddp" if m == "qlora" else "fsdp", "train": {"steps": 3}}
              for m, spec in METHODS.items()}
     cases["reward"] = {"objective": "reward", "strategy": "fsdp", "train": {"steps": 3, "micro_tokens": 400}}
-    cases["dpo_full"] = {"objective": "dpo", "method": {"name": "full"}, "strategy": "fsdp",
-                         "train": {"steps": 3, "micro_tokens": 400}}
-    recipes = _recipes(tmp_path, tiny_random, cases)
-    proc = torchrun(["--out", str(tmp_path / "two.json"), *map(str, recipes.values())])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    two = json.loads((tmp_path / "two.json").read_text())
-    for name, path in recipes.items():
-        one = runner.train(load_recipe(path), progress=False)
-        tol = {"rel": 2e-4} if cases[name].get("objective") else LOSS_TOL
-        assert two[name]["losses"] == pytest.approx(_losses(one), **tol), name
-        two_dir = Path(two[name]["run_dir"])
-        assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in one.iterdir()), name
+    _against_one_process(tmp_path, tiny_random, cases)
 
 
 def test_fsdp_refuses_qlora_naming_the_key():

@@ -114,6 +114,17 @@ def take_in(d: Dist | None, recipe, load: Callable):
     return load(recipe.model_copy(update={"data": data_spec}))
 
 
+def main_first(make: Callable, result):
+    """`make()` on rank 0 while the others wait; every rank returns `result` (make's, on rank 0).
+    Without a process group it is just `make()`."""
+    if not dist.is_initialized():
+        return make()
+    if dist.get_rank() == 0:
+        result = make()
+    dist.barrier()
+    return result
+
+
 def precision(spec, device: torch.device) -> str:
     """The loop's compute precision (TrainSpec.precision resolved for the device)."""
     if spec.precision == "auto":

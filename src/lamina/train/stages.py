@@ -110,12 +110,14 @@ def plan(recipe: Recipe) -> list[Recipe]:
 
 def merged_base(run_dir: Path) -> Path:
     """A run's policy as a plain HF directory (merged once, kept inside the run)."""
+    from lamina.train import distributed
     from lamina.train.merge import merge_run
 
     target = Path(run_dir) / "merged"
     if (target / "config.json").is_file():
         return target
-    return merge_run(run_dir, target)
+    # Under torchrun rank 0 merges while the other ranks wait, then all read the same directory.
+    return distributed.main_first(lambda: merge_run(run_dir, target), target)
 
 
 def run_stage(

@@ -142,6 +142,32 @@ def test_every_method_and_the_reward_objective_on_two_ranks(tiny_random, tmp_pat
     _against_one_process(tmp_path, tiny_random, cases)
 
 
+@pytest.mark.slow
+def test_ppo_on_two_ranks_whitens_globally_and_writes_one_run(tiny_random, tmp_path):
+    from lamina.data.synthetic import task_splits as splits
+
+    train, held = splits(n_train=32, n_eval=8)
+    t, e = _write_jsonl(tmp_path / "t.jsonl", train), _write_jsonl(tmp_path / "e.jsonl", held)
+    recipe = {"name": "ppo2", "model": {"base": str(tiny_random)},
+              "data": {"train": str(t), "eval": str(e), "licence": "internal"},
+              "method": {"name": "lora", "r": 8, "alpha": 16},
+              "ppo": {"reward": "dist_worker:brevity_reward", "iterations": 3, "rollouts": 8, "mini_batch": 4,
+                      "epochs": 1, "lr": 3e-3, "sampling": {"max_new_tokens": 8}}}
+    path = tmp_path / "ppo2.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = torchrun(["--out", str(tmp_path / "o.json"), "--ppo", "--whiten-check", str(path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert out["whiten_max_diff"] < 1e-5  # shards whitened with the statistics of all rollouts
+    run_dir = Path(out["ppo2"]["run_dir"])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["iterations"] == 3
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2, 3]  # written once, by rank 0
+    assert (run_dir / "adapter").is_dir() and (run_dir / "value_head" / "head.safetensors").is_file()
+    assert set(info["eval"]["before"]) >= {"reward", "kl"}
+
+
 def test_fsdp_refuses_qlora_naming_the_key():
     from lamina.errors import LaminaError
     from lamina.recipe import DistributedSpec

@@ -194,6 +194,23 @@ class Dist:
         else:
             self.module = replicate(model, self.device)
 
+    def replicate_policy(self, model: torch.nn.Module, value_head: torch.nn.Module) -> Dist:
+        """PPO: DDP over the policy and its value head (generation needs whole weights, so no FSDP2)."""
+        self.strategy = "ddp"
+        self.module = replicate(torch.nn.ModuleDict({"model": model, "value_head": value_head}), self.device)
+        return self
+
+    def sum(self, t: torch.Tensor) -> None:
+        dist.all_reduce(t)
+
+    def mean_record(self, record: dict, summed: tuple[str, ...] = ("tokens",)) -> dict:
+        """A log record's floats averaged over ranks (ranks hold equal shares), `summed` keys added."""
+        keys = [k for k, v in record.items() if isinstance(v, float) or k in summed]
+        t = torch.tensor([float(record[k]) for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {**record, **{k: int(v) if k in summed else round(float(v) / self.world, 6)
+                             for k, v in zip(keys, t.tolist(), strict=True)}}
+
     def forward(self, fn: Callable, *args):
         return self.module(fn, *args)
 

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import importlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -142,6 +141,13 @@ class Policy:
     model: torch.nn.Module
     value_head: torch.nn.Linear
     frozen: torch.nn.Module | None  # the reference for full fine-tuning
+    dist: object | None = None  # lamina.train.distributed.Dist under torchrun (DDP over model + value head)
+
+    def train_forward(self, r: Rollout, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` with gradients, through DDP when there is one (it all-reduces them)."""
+        if self.dist is None:
+            return forward(self.model, self.value_head, r, rows)
+        return self.dist.forward(lambda m, r, rows: forward(m["model"], m["value_head"], r, rows), r, rows)
 
     def reference_logp(self, r: Rollout) -> torch.Tensor:
         with torch.no_grad():
@@ -200,7 +206,7 @@ def score_rollout(policy: Policy, r: Rollout, reward_fn: RewardFn, spec: PpoSpec
         rewards, kl = ppo.kl_penalised_rewards(scores, old_logp, ref_logp, r.mask, kl_coef)
         advantages, returns = ppo.gae(rewards, old_values * r.mask, r.mask, spec.gamma, spec.lam)
         if spec.whiten_advantages:
-            advantages = ppo.whiten(advantages, r.mask)
+            advantages = ppo.whiten(advantages, r.mask, sum_ranks=policy.dist.sum if policy.dist else None)
     return Batch(r, scores, old_logp, old_values * r.mask, advantages, returns, kl.sum(1))
 
 
@@ -215,7 +221,7 @@ def optimise(policy: Policy, optimizer, b: Batch, spec: PpoSpec, gen: torch.Gene
         for start in range(0, n, spec.mini_batch):
             rows = torch.tensor(order[start : start + spec.mini_batch], device=b.r.ids.device)
             mask = b.r.mask[rows]
-            logp, values, logits = forward(policy.model, policy.value_head, b.r, rows)
+            logp, values, logits = policy.train_forward(b.r, rows)
             pg, clipfrac = ppo.policy_loss(logp, b.old_logp[rows], b.advantages[rows], mask, spec.clip)
             vl, vclip = ppo.value_loss(values, b.old_values[rows], b.returns[rows], mask, spec.value_clip)
             (pg + spec.value_coef * vl).backward()
@@ -279,21 +285,24 @@ class PpoSetup:
     device: torch.device
 
 
-def setup_ppo(recipe: Recipe) -> PpoSetup:
+def setup_ppo(recipe: Recipe, d=None) -> PpoSetup:
     """Everything before the first rollout; raises LaminaError on bad input, writes nothing."""
     from lamina.data.dataset import load_training_data
+    from lamina.train import distributed
 
     seed_everything(recipe.seed)
     reward_fn, reward_info = reward_source(recipe.ppo)
-    data = load_training_data(recipe)
+    data = distributed.take_in(d, recipe, load_training_data)
     train_prompts = prompts_of(data.train)
     if not train_prompts:
         raise LaminaError("no prompts in the training data", recipe.data.train or "data.dataset")
     eval_prompts = prompts_of(data.eval)[: recipe.ppo.rollouts] or train_prompts[: recipe.ppo.rollouts]
     base_dir = resolve_base(recipe.model.base, recipe.model.revision)
-    device = pick_device()
+    device = d.device if d else pick_device()
     tokenizer = load_tokenizer(base_dir)
     policy = build_policy(recipe, base_dir, device)
+    if d:
+        policy.dist = d.replicate_policy(policy.model, policy.value_head)
     return PpoSetup(
         recipe,
         base_dir,
@@ -340,10 +349,16 @@ def ppo_loop(s: PpoSetup, run_dir: Path, progress: bool) -> dict:
     kl_ctl = ppo.KLController(
         spec.init_kl_coef, spec.target_kl if spec.adaptive_kl else None, spec.kl_horizon
     )
-    rng, gen = random.Random(s.recipe.seed), torch.Generator().manual_seed(s.recipe.seed)
+    d = s.policy.dist  # under torchrun each rank samples its share of the rollouts
+    rank, world = (d.rank, d.world) if d else (0, 1)
+    rng, gen = random.Random(s.recipe.seed + rank), torch.Generator().manual_seed(s.recipe.seed)
+    if d:
+        torch.manual_seed(s.recipe.seed + rank)
+        spec = spec.model_copy(update={"rollouts": max(1, spec.rollouts // world),
+                                       "mini_batch": max(1, spec.mini_batch // world)})
     deadline = time.perf_counter() + spec.max_seconds if spec.max_seconds else None
     last: dict = {}
-    with ppo_bar(f"{s.recipe.name} (ppo)", spec.iterations, progress) as bar:
+    with ppo_bar(f"{s.recipe.name} (ppo)", spec.iterations, progress and rank == 0) as bar:
         for i in range(1, spec.iterations + 1):
             started = time.perf_counter()
             prompts = [rng.choice(s.train_prompts) for _ in range(spec.rollouts)]
@@ -351,9 +366,12 @@ def ppo_loop(s: PpoSetup, run_dir: Path, progress: bool) -> dict:
             b = score_rollout(s.policy, r, s.reward_fn, spec, kl_ctl.value)
             opt = optimise(s.policy, optimizer, b, spec, gen)
             last = iteration_record(i, b, opt, kl_ctl.value, s.policy)
-            kl_ctl.update(last["kl"], spec.rollouts)
+            if d:  # every rank's record is the mean over ranks, so the KL controller moves alike
+                last = d.mean_record(last)
+            kl_ctl.update(last["kl"], spec.rollouts * world)
             last["seconds"] = round(time.perf_counter() - started, 3)
-            append_line(run_dir / rundir.METRICS, json.dumps(last))
+            if rank == 0:
+                append_line(run_dir / rundir.METRICS, json.dumps(last))
             bar(i, last)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
@@ -408,24 +426,34 @@ def train_ppo(
     """PPO from a recipe (`ppo:` settings; data gives the prompts); returns the run directory."""
     from lamina.train import distributed
 
-    if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
-        raise LaminaError("the PPO stage runs on one process; start it without torchrun (--nproc 1)", "ppo")
-    s = setup_ppo(recipe)
-    run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(recipe)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    info = {**ppo_run_info(s, run_dir), **(lineage or {})}
-    write_json(run_dir / rundir.RUN_JSON, info)
+    d = distributed.current(recipe.distributed)  # None unless started by torchrun
+    if d and recipe.distributed.strategy == "fsdp":
+        raise LaminaError("the PPO stage runs on DDP (its generation needs whole weights); use ddp or auto",
+                          "distributed.strategy")
+    s = setup_ppo(recipe, d)
+    main = d is None or d.main  # only rank 0 writes the run directory
+    run_dir = Path(run_dir) if run_dir else (rundir.new_run_dir(recipe) if main else None)
+    run_dir = Path(d.broadcast(str(run_dir))) if d else run_dir
+    info = {**ppo_run_info(s, run_dir), **(lineage or {})} if main else {}
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        write_json(run_dir / rundir.RUN_JSON, info)
     try:
-        before = evaluate(s.policy, s.tokenizer, s.eval_prompts, s.reward_fn, recipe.ppo, recipe.seed)
+        # The evaluations use no collective: rank 0 runs them alone.
+        before = evaluate(s.policy, s.tokenizer, s.eval_prompts, s.reward_fn, recipe.ppo, recipe.seed) if main else {}
         last = ppo_loop(s, run_dir, progress)
-        after = evaluate(s.policy, s.tokenizer, s.eval_prompts, s.reward_fn, recipe.ppo, recipe.seed)
+        after = evaluate(s.policy, s.tokenizer, s.eval_prompts, s.reward_fn, recipe.ppo, recipe.seed) if main else {}
     except BaseException as e:
         info.update(
             status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500]
         )
-        write_json(run_dir / rundir.RUN_JSON, info)
+        if main:
+            write_json(run_dir / rundir.RUN_JSON, info)
         raise
+    if not main:
+        d.barrier()  # wait for rank 0's outputs (a next stage reads them)
+        return run_dir
     save_ppo_outputs(s, run_dir)
     info.update(
         status="completed",
@@ -439,4 +467,6 @@ def train_ppo(
         eval={"before": before, "after": after},
     )
     write_json(run_dir / rundir.RUN_JSON, info)
+    if d:
+        d.barrier()
     return run_dir

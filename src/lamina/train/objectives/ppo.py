@@ -21,9 +21,17 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean((x - mean) ** 2, mask)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit variance over the masked entries (masked entries set to 0)."""
-    return (x - masked_mean(x, mask)) * torch.rsqrt(masked_var(x, mask) + eps) * mask
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, sum_ranks=None) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries (masked entries set to 0). With
+    `sum_ranks` (an in-place sum over processes) the statistics are those of every rank's entries."""
+    if sum_ranks is None:
+        return (x - masked_mean(x, mask)) * torch.rsqrt(masked_var(x, mask) + eps) * mask
+    sums = torch.stack([(x * mask).sum(), mask.sum()])
+    sum_ranks(sums)
+    mean = sums[0] / sums[1].clamp(min=1)
+    sq = ((x - mean) ** 2 * mask).sum().reshape(1)
+    sum_ranks(sq)
+    return (x - mean) * torch.rsqrt(sq[0] / sums[1].clamp(min=1) + eps) * mask
 
 
 def kl_penalised_rewards(

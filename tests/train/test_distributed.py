@@ -46,7 +46,7 @@ def _recipes(tmp_path: Path, base: Path, cases: dict[str, dict]) -> dict[str, Pa
     pairs = _write_jsonl(tmp_path / "data" / "pairs.jsonl", preference_splits(n_train=24, n_eval=2)[0])
     out = {}
     for name, case in cases.items():
-        preference = case.get("objective") == "dpo"
+        preference = case.get("objective") in ("dpo", "reward")
         recipe = {
             "name": name,
             "model": {"base": str(base)},

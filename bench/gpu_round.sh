@@ -25,6 +25,10 @@ for case in "$@"; do
     grpo-llama-lamina) python3 bench/grpo_throughput.py --model llama-3.1-8b --prompts 16 --iterations 3 --tools lamina --json "$OUT/grpo-llama-lamina.json" ;;
     grpo-llama-trl) python3 bench/grpo_throughput.py --model llama-3.1-8b --prompts 16 --iterations 3 --tools trl --json "$OUT/grpo-llama-trl.json" \
         --trl-variants '[{"gradient_checkpointing": true, "per_device_train_batch_size": 32}, {"gradient_checkpointing": true, "per_device_train_batch_size": 32, "use_transformers_continuous_batching": true}]' ;;
+    dist-ws1) python3 bench/distributed_throughput.py --model llama-3.1-8b --method lora --nprocs plain,1 --strategy fsdp \
+        --tokens-per-step 8192 --steps 10 --json "$OUT/dist-ws1-llama-lora.json" ;;
+    dist-ws1-full) python3 bench/distributed_throughput.py --model qwen2.5-0.5b --method full --nprocs plain,1 --strategy fsdp \
+        --tokens-per-step 32768 --steps 10 --json "$OUT/dist-ws1-qwen-full.json" ;;
     --*) python3 bench/sft_throughput.py $case ;;  # a raw argument string for the throughput bench
     *) echo "unknown case $case" ;;
   esac 2>&1 | grep -vE "Warning|warn\(|^\s*$|it/s\]|s/it\]" | tee -a "$OUT/log.txt" | tail -40

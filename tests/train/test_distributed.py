@@ -102,8 +102,10 @@ def _against_one_process(tmp_path: Path, base: Path, cases: dict[str, dict]) -> 
         a, b = _trained(two_dir), _trained(one)
         assert a.keys() == b.keys() and a  # the same artifact format, written once
         for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5 if tol is LOSS_TOL else 1e-3,
-                                       msg=f"{name}: {k}")
+            # Preference objectives: Adam moves a weight whose gradient is float noise by up to lr
+            # per step, so their weights are held to lr x steps (measured: 1.7e-3 of 9e-3).
+            bound = 1e-5 if tol is LOSS_TOL else 3e-3 * len(want)
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=bound, msg=f"{name}: {k}")
 
 
 def test_two_ranks_follow_the_one_process_trajectory(tiny_random, tmp_path):

@@ -71,7 +71,9 @@ def launch(cli_args: list[str], nproc: int) -> int:
         elastic_launch(config, entrypoint=sys.executable)("-m", "lamina", *cli_args)
     except ChildFailedError as e:
         failed_rank, failure = e.get_first_failure()
-        console.print(f"[bold red]error:[/] rank {failed_rank} of {nproc} failed: {failure.message}",
+        message = failure.message  # the rank's error file: {"message": ..., "extraInfo": traceback}
+        message = message.get("message", message) if isinstance(message, dict) else message
+        console.print(f"[bold red]error:[/] rank {failed_rank} of {nproc} failed: {message}",
                       markup=True, highlight=False, soft_wrap=True)
         return failure.exitcode if failure.exitcode > 0 else 1
     return 0

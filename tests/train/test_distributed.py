@@ -262,3 +262,11 @@ def test_cli_nproc_two_writes_the_same_run_as_one_process(tiny_random, tmp_path)
     runs = tracking.client().search_runs([tracking.experiment_id()],
                                          filter_string=f"tags.`lamina.run_id` = '{two.name}'")
     assert len(runs) == 1
+    # a bad recipe: every rank's error is the same; the launcher names the first and exits non-zero
+    bad = yaml.safe_load(recipes["cli"].read_text())
+    bad["model"]["base"] = str(tmp_path / "no-such-model")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "lamina", "train", str(tmp_path / "bad.yaml"), "--nproc", "2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2
+    assert re.search(r"rank \d of 2 failed: LaminaError: model.base: no such model directory", proc.stdout + proc.stderr)

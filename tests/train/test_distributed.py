@@ -238,6 +238,9 @@ def test_a_failing_rank_stops_the_job_within_seconds_with_its_message(tiny_rando
     assert raised, proc.stderr[-3000:]
     assert ended - float(raised.group(1)) < 15  # rank 0 was waiting in a collective: stopped, not hung
     assert not (tmp_path / "o.json").exists()
+    run_dir = next((Path(os.environ["LAMINA_HOME"]) / "runs").iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and info["error"]  # rank 0 marked it, though rank 1 raised
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import contextlib
 import datetime
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,9 @@ class Dist:
             backend = "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=spec.timeout_s))
+        # torchrun stops the other ranks with SIGTERM when one fails: end as an exception, so the
+        # run is marked failed (rank 0) rather than left "running".
+        signal.signal(signal.SIGTERM, _stopped)
         self.strategy: str | None = None
         self.module: torch.nn.Module | None = None
 
@@ -289,6 +293,10 @@ class Dist:
             tmp = self.broadcast(None)
             dcp.save(tensors, storage_writer=_writer(Path(tmp)))
         self.barrier()  # nobody trains on while rank 0 is still renaming
+
+
+def _stopped(signum, frame) -> None:
+    raise SystemExit(f"stopped by the launcher (signal {signum}): another rank failed")
 
 
 def _writer(path: Path):

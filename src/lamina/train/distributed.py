@@ -187,10 +187,6 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
     # -- wrapping -------------------------------------------------------------------------
 
     def wrap(self, model: torch.nn.Module, method: str, precision: str) -> None:
@@ -251,12 +247,11 @@ class Dist:
         batches = batches + [batches[-1]] * (n_micro - len(batches))
         return batches, weights, int(table[:, 0].sum()), int(table[:, 1].sum())
 
-    def reduce_window(self, values: list[torch.Tensor], mean_first: bool = True) -> list[torch.Tensor]:
-        """Log-time sums over ranks: the loss (each rank's share of the global mean) and metric sums."""
+    def reduce_window(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Log-time sums over ranks of [window loss, *metric sums]; the loss comes back as the mean."""
         flat = torch.stack([v.detach().float().reshape(()) for v in values])
         dist.all_reduce(flat)
-        if mean_first:  # each rank's loss was divided by count / world: the sum over ranks is world x the mean
-            flat[0] /= self.world
+        flat[0] /= self.world  # each rank divided by count / world: the sum over ranks is world x the mean
         return list(flat.unbind())
 
     def any(self, flag: bool) -> bool:

@@ -16,3 +16,8 @@ class LaminaError(Exception):
     def __init__(self, message: str, where: str | None = None):
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def one_line(message: str) -> str:
+    """A message as one line: several problems are joined with '; '."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())

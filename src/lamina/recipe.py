@@ -24,6 +24,9 @@ class ModelSpec(Strict):
     base: str = Field("tiny", description="A local Hugging Face directory, a hub id, or `tiny` (embedded).")
     allow_pickle: bool = False
     revision: str | None = None
+    chat_template: str | None = Field(
+        None, description="A Jinja chat-template file, for a base whose tokenizer has none (relative: to the recipe)."
+    )
 
 
 class DataSpec(Strict):
@@ -239,6 +242,10 @@ class IntakeSpec(Strict):
         default_factory=lambda: ["apache-2.0", "mit", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "internal"],
         description="Licences this recipe accepts; a source outside the list stops training.",
     )
+    min_train_records: int = Field(
+        1, ge=1, description="Fewest training records intake may leave (after dedup, split and contamination); "
+        "fewer stops before anything is written."
+    )
     workers: int = Field(0, ge=0, description="PII worker processes; 0 = one per core (in-process for small jobs).")
     batch: int = Field(64, gt=0, description="Records per worker task.")
 
@@ -433,6 +440,11 @@ class StageSpec(Strict):
     orpo: dict = Field(default_factory=dict, description="Overrides of `orpo` keys for this stage.")
     simpo: dict = Field(default_factory=dict, description="Overrides of `simpo` keys for this stage.")
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str | None) -> str | None:
+        return v if v is None else _identifier(v)
+
     @model_validator(mode="after")
     def _overrides_valid(self) -> StageSpec:
         for key, model in STAGE_SECTIONS.items():
@@ -444,6 +456,14 @@ class StageSpec(Strict):
                 msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
                 raise ValueError(f"{key}.{where}: {msg}") from None
         return self
+
+
+def _identifier(v: str) -> str:
+    from lamina.names import RULE, is_name
+
+    if not is_name(v):
+        raise ValueError(f"{v!r} is not a valid name (it names directories): use {RULE}")
+    return v
 
 
 class Recipe(Strict):
@@ -464,6 +484,11 @@ class Recipe(Strict):
     orpo: OrpoSpec = OrpoSpec()
     simpo: SimpoSpec = SimpoSpec()
     stages: list[StageSpec] = Field(default_factory=list, description="Ordered post-training layers.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str) -> str:
+        return _identifier(v)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -496,7 +521,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise LaminaError("no such recipe file", str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise LaminaError(f"not UTF-8 text (byte {e.start}); save the recipe as UTF-8", str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -508,6 +535,9 @@ def load_recipe(path: str | Path) -> Recipe:
         value = getattr(recipe.data, key)
         if value and not Path(value).is_absolute() and not Path(value).exists():
             setattr(recipe.data, key, str((base / value).resolve()))
+    template = recipe.model.chat_template
+    if template and not Path(template).is_absolute() and not Path(template).exists():
+        recipe.model.chat_template = str((base / template).resolve())
     recipe.intake.contamination_eval = [
         v if Path(v).is_absolute() or Path(v).exists() else str((base / v).resolve())
         for v in recipe.intake.contamination_eval

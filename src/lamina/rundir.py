@@ -41,14 +41,26 @@ def runs_root() -> Path:
     return workspace.subdir("runs")
 
 
+def check_output(recipe: Recipe) -> None:
+    """`output.dir` must be a new or empty directory; checked before anything is written."""
+    if not recipe.output.dir:
+        return
+    path = Path(recipe.output.dir)
+    if path.exists() and not path.is_dir():
+        raise LaminaError(f"{path} is a file; name a new or empty directory", "output.dir")
+    if path.is_dir() and any(path.iterdir()):
+        raise LaminaError(f"{path} exists and is not empty (resume with `lamina train --resume {path}`)",
+                          "output.dir")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise LaminaError(f"{blocker} is a file, so {path} cannot be made", "output.dir")
+
+
 def new_run_dir(recipe: Recipe) -> Path:
     """`output.dir` when the recipe gives one (it must be empty), else a fresh name under runs/."""
+    check_output(recipe)
     if recipe.output.dir:
-        path = Path(recipe.output.dir)
-        if path.exists() and any(path.iterdir()):
-            raise LaminaError(f"{path} exists and is not empty (resume with `lamina train --resume {path}`)",
-                              "output.dir")
-        return path
+        return Path(recipe.output.dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return runs_root() / f"{recipe.name}-{stamp}-{secrets.token_hex(2)}"
 

@@ -10,17 +10,29 @@ import hashlib
 import os
 from pathlib import Path
 
+from lamina.errors import LaminaError
+
 
 def home() -> Path:
     """The workspace directory (created on first use)."""
+    where = "LAMINA_HOME" if os.environ.get("LAMINA_HOME") else "workspace ./.lamina"
     path = Path(os.environ.get("LAMINA_HOME") or ".lamina").resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise LaminaError(f"{path} is a file; the workspace must be a directory", where)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LaminaError(f"cannot create the workspace {path}: {e.strerror}", where) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise LaminaError(f"the workspace {path} is not writable", where)
     return path
 
 
 def subdir(name: str) -> Path:
     """A named area of the workspace, e.g. `runs`, `bases`, `catalog`."""
     path = home() / name
+    if path.exists() and not path.is_dir():
+        raise LaminaError(f"{path} is a file where the workspace keeps a directory", "LAMINA_HOME")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

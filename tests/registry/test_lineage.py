@@ -53,7 +53,8 @@ def test_lineage_by_dataset_lists_runs_and_descendant_versions(chain):
         in lineage.render_dataset(info)
     )
     assert lineage.for_dataset("ds-2")["versions"][0]["version"] == "tickets/2"
-    assert lineage.for_dataset("ds-none") == {"dataset": "ds-none", "runs": [], "versions": []}
+    with pytest.raises(LaminaError, match=r"^--dataset ds-none: no dataset version in the catalog"):
+        lineage.for_dataset("ds-none")  # an unknown id is an error, not an empty answer
 
 
 def test_lineage_refuses_tampered_lineage_record(chain):

@@ -48,7 +48,7 @@ def add(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
-    from lamina.data.intake.sources import SourceInfo, add_source
+    from lamina.data.intake.sources import SourceInfo, register_source
     from lamina.errors import LaminaError
     from lamina.governance import access, audit
 
@@ -58,9 +58,12 @@ def add(
     info = SourceInfo(
         name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes"
     )
-    src = add_source(file, info)
-    audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
-    _emit(src.provenance(), as_json, f"source {src.name}: {src.records} records, sha256 {src.sha256[:16]}…")
+    src, new = register_source(file, info)
+    if new:
+        audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
+    said = "" if new else " (already registered with these bytes and metadata; nothing changed)"
+    _emit(src.provenance() | {"new": new}, as_json,
+          f"source {src.name}: {src.records} records, sha256 {src.sha256[:16]}…{said}")
 
 
 @data_app.command("intake")
@@ -78,8 +81,10 @@ def intake(
     from lamina.data import catalog
     from lamina.data.intake.pipeline import run_intake
     from lamina.governance import access, audit
+    from lamina.names import check_name
 
     user = access.require("data.write")
+    check_name(name, "--name")
     spec = _intake_spec(recipe)
     with catalog.session() as s:
         picked = [(catalog.get_source(s, n), "auto") for n in sources] + [
@@ -93,8 +98,9 @@ def intake(
         "data.intake", user=user, version=result.version_id, name=name, sources=[s.name for s, _ in picked]
     )
     m = result.manifest
+    said = "" if result.new else " (these records were taken in before; nothing new written)"
     text = (
-        f"dataset {name} version {result.version_id}\n  {m['counts']['train']} train, {m['counts']['eval']} eval; "
+        f"dataset {name} version {result.version_id}{said}\n  {m['counts']['train']} train, {m['counts']['eval']} eval; "
         f"PII found {m['steps']['pii']['found']}\n  card: {result.path / 'README.md'}"
     )
     uncovered = m["steps"]["pii"].get("uncovered")
@@ -232,10 +238,16 @@ def pii_report(
 ):
     """Recall and precision per entity of the configured analyzer on the labelled synthetic set."""
     from lamina.data.intake.pii_report import report_for
+    from lamina.errors import LaminaError
+    from lamina.recipe import PiiSpec
 
     spec = _intake_spec(recipe).pii
     if ner:
-        spec = spec.model_copy(update={"ner": ner})
+        if ner not in ("auto", "off", "required"):
+            raise LaminaError(f"{ner!r} is not one of auto, off, required", "--ner")
+        spec = PiiSpec.model_validate({**spec.model_dump(), "ner": ner})
+    if n < 1:
+        raise LaminaError("must be at least 1", "--n")
     rows, meta = report_for(spec, n, seed)
     head = f"{'entity':<14}{'gold':>6}{'recall':>8}{'95% CI':>15}{'precision':>11}{'95% CI':>15}{'masked':>8}"
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731

@@ -59,6 +59,11 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the embedded default (tiny model, bundled data)."""
     from lamina.demo import run_demo
+    from lamina.errors import LaminaError
+    from lamina.methods import NAMES
+
+    if method not in NAMES:  # before minutes of intake and pretraining, not after
+        raise LaminaError(f"unknown method {method!r}; expected one of {', '.join(NAMES)}", "--method")
 
     if rl and rlhf:
         from lamina.errors import LaminaError

@@ -115,8 +115,13 @@ def _engine():
 @contextlib.contextmanager
 def session() -> Iterator[Session]:
     """One transaction: committed on success, rolled back on any exception."""
-    with Session(_engine(), expire_on_commit=False) as s, s.begin():
-        yield s
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        with Session(_engine(), expire_on_commit=False) as s, s.begin():
+            yield s
+    except DatabaseError as e:  # not a database, a locked or read-only file: the environment
+        raise LaminaError(f"the catalog database cannot be used: {e.orig}", str(db_path())) from None
 
 
 def now() -> str:

@@ -72,10 +72,11 @@ def tokenize_examples(tokenizer, records, loss_on: str, max_length: int, overlon
                       ) -> tuple[list[Tokenized], dict]:
     """Tokenise SFT records, truncating or dropping the overlong ones (counted)."""
     out, truncated, dropped = [], 0, 0
-    for rec in records:
+    source = source or "data.dataset"
+    for i, rec in enumerate(records, 1):
         if not isinstance(rec, Example):
             raise LaminaError("preference records need a preference objective (dpo); sft takes chat records", source)
-        tok = tokenize_chat(tokenizer, rec.messages, loss_on)
+        tok = render_or_refuse(tokenize_chat, tokenizer, rec.messages, loss_on, where=f"{source}: taken-in record {i}")
         if len(tok.input_ids) > max_length:
             if overlong == "drop":
                 dropped += 1
@@ -89,3 +90,14 @@ def tokenize_examples(tokenizer, records, loss_on: str, max_length: int, overlon
     if not out:
         raise LaminaError(f"no example fits in data.max_length={max_length} ({dropped} dropped)", source)
     return out, {"examples": len(out), "truncated": truncated, "dropped": dropped}
+
+
+def render_or_refuse(fn, *args, where: str):
+    """`fn(*args)` — a chat template or tokenizer failing on a record is the record's (or the
+    template's) problem, named as such, not a crash."""
+    try:
+        return fn(*args)
+    except LaminaError:
+        raise
+    except Exception as e:
+        raise LaminaError(f"the chat template or tokenizer failed on it: {type(e).__name__}: {e}", where) from None

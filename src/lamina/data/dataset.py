@@ -3,6 +3,7 @@ recipe's files, taken in), validated, with their content hashes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,25 +17,33 @@ class TrainingData:
     train: list[Record]
     eval: list[Record]
     info: dict = field(default_factory=dict)  # recorded in run.json under "data"
+    # For data loaded with defer_commit: write the taken-in version, or forget it.
+    commit: Callable[[], None] = lambda: None
+    discard: Callable[[], None] = lambda: None
 
 
 def records_sha256(records: list[Record]) -> str:
     return sha256_json([record_to_json(r) for r in records])
 
 
-def load_training_data(recipe: Recipe) -> TrainingData:
+def load_training_data(recipe: Recipe, defer_commit: bool = False) -> TrainingData:
     """Training sees only what passed intake: raw recipe files are taken in first (with the
     licence the recipe declares, refused without one), a named dataset version is used as
-    is, and every source's licence must be one the recipe accepts."""
+    is, and every source's licence must be one the recipe accepts. With `defer_commit` nothing
+    is written until `commit()` (see intake.training.prepare_for_training)."""
     from lamina.data.intake import prepare_for_training
 
     spec = recipe.data
-    prepared = prepare_for_training(recipe)
+    prepared = prepare_for_training(recipe, defer_commit)
     fmt = prepared.format
-    train = [
-        parse_record(r, fmt, f"{prepared.path}/train.jsonl:{i}") for i, r in enumerate(prepared.train, 1)
-    ]
-    held = [parse_record(r, fmt, f"{prepared.path}/eval.jsonl:{i}") for i, r in enumerate(prepared.eval, 1)]
+    try:
+        train = [
+            parse_record(r, fmt, f"{prepared.path}/train.jsonl:{i}") for i, r in enumerate(prepared.train, 1)
+        ]
+        held = [parse_record(r, fmt, f"{prepared.path}/eval.jsonl:{i}") for i, r in enumerate(prepared.eval, 1)]
+    except BaseException:
+        prepared.discard()
+        raise
     info = {
         "train": str(Path(spec.train).resolve()) if spec.train else None,
         "train_sha256": records_sha256(train),
@@ -45,4 +54,4 @@ def load_training_data(recipe: Recipe) -> TrainingData:
         "dataset_version": prepared.version_id,
         "dataset_path": str(prepared.path),
     }
-    return TrainingData(train, held, info)
+    return TrainingData(train, held, info, prepared.commit, prepared.discard)

@@ -14,6 +14,7 @@ Every error names the file and line. A record may carry `subject_id` (for withdr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,32 @@ def parse_record(obj: Any, fmt: str, where: str) -> Record:
     raise LaminaError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def decode_line(raw: bytes, lineno: int, where: str) -> Any:
+    """One JSONL line's value, or None for a blank line. Accepts what Windows tools write (a
+    UTF-8 byte-order mark on the first line, CRLF endings); refuses text that is not UTF-8,
+    including lone surrogates written as JSON escapes, which no encoder can write back."""
+    try:
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise LaminaError(f"not valid UTF-8 (byte {e.start})", where) from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise LaminaError(f"malformed JSON: {e.msg} (column {e.colno})", where) from None
+    if _SURROGATE_ESCAPE.search(line):  # cheap test first; pairs are fine, lone halves are not
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise LaminaError("holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair); "
+                              "that is not text", where) from None
+    return obj
+
+
 def iter_jsonl(path: str | Path, fmt: str) -> Iterator[tuple[int, Record]]:
     """Stream (line number, record) from a JSONL file, failing on the first bad line."""
     path = Path(path)
@@ -161,16 +188,9 @@ def iter_jsonl(path: str | Path, fmt: str) -> Iterator[tuple[int, Record]]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise LaminaError(f"not valid UTF-8 (byte {e.start})", where) from None
-            if not line.strip():
+            obj = decode_line(raw, lineno, where)
+            if obj is None:
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LaminaError(f"malformed JSON: {e.msg} (column {e.colno})", where) from None
             seen = True
             yield lineno, parse_record(obj, fmt, where)
     if not seen:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from lamina.data.chat import Tokenized, tokenize_chat
+from lamina.data.chat import Tokenized, render_or_refuse, tokenize_chat
 from lamina.data.formats import Preference
 from lamina.data.packing import MicroBatch, collate, pack_rows, to_device
 from lamina.errors import LaminaError
@@ -69,14 +69,14 @@ def tokenize_pair(tokenizer, rec: Preference, index: int = 0) -> Pair:
 def tokenize_pairs(tokenizer, records: list, spec: DataSpec, source: str | None) -> tuple[list[Pair], dict]:
     """Tokenise preference records; a pair with either side too long is truncated or dropped."""
     out, dropped, truncated = [], 0, 0
-    for rec in records:
+    for i, rec in enumerate(records, 1):
         if not isinstance(rec, Preference):
             raise LaminaError(
                 "this objective needs preference records {prompt, chosen, rejected}; "
                 "set `data.format: preference`",
                 source or "data.train",
             )
-        pair = tokenize_pair(tokenizer, rec, len(out))
+        pair = render_or_refuse(tokenize_pair, tokenizer, rec, len(out), where=f"{source or 'data.dataset'}: pair {i}")
         chosen, rejected = _fit(pair.chosen, spec), _fit(pair.rejected, spec)
         if chosen is None or rejected is None:
             dropped += 1

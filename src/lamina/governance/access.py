@@ -59,7 +59,9 @@ def load_policy(path: Path | None = None) -> PolicySpec:
     if not path.exists():
         raise LaminaError("no policy file; run `lamina init`", str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise LaminaError(f"not UTF-8 text (byte {e.start})", str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise LaminaError(f"not valid YAML: {e}", f"{path}:{mark.line + 1}" if mark else str(path)) from None

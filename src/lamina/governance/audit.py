@@ -52,11 +52,14 @@ def _last_entry(path: Path) -> dict | None:
     if not path.exists():
         return None
     last = None
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
             if line.strip():
                 last = line
-    return json.loads(last) if last else None
+    try:
+        return json.loads(last) if last else None
+    except ValueError:  # not UTF-8, or not JSON: the chain cannot be extended from it
+        raise LaminaError("the last line is not an audit entry; run `lamina audit verify`", str(path)) from None
 
 
 def record(action: str, user: str | None = None, **details: Any) -> dict:

@@ -22,7 +22,7 @@ import os
 import secrets
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +86,14 @@ def load_master_key(create: bool = True) -> MasterKey:
         if os.environ.get("LAMINA_MASTER_KEY_FILE") or not create:
             raise LaminaError("master key file not found", str(path))
         _write_key_file(path, secrets.token_bytes(32))
-    return MasterKey(_parse_key(path.read_text(encoding="utf-8"), str(path)), str(path))
+    return MasterKey(_parse_key(_key_text(path), str(path)), str(path))
+
+
+def _key_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("ascii")
+    except UnicodeDecodeError:
+        raise LaminaError("a master key file holds text (64 hex digits or base64), not binary data", str(path)) from None
 
 
 def _pending_path() -> Path:
@@ -100,7 +107,7 @@ def keyring() -> dict[str, bytes]:
     ring = {current.key_id: current.key}
     pending = _pending_path()
     if pending.is_file():
-        nxt = MasterKey(_parse_key(pending.read_text(encoding="utf-8"), str(pending)), str(pending))
+        nxt = MasterKey(_parse_key(_key_text(pending), str(pending)), str(pending))
         ring[nxt.key_id] = nxt.key
     return ring
 
@@ -329,9 +336,13 @@ def rotate_master_key(new_key_file: str | os.PathLike | None = None) -> Rotation
             "the master key comes from LAMINA_MASTER_KEY; pass --new-key-file to say where the new key goes",
             "LAMINA_MASTER_KEY",
         )
+    if new_key_file is not None:  # checked before any file is re-wrapped
+        target = Path(new_key_file)
+        if target.is_dir() or not target.parent.is_dir():
+            raise LaminaError("must name a file in an existing directory", "--new-key-file")
     pending = _pending_path()
     if pending.is_file():
-        new = MasterKey(_parse_key(pending.read_text(encoding="utf-8"), str(pending)), str(pending))
+        new = MasterKey(_parse_key(_key_text(pending), str(pending)), str(pending))
     else:
         new = MasterKey(secrets.token_bytes(32), str(pending))
         _write_key_file(pending, new.key)
@@ -346,7 +357,24 @@ def rotate_master_key(new_key_file: str | os.PathLike | None = None) -> Rotation
 def pseudonym_key() -> bytes:
     """The workspace's HMAC key for pseudonyms, kept encrypted under the master key so the
     same value maps to the same pseudonym for as long as the workspace lives."""
-    path = workspace.subdir("keys") / "pseudonym.key.enc"
-    if not path.is_file():
-        encrypt_bytes(path, secrets.token_bytes(32))
-    return decrypt_bytes(path)
+    key, store = staged_pseudonym_key()
+    store()
+    return key
+
+
+def staged_pseudonym_key() -> tuple[bytes, Callable[[], None]]:
+    """The pseudonym key and a function that stores it. On a workspace without one, the key
+    is made in memory and written (with the master key, if that is new too) only when the
+    caller stores it — so work that is refused first leaves no keys behind."""
+    path = workspace.home() / "keys" / "pseudonym.key.enc"
+    if path.is_file():
+        return decrypt_bytes(path), lambda: None
+    key = secrets.token_bytes(32)
+
+    def store() -> None:
+        if not path.is_file():
+            encrypt_bytes(path, key)
+        elif decrypt_bytes(path) != key:
+            raise LaminaError("another command made the workspace's pseudonym key meanwhile; run again", str(path))
+
+    return key, store

@@ -68,6 +68,17 @@ def moves(name: str) -> list[dict]:
     return settled
 
 
+def _require_model(name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracking.client().get_registered_model(name)
+    except MlflowException as e:
+        if tracking.denied(e):
+            raise tracking.refusal(f"reading {name}", e) from None
+        raise LaminaError("no such registered model", name) from None
+
+
 def _write_move(name: str, move: dict) -> None:
     tracking.client().set_registered_model_tag(name, f"{MOVE_PREFIX}{move['n']:06d}", json.dumps(move))
 
@@ -188,7 +199,8 @@ def rollback(name: str, alias: str, reason: str) -> dict:
     user = access.require("rollback")
     if not (reason or "").strip():
         raise LaminaError("a rollback needs a reason (--reason)", f"{name}@{alias}")
-    with model_lock(check_name(name)):
+    _require_model(check_name(name))  # before the lock: a lock must not create `registry/<unknown>/`
+    with model_lock(name):
         stack: list[int] = []
         for move in moves(name):
             if move["alias"] != alias:

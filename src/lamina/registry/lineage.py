@@ -7,6 +7,7 @@ tags the tracking and registry stores carry (`lamina.dataset_version`, `lamina.p
 
 from __future__ import annotations
 
+from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
 from lamina.registry import signing, tracking
@@ -86,18 +87,18 @@ def _children(name: str, version: int) -> list:
     return list(tracking.client().search_model_versions(query))
 
 
-def full_dataset_id(ref: str) -> str:
+def catalog_dataset_id(ref: str) -> str | None:
     """A dataset version's full id from its name or an id prefix (as the intake catalog
-    resolves them); anything the catalog does not know is taken as given."""
+    resolves them); None when the catalog does not know it."""
     from lamina.data import catalog
 
-    if not catalog.db_path().exists():
-        return ref
+    if not (workspace.home() / "catalog" / "catalog.db").is_file():
+        return None
     with catalog.session() as s:
         try:
             return catalog.resolve_version(s, ref).id
         except LaminaError:
-            return ref
+            return None
 
 
 def _runs_on(dataset: str) -> list[dict]:
@@ -121,10 +122,15 @@ def _runs_on(dataset: str) -> list[dict]:
 def for_dataset(dataset: str) -> dict:
     """Every run and version built on `dataset` (a dataset version id or a train sha256):
     directly, through later training stages, or fine-tuned from such a version."""
+    known = catalog_dataset_id(dataset)
+    # Not in this catalog, it may still tag runs (another workspace's version, a train sha256).
+    dataset = known or dataset
     c = tracking.client()
-    dataset = full_dataset_id(dataset)
     runs = _runs_on(dataset)
     versions = [(mv, None) for mv in c.search_model_versions(f"tags.`lamina.dataset_version` = '{dataset}'")]
+    if known is None and not runs and not versions:
+        raise LaminaError("no dataset version in the catalog and no tracked run on data of this id or sha256 "
+                          "(see `lamina data list`)", f"--dataset {dataset}")
     for r in runs:
         versions += [(mv, None) for mv in c.search_model_versions(f"tags.`lamina.run_id` = '{r['run_id']}'")]
     versions.sort(key=lambda item: (item[0].name, int(item[0].version)))

@@ -50,10 +50,40 @@ def client():
     return _client_for(tracking_uri())
 
 
+def _uri_key() -> str:
+    return "LAMINA_TRACKING_URI" if os.environ.get("LAMINA_TRACKING_URI") else "MLFLOW_TRACKING_URI"
+
+
+def unreachable(reason: str, outcome: str = "nothing was logged or registered") -> LaminaError:
+    return LaminaError(f"the tracking server {_safe_uri()} is unreachable ({reason}); {outcome}", _uri_key())
+
+
+def _probe(uri: str) -> None:
+    """Fail fast on a server that does not answer: MLflow's own client retries with backoff
+    for minutes before it gives up."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=_CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as e:
+        raise unreachable(getattr(e, "strerror", None) or str(e) or type(e).__name__) from None
+
+
+_CONNECT_TIMEOUT_S = 3.0
+
+
 @functools.lru_cache(maxsize=8)
 def _client_for(uri: str):
     # One client per store: opening an sqlite store checks its schema, which costs ~1 s.
     import logging
+
+    _probe(uri)
 
     from mlflow import MlflowClient
 
@@ -89,6 +119,8 @@ def server_errors(action: str) -> Iterator[None]:
     except MlflowException as e:
         if denied(e):
             raise refusal(action, e) from None
+        if "Max retries exceeded" in str(e) or "Connection refused" in str(e):
+            raise unreachable(f"while {action}", "run the command again once it answers") from None
         raise
 
 

@@ -47,7 +47,7 @@ def run_info(s: Setup, run_dir: Path, started: str | None) -> dict:
         "objective": s.recipe.train.objective,
         "method": s.recipe.method.model_dump(mode="json"),
         "base": {"ref": s.recipe.model.base, "path": str(s.base_dir), "allow_pickle": s.recipe.model.allow_pickle,
-                 **hash_model_files(s.base_dir)},
+                 **hash_model_files(s.base_dir), **_template_used(s)},
         "data": {**s.data.info, **s.data_stats},
         "device": str(s.device),
         "attention": s.loop.plan,
@@ -56,3 +56,13 @@ def run_info(s: Setup, run_dir: Path, started: str | None) -> dict:
         "code": code_version(),
         "versions": library_versions(),
     }
+
+
+def _template_used(s) -> dict:
+    """A chat template the recipe supplied replaces the base's (none) in the record."""
+    if not s.recipe.model.chat_template:
+        return {}
+    from lamina.fsio import sha256_bytes
+
+    return {"chat_template_sha256": sha256_bytes(str(s.tokenizer.chat_template).encode()),
+            "chat_template_file": s.recipe.model.chat_template}

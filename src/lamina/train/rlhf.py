@@ -291,6 +291,7 @@ def setup_ppo(recipe: Recipe, d=None) -> PpoSetup:
     from lamina.train import distributed
 
     seed_everything(recipe.seed)
+    rundir.check_output(recipe)
     reward_fn, reward_info = reward_source(recipe.ppo)
     data = distributed.take_in(d, recipe, load_training_data)
     train_prompts = prompts_of(data.train)

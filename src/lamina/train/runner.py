@@ -40,9 +40,14 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
             raise LaminaError(f"{recipe.train.objective} runs cannot be resumed; start a new run", str(run_dir))
         return train_grpo(recipe, progress, run_dir, lineage)
     d = distributed.current(recipe.distributed)  # None unless started by torchrun
-    s = setup(recipe, d)
+    s = setup(recipe, d, new_output=run_dir is None)
     main = d is None or d.main  # only rank 0 writes the run directory and talks to tracking
-    run_dir = run_dir or (rundir.new_run_dir(recipe) if main else None)
+    try:
+        run_dir = run_dir or (rundir.new_run_dir(recipe) if main else None)
+    except BaseException:
+        s.data.discard()
+        raise
+    s.data.commit()  # the first write: everything above was checked
     run_dir = Path(d.broadcast(str(run_dir))) if d else run_dir
     started = None
     if resume:

@@ -73,8 +73,10 @@ def test_a_concurrent_registration_of_the_same_file_is_reused(corpus, monkeypatc
         raise LaminaError("a source named ... already exists", "--name")  # ...and we lose it
 
     monkeypatch.setattr(training, "add_source", registered_meanwhile)
-    src = training._source_for_file(str(corpus), _recipe(train=str(corpus), licence="mit"), "train")
-    assert src.licence == "mit" and src.records == 120
+    plan = training._plan_source(str(corpus), _recipe(train=str(corpus), licence="mit"), "train")
+    assert plan.source.id is None  # planned, not yet registered
+    src = training._register(plan)
+    assert src.id is not None and src.licence == "mit" and src.records == 120
 
 
 @pytest.mark.parametrize("tamper", ["answer", "half", "counts", "licence"])

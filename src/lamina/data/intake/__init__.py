@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def prepare_for_training(recipe: Any) -> Any:
+def prepare_for_training(recipe: Any, defer_commit: bool = False) -> Any:
     """See `lamina.data.intake.training.prepare_for_training`."""
     from lamina.data.intake.training import prepare_for_training as run
 
-    return run(recipe)
+    return run(recipe, defer_commit)
 
 
 def demo_intake(records_path: Any, eval_path: Any = None, **kw: Any) -> dict:

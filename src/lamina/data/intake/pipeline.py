@@ -69,7 +69,8 @@ def split_of(line: str, eval_ratio: float) -> str:
 
 def _tagged(sources: list[tuple[catalog.Source, str]], key: bytes, stats: _Pass1) -> Iterator[tuple]:
     for src, role in sources:
-        for rec in iter_source_records(src):
+        records = iter_source_records(src) if src.id is not None else (r for _, r in iter_jsonl(src.path, src.format))
+        for rec in records:
             kind = "sft" if isinstance(rec, Example) else format_of(rec)  # preference or unpaired
             if stats.kind not in (None, kind):
                 raise LaminaError(
@@ -222,6 +223,96 @@ def _check_usable(sources: list[catalog.Source]) -> None:
             raise LaminaError(f"retention ended {src.retain_until}; run `lamina data sweep`", src.name)
 
 
+@dataclass
+class StagedIntake:
+    """An intake computed in a staging directory and not yet written to the workspace:
+    `commit` moves it into place and records it in the catalog; `discard` forgets it."""
+
+    name: str
+    spec: IntakeSpec
+    stage: Path
+    stats: _Pass1
+    contam: dict
+    subjects: set[str]
+    version_id: str
+    store_key: Callable[[], None] = lambda: None  # writes a pseudonym key made for this intake
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        with open(self.stage / f"{split}.jsonl", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def commit(self, sources: list[tuple[catalog.Source, str]], parent: str | None = None) -> IntakeResult:
+        """Write the version (atomically) and register it; `sources` are the registered rows."""
+        self.store_key()
+        manifest = _manifest(self.version_id, self.name, sources, self.spec, self.stats, self.contam,
+                             self.spec.contamination_eval, parent)
+        fsio.write_json(self.stage / "manifest.json", manifest)
+        fsio.write_text(self.stage / "README.md", render_card(manifest))
+        target = workspace.subdir("datasets") / self.version_id
+        new = not target.exists()
+        if new:
+            with fsio.atomic_dir(target) as d:
+                for p in self.stage.iterdir():
+                    shutil.move(p, d / p.name)  # a rename, unless the stage is on another disk
+        _register(self.version_id, self.name, target, manifest, sources, self.subjects, parent)
+        self.discard()
+        return IntakeResult(self.version_id, self.name, target, fsio.read_json(target / "manifest.json"), new)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+class TooFewRecords(LaminaError):
+    """Intake left fewer training records than `intake.min_train_records`."""
+
+
+def _survivors(name: str, spec: IntakeSpec, stats: _Pass1, contam: dict) -> None:
+    kept = contam["train_after"]
+    if kept >= spec.min_train_records:
+        return
+    raise TooFewRecords(
+        f"intake left {kept} training records of {stats.read} read ({stats.exact} exact and {stats.near} near "
+        f"duplicates dropped, {stats.eval} sent to eval, {contam['removed']} contaminated removed); at least "
+        f"{spec.min_train_records} needed (intake.min_train_records)",
+        f"dataset {name}",
+    )
+
+
+def stage_intake(
+    name: str,
+    sources: list[tuple[catalog.Source, str]],
+    spec: IntakeSpec,
+    eval_format: str = "chat",
+    progress: Callable[[int], None] | None = None,
+) -> StagedIntake:
+    """Compute the version `name` of `sources` (each with role `auto` = hash split, or `eval`)
+    without writing to the workspace's state; refuses when too few training records survive.
+    A source without a catalog id is a file not registered yet: it is read from its path."""
+    if not sources:
+        raise LaminaError("no sources to take in", name)
+    names = [src.name for src, _ in sources]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LaminaError(f"named more than once (a source is taken in once, as training or as eval): "
+                          f"{', '.join(twice)}", f"source {twice[0]}")
+    _check_usable([src for src, _ in sources])
+    key, store_key = crypto.staged_pseudonym_key()
+    # Beside the versions when the workspace has them (commit is then a rename); a new
+    # workspace gets no `datasets/` from work that may yet be refused.
+    datasets = workspace.home() / "datasets"
+    stage = Path(tempfile.mkdtemp(dir=datasets if datasets.is_dir() else None, prefix=".lamina-stage-"))
+    try:
+        stats, index = _pass1(sources, spec, key, stage, progress)
+        _index_eval_files(index, spec, eval_format, key)
+        contam, subjects = _pass2(stage, spec, index)
+        _survivors(name, spec, stats, contam)
+        subjects |= stats.eval_subjects
+        return StagedIntake(name, spec, stage, stats, contam, subjects, version_hash(stage), store_key)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def run_intake(
     name: str,
     sources: list[tuple[catalog.Source, str]],
@@ -231,33 +322,11 @@ def run_intake(
     progress: Callable[[int], None] | None = None,
 ) -> IntakeResult:
     """Take `sources` (each with role `auto` = hash split, or `eval`) in as a version `name`."""
-    if not sources:
-        raise LaminaError("no sources to take in", name)
-    _check_usable([src for src, _ in sources])
-    key = crypto.pseudonym_key()
-    root = workspace.subdir("datasets")
-    stage = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))
+    staged = stage_intake(name, sources, spec, eval_format, progress)
     try:
-        stats, index = _pass1(sources, spec, key, stage, progress)
-        _index_eval_files(index, spec, eval_format, key)
-        contam, subjects = _pass2(stage, spec, index)
-        subjects |= stats.eval_subjects
-        if contam["train_after"] == 0:
-            raise LaminaError("intake left no training records (everything was a duplicate or in eval)", name)
-        vid = version_hash(stage)
-        manifest = _manifest(vid, name, sources, spec, stats, contam, spec.contamination_eval, parent)
-        fsio.write_json(stage / "manifest.json", manifest)
-        fsio.write_text(stage / "README.md", render_card(manifest))
-        target = root / vid
-        new = not target.exists()
-        if new:
-            with fsio.atomic_dir(target) as d:
-                for p in stage.iterdir():
-                    p.rename(d / p.name)
-        _register(vid, name, target, manifest, sources, subjects, parent)
+        return staged.commit(sources, parent)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return IntakeResult(vid, name, target, fsio.read_json(target / "manifest.json"), new)
+        staged.discard()
 
 
 def _register(vid, name, target, manifest, sources, subjects, parent) -> None:

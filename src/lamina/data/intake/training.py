@@ -9,6 +9,7 @@ the recipe accepts.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from sqlalchemy import select
 
 from lamina import fsio, workspace
 from lamina.data import catalog
-from lamina.data.intake.pipeline import run_intake, sources_of, version_hash
+from lamina.data.formats import iter_jsonl
+from lamina.data.intake.pipeline import sources_of, stage_intake, version_hash
 from lamina.data.intake.sources import SourceInfo, add_source
 from lamina.errors import LaminaError
+from lamina.names import to_name
 from lamina.recipe import Recipe
 
 
@@ -30,6 +33,8 @@ class PreparedData:
     version_id: str
     manifest: dict[str, Any]
     path: Path
+    # Writes the version and its new sources; None once written (or when nothing is new).
+    pending: Callable[[], None] | None = None
 
     @property
     def format(self) -> str:
@@ -37,28 +42,73 @@ class PreparedData:
         kind = self.manifest.get("kind")
         return kind if kind in ("preference", "unpaired") else "chat"
 
+    def commit(self) -> None:
+        if self.pending is not None:
+            self.pending()
+            self.pending = None
 
-def _source_for_file(path: str, recipe: Recipe, role: str) -> catalog.Source:
-    """The catalog source for a raw recipe file: reused when the same bytes were registered
-    under the same licence, else registered now."""
-    licence = recipe.data.licence
+    def discard(self) -> None:
+        staged = getattr(self.pending, "staged", None)
+        if staged is not None:
+            staged.discard()
+        self.pending = None
+
+
+@dataclass
+class _Planned:
+    """A recipe file's source: a catalog row, or (id None) a file to register on commit."""
+
+    source: catalog.Source
+    role: str
+    file: Path | None = None
+    info: SourceInfo | None = None
+
+
+def _check_declared(path: str, licence: str | None, recipe: Recipe) -> str:
     if not licence:
         raise LaminaError(
             f"raw data file {path} has no licence; declare it as `data.licence` (or take it in with "
             "`lamina data add` and name the version in `data.dataset`)",
             "data.licence",
         )
+    accepted = {a.lower() for a in recipe.intake.licences}
+    if licence.lower() not in accepted:
+        raise LaminaError(
+            f"licence {licence!r} is not accepted by this recipe (intake.licences: "
+            f"{', '.join(recipe.intake.licences) or 'none'}); refusing to take the data in",
+            "data.licence",
+        )
+    return licence
+
+
+def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
+    """The catalog source for a raw recipe file, checked in full and written nowhere: an
+    active source of the same bytes under the same licence is reused; the same bytes declared
+    under another licence are an error naming both."""
+    licence = _check_declared(path, recipe.data.licence, recipe).strip()
     file = Path(path)
-    if not file.is_file():
-        raise LaminaError("no such data file", str(file))
+    records = sum(1 for _ in iter_jsonl(file, recipe.data.format))  # every line valid, or the line named
     sha = fsio.sha256_file(file)
-    name = f"{file.stem}-{sha[:10]}"
-    with catalog.session() as s:
-        src = s.scalar(select(catalog.Source).where(catalog.Source.name == name))
-    if src is not None and src.status == "active" and src.licence == licence:
-        return src
-    if src is not None:
-        name = f"{name}-{licence}"
+    same, taken = [], set()
+    if (workspace.home() / "catalog" / "catalog.db").is_file():  # a new workspace gets no catalog yet
+        with catalog.session() as s:
+            same = list(s.scalars(select(catalog.Source).where(catalog.Source.sha256 == sha,
+                                                               catalog.Source.status == "active")))
+            stem = f"{to_name(file.stem)}-%"
+            taken = set(s.scalars(select(catalog.Source.name).where(catalog.Source.name.like(stem))))
+    for src in same:
+        if src.licence.lower() != licence.lower():
+            raise LaminaError(
+                f"{file} was taken in before as source {src.name!r} under licence {src.licence!r}, and this "
+                f"recipe declares {licence!r}; one file has one licence (fix `data.licence`, or withdraw "
+                f"{src.name!r} first)",
+                "data.licence",
+            )
+    for src in same:
+        if src.format == recipe.data.format:
+            return _Planned(src, role)
+    name = f"{to_name(file.stem)}-{sha[:10]}"
+    name = name if name not in taken else f"{name}-{to_name(licence)}"
     info = SourceInfo(
         name=name,
         licence=licence,
@@ -67,15 +117,25 @@ def _source_for_file(path: str, recipe: Recipe, role: str) -> catalog.Source:
         lawful_basis="legitimate_interest",
         format=recipe.data.format,
     )
+    pending = catalog.Source(name=name, path=str(file.resolve()), format=info.format, sha256=sha, records=records,
+                             revision=1, licence=licence, status="active", retain_until=None)
+    return _Planned(pending, role, file, info)
+
+
+def _register(plan: _Planned) -> catalog.Source:
+    if plan.file is None:
+        return plan.source
     try:
-        return add_source(file, info)
+        src = add_source(plan.file, plan.info)
     except LaminaError:
         # Another run may have registered the same file a moment ago: use its registration.
         with catalog.session() as s:
-            src = s.scalar(select(catalog.Source).where(catalog.Source.name == name))
-        if src is not None and src.sha256 == sha and src.licence == licence and src.status == "active":
-            return src
-        raise
+            src = s.scalar(select(catalog.Source).where(catalog.Source.name == plan.info.name))
+        if src is None or src.licence != plan.info.licence or src.status != "active":
+            raise
+    if src.sha256 != plan.source.sha256:
+        raise LaminaError("the file changed while it was being taken in; run again", str(plan.file))
+    return src
 
 
 def check_licences(version_id: str, accepted: list[str]) -> None:
@@ -98,8 +158,13 @@ def _read(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def prepare_for_training(recipe: Recipe) -> PreparedData:
-    """Masked, licence-checked train and eval records for `recipe`."""
+def prepare_for_training(recipe: Recipe, defer_commit: bool = False) -> PreparedData:
+    """Masked, licence-checked train and eval records for `recipe`.
+
+    Raw files are validated and taken in completely before anything is written; with
+    `defer_commit` the result is written only by `PreparedData.commit()`, so that a caller
+    can run its own checks (tokenisation, the base model) first.
+    """
     spec = recipe.data
     if spec.dataset:
         with catalog.session() as s:
@@ -109,22 +174,37 @@ def prepare_for_training(recipe: Recipe) -> PreparedData:
                 f"dataset version {row.id[:12]} was withdrawn ({row.note}); name its successor",
                 "data.dataset",
             )
-        vid, path = row.id, workspace.home() / row.path
-    else:
-        sources = [(_source_for_file(spec.train, recipe, "train"), "auto")]
-        if spec.eval:
-            sources.append((_source_for_file(spec.eval, recipe, "eval"), "eval"))
-        intake = recipe.intake
-        if spec.eval and "eval_ratio" not in intake.model_fields_set:
-            # A named eval file is the held-out set; don't also carve one out of train.
-            intake = intake.model_copy(update={"eval_ratio": 0.0})
-        result = run_intake(recipe.name, sources, intake, eval_format=spec.format)
-        vid, path = result.version_id, result.path
-    check_licences(vid, recipe.intake.licences)
-    manifest = fsio.read_json(path / "manifest.json")
-    train, held = _read(path / "train.jsonl"), _read(path / "eval.jsonl")
-    check_version(vid, path, manifest, len(train), len(held))
-    return PreparedData(train, held, vid, manifest, path)
+        check_licences(row.id, recipe.intake.licences)
+        path = workspace.home() / row.path
+        manifest = fsio.read_json(path / "manifest.json")
+        train, held = _read(path / "train.jsonl"), _read(path / "eval.jsonl")
+        check_version(row.id, path, manifest, len(train), len(held))
+        return PreparedData(train, held, row.id, manifest, path)
+    plans = [_plan_source(spec.train, recipe, "train")]
+    if spec.eval:
+        plans.append(_plan_source(spec.eval, recipe, "eval"))
+    intake = recipe.intake
+    if spec.eval and "eval_ratio" not in intake.model_fields_set:
+        # A named eval file is the held-out set; don't also carve one out of train.
+        intake = intake.model_copy(update={"eval_ratio": 0.0})
+    roles = ["auto", "eval"]
+    staged = stage_intake(recipe.name, [(p.source, roles[i]) for i, p in enumerate(plans)], intake,
+                          eval_format=spec.format)
+
+    def commit() -> None:
+        try:
+            staged.store_key()  # first: registering a source hashes its subjects with this key
+            prepared.manifest = staged.commit([(_register(p), roles[i]) for i, p in enumerate(plans)]).manifest
+        finally:
+            staged.discard()
+
+    commit.staged = staged  # type: ignore[attr-defined]
+    manifest = {"name": recipe.name, "kind": staged.stats.kind}  # the whole one once committed
+    prepared = PreparedData(staged.records("train"), staged.records("eval"), staged.version_id, manifest,
+                            workspace.home() / "datasets" / staged.version_id, commit)
+    if not defer_commit:
+        prepared.commit()
+    return prepared
 
 
 def check_version(vid: str, path: Path, manifest: dict, n_train: int, n_eval: int) -> None:

@@ -24,9 +24,8 @@ from sqlalchemy import delete, select
 
 from lamina import fsio, rundir, workspace
 from lamina.data import catalog
-from lamina.data.intake.pipeline import run_intake, sources_of
+from lamina.data.intake.pipeline import TooFewRecords, run_intake, sources_of
 from lamina.data.intake.sources import iter_source_lines
-from lamina.errors import LaminaError
 from lamina.governance import crypto
 from lamina.recipe import IntakeSpec
 
@@ -111,9 +110,8 @@ def _rebuild(version_ids: set[str], reason: str, exclude: set[int], report: With
             ]
             try:
                 new_id = run_intake(row.name, sources, spec, parent=row.id).version_id if sources else None
-            except LaminaError as e:
-                if "no training records" not in str(e):
-                    raise
+            except TooFewRecords:
+                pass  # nothing usable is left: the version goes without a successor
         if new_id != row.id:
             _purge(row.id, reason)
         report.versions.append({"old": row.id, "name": row.name, "new": new_id})

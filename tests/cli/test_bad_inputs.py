@@ -388,6 +388,8 @@ CASES += [
          env=Env({"LAMINA_TRACKING_URI": "http://127.0.0.1:{port}"})),
     Case("env-tracking-unreachable-mlflow-var", ["history", "tickets"], "MLFLOW_TRACKING_URI",
          env=Env({"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}, unset=("LAMINA_TRACKING_URI",))),
+    Case("env-tracking-unreachable-train", ["train", "{recipe}", "--quiet"], "LAMINA_TRACKING_URI",
+         recipe={}, env=Env({"LAMINA_TRACKING_URI": "http://127.0.0.1:{port}"})),
     Case("env-tracking-bad-port", ["history", "tickets"], "LAMINA_TRACKING_URI",
          env=Env({"LAMINA_TRACKING_URI": "http://127.0.0.1:notaport"})),
 ]

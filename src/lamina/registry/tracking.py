@@ -78,6 +78,12 @@ def _probe(uri: str) -> None:
 _CONNECT_TIMEOUT_S = 3.0
 
 
+def check_reachable() -> None:
+    """Before work whose end is logged to the tracking store: a server that does not answer
+    is named now, not after the work is done."""
+    _probe(tracking_uri())
+
+
 @functools.lru_cache(maxsize=8)
 def _client_for(uri: str):
     # One client per store: opening an sqlite store checks its schema, which costs ~1 s.

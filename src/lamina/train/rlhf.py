@@ -292,6 +292,9 @@ def setup_ppo(recipe: Recipe, d=None) -> PpoSetup:
 
     seed_everything(recipe.seed)
     rundir.check_output(recipe)
+    from lamina.registry import tracking
+
+    tracking.check_reachable()  # the run is logged there when it ends
     reward_fn, reward_info = reward_source(recipe.ppo)
     data = distributed.take_in(d, recipe, load_training_data)
     train_prompts = prompts_of(data.train)

@@ -355,6 +355,9 @@ CASES += [
     Case("keys-init-exists", ["keys", "init"], "signing"),
     Case("keys-rotate-bad-target", ["keys", "rotate", "--new-key-file", "{tmp}/no/such/dir/k"], "--new-key-file"),
     Case("keys-rotate-target-dir", ["keys", "rotate", "--new-key-file", "{in}/full"], "--new-key-file"),
+    Case("keys-rotate-viewer", ["keys", "rotate"], "vera", env=Env({"LAMINA_USER": "vera"}), denied=True),
+    Case("init-policy-corrupt", ["init"], "policy.yaml", setup="corrupt_policy"),
+    Case("init-master-key-binary", ["init"], "binary.key", env=Env({"LAMINA_MASTER_KEY_FILE": "{in}/binary.key"})),
     Case("unknown-command", ["deploy"], "deploy"),
 ]
 

@@ -125,7 +125,6 @@ def write_inputs(d: Path, tiny: Path) -> None:
     (d / "binary.key").write_bytes(bytes(range(200, 232)) * 2)
     (d / "short.key").write_text("abcd\n")
     write_bases(d / "bases", tiny)
-    write_runs(d / "runs")
 
 
 def write_bases(d: Path, tiny: Path) -> None:
@@ -171,9 +170,14 @@ def make_run(root: Path, run_id: str, *, gate: bool | None = True, status: str =
     }  # fmt: skip
     (run / "run.json").write_text(json.dumps(info))
     if gate is not None:
+        from lamina.registry import signing
+
         checks = [{"expr": "task.exact_match >= 0.5", "value": 0.8 if gate else 0.2, "threshold": 0.5,
                    "passed": gate}]
         (run / "eval" / "gate.json").write_text(json.dumps({"passed": gate, "checks": checks}))
+        results = {"candidate": {"task": {"exact_match": checks[0]["value"]}}}
+        (run / "eval" / "report.json").write_text(json.dumps({"candidate": {"run_id": run_id}, "results": results}))
+        signing.sign_dir(run / "eval")  # as `lamina eval` signs its verdict, with the workspace key
     return run
 
 
@@ -213,9 +217,12 @@ def prepare(root: Path, tiny: Path, capsys, monkeypatch) -> Prepared:
         ["data", "intake", "tickets", "--name", "support", "--recipe", str(intake_recipe)],
         ["data", "add", str(inputs / "licensed.jsonl"), "--name", "licensed", *ADD[:0], "--licence", "mit",
          "--origin", "synthetic", "--purpose", "tests", "--lawful-basis", "contract"],
+        ["track", str(inputs / "runs" / "run-a")],
         ["register", str(inputs / "runs" / "run-a"), "--name", "tickets"],
     ]
     for args in steps:
+        if args[0] == "data" and not (inputs / "runs").exists():
+            write_runs(inputs / "runs")  # signed with the key `lamina init` made
         code, out, err = invoke(args, capsys)
         assert code == 0, (args, out, err)
     monkeypatch.setenv("LAMINA_USER", "bob")

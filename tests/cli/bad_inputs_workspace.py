@@ -33,6 +33,7 @@ class Prepared:
     inputs: Path  # data files, bases, runs, recipes' targets — outside the workspace
     tracking_db: Path
     tiny: Path
+    secrets: Path | None = None  # the workspace's keys, kept outside it (workspace.secrets_dir)
 
     @property
     def tracking_uri(self) -> str:
@@ -204,6 +205,7 @@ def prepare(root: Path, tiny: Path, capsys, monkeypatch) -> Prepared:
     write_inputs(inputs, tiny)
     prepared = Prepared(root, home, inputs, root / "mlflow.db", tiny)
     monkeypatch.setenv("LAMINA_HOME", str(home))
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(root / "config"))
     monkeypatch.setenv("LAMINA_TRACKING_URI", prepared.tracking_uri)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("LAMINA_USER", "alice")
@@ -218,6 +220,8 @@ def prepare(root: Path, tiny: Path, capsys, monkeypatch) -> Prepared:
         ["data", "add", str(inputs / "licensed.jsonl"), "--name", "licensed", *ADD[:0], "--licence", "mit",
          "--origin", "synthetic", "--purpose", "tests", "--lawful-basis", "contract"],
         ["track", str(inputs / "runs" / "run-a")],
+        ["track", str(inputs / "runs" / "nogate")],
+        ["track", str(inputs / "runs" / "failedgate")],
         ["register", str(inputs / "runs" / "run-a"), "--name", "tickets"],
     ]
     for args in steps:
@@ -229,14 +233,34 @@ def prepare(root: Path, tiny: Path, capsys, monkeypatch) -> Prepared:
     code, out, err = invoke(["promote", "tickets", "1", "--to", "staging"], capsys)
     assert code == 0, (out, err)
     monkeypatch.setenv("LAMINA_USER", "alice")
+    from lamina import workspace
+
+    prepared.secrets = workspace.secrets_dir()
     return prepared
+
+
+def clone(prepared: Prepared, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A copy of the prepared workspace at tmp_path/home, with its keys copied to where Lamina
+    looks for that path's keys (a config directory of the case's own); the environment points
+    at both. Returns (workspace, config directory)."""
+    home, config = tmp_path / "home", tmp_path / "config"
+    shutil.copytree(prepared.home, home, symlinks=True)
+    secrets = config / "workspaces" / hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    shutil.copytree(prepared.secrets, secrets)
+    (secrets / "workspace.txt").write_text(f"{home.resolve()}\n")
+    monkeypatch.setenv("LAMINA_HOME", str(home))
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(config))
+    monkeypatch.setenv("LAMINA_TRACKING_URI", prepared.tracking_uri)
+    monkeypatch.setenv("LAMINA_USER", "alice")
+    return home, config
 
 
 def python_env(prepared: Prepared, home: Path) -> dict[str, str]:
     """The environment of a subprocess case: this checkout first on the path."""
     src = str(Path(__file__).resolve().parents[2] / "src")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-            "LAMINA_HOME": str(home), "LAMINA_TRACKING_URI": prepared.tracking_uri, "LAMINA_USER": "alice"}
+            "LAMINA_HOME": str(home), "LAMINA_TRACKING_URI": prepared.tracking_uri, "LAMINA_USER": "alice",
+            "LAMINA_CONFIG_DIR": os.environ["LAMINA_CONFIG_DIR"]}
 
 
 PYTHON = sys.executable

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from bad_inputs_workspace import ADD, PYTHON, Env, fingerprint, invoke, prepare, python_env
+from bad_inputs_workspace import ADD, PYTHON, Env, clone, fingerprint, invoke, prepare, python_env
 
 DROP = object()  # in a recipe override: remove the key
 
@@ -318,8 +318,9 @@ CASES += [
     Case("register-missing-run", ["register", "{tmp}/nothing", "--name", "m"], "nothing"),
     Case("register-name-dotdot", ["register", "{in}/runs/run-a", "--name", "../../m"], "name"),
     Case("register-name-slash", ["register", "{in}/runs/run-a", "--name", "a/b"], "name"),
+    Case("register-not-tracked", ["register", "{in}/runs/done", "--name", "m"], "no training run logged"),
     Case("register-no-gate", ["register", "{in}/runs/nogate", "--name", "m"], "gate.json"),
-    Case("register-failed-gate", ["register", "{in}/runs/failedgate", "--name", "m"], "gate"),
+    Case("register-failed-gate", ["register", "{in}/runs/failedgate", "--name", "m"], "failedgate"),
     Case("register-viewer", ["register", "{in}/runs/run-a", "--name", "m"], "vera",
          env=Env({"LAMINA_USER": "vera"}), denied=True),
     Case("promote-bad-alias", ["promote", "tickets", "1", "--to", "prod"], "prod"),
@@ -491,17 +492,13 @@ def test_the_battery_has_at_least_150_distinct_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(case, prepared, tmp_path, monkeypatch, capsys):
-    home = tmp_path / "home"
-    shutil.copytree(prepared.home, home, symlinks=True)
+    home, config = clone(prepared, tmp_path, monkeypatch)
     values = {"home": str(home), "in": str(prepared.inputs), "tmp": str(tmp_path), "tiny": str(prepared.tiny),
               "port": str(closed_port()), "recipe": str(tmp_path / "r.yaml")}
     if isinstance(case.recipe, bytes):
         (tmp_path / "r.yaml").write_bytes(case.recipe)
     elif case.recipe is not None:
         (tmp_path / "r.yaml").write_text(yaml.safe_dump(expand(merge(BASE_RECIPE, case.recipe), values)))
-    monkeypatch.setenv("LAMINA_HOME", str(home))
-    monkeypatch.setenv("LAMINA_TRACKING_URI", prepared.tracking_uri)
-    monkeypatch.setenv("LAMINA_USER", "alice")
     for key in ("MLFLOW_TRACKING_URI", "LAMINA_MASTER_KEY", "LAMINA_MASTER_KEY_FILE", *case.env.unset):
         monkeypatch.delenv(key, raising=False)
     for key, value in case.env.set.items():
@@ -509,7 +506,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, prepared, tmp_path, mon
     if case.setup:
         SETUPS[case.setup](home)
     # The pristine workspace too: the MLflow store's artifact root lies there.
-    watched = [home, prepared.home, prepared.tracking_db, prepared.inputs]
+    watched = [home, config, prepared.home, prepared.secrets, prepared.tracking_db, prepared.inputs]
     if os.environ["LAMINA_HOME"] != str(home):
         watched.append(Path(os.environ["LAMINA_HOME"]))
     before = fingerprint(*watched)
@@ -533,11 +530,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, prepared, tmp_path, mon
 
 def test_a_bom_and_crlf_jsonl_file_is_accepted(prepared, tmp_path, monkeypatch, capsys):
     """What Windows tools write: a byte-order mark and CRLF line ends."""
-    home = tmp_path / "home"
-    shutil.copytree(prepared.home, home)
-    monkeypatch.setenv("LAMINA_HOME", str(home))
-    monkeypatch.setenv("LAMINA_TRACKING_URI", prepared.tracking_uri)
-    monkeypatch.setenv("LAMINA_USER", "alice")
+    home, _ = clone(prepared, tmp_path, monkeypatch)
     lines = (prepared.inputs / "tickets.jsonl").read_bytes().splitlines()
     path = tmp_path / "windows.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n\r\n")
@@ -548,11 +541,7 @@ def test_a_bom_and_crlf_jsonl_file_is_accepted(prepared, tmp_path, monkeypatch, 
 
 def test_data_add_repeated_with_the_same_bytes_and_metadata_changes_nothing(prepared, tmp_path, monkeypatch,
                                                                             capsys):
-    home = tmp_path / "home"
-    shutil.copytree(prepared.home, home)
-    monkeypatch.setenv("LAMINA_HOME", str(home))
-    monkeypatch.setenv("LAMINA_TRACKING_URI", prepared.tracking_uri)
-    monkeypatch.setenv("LAMINA_USER", "alice")
+    home, _ = clone(prepared, tmp_path, monkeypatch)
     before = fingerprint(home)
     code, out, err = invoke(["data", "add", str(prepared.inputs / "tickets.jsonl"), "--name", "tickets", *ADD],
                             capsys)
@@ -560,11 +549,10 @@ def test_data_add_repeated_with_the_same_bytes_and_metadata_changes_nothing(prep
     assert fingerprint(home) == before
 
 
-def test_an_unreachable_tracking_server_fails_fast_in_a_real_process(prepared, tmp_path):
+def test_an_unreachable_tracking_server_fails_fast_in_a_real_process(prepared, tmp_path, monkeypatch):
     """The installed entry point, in its own process: one line naming the URI, within seconds
     (MLflow's own retries would take minutes), and nothing written."""
-    home = tmp_path / "home"
-    shutil.copytree(prepared.home, home)
+    home, _ = clone(prepared, tmp_path, monkeypatch)
     env = python_env(prepared, home) | {"LAMINA_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
     before = fingerprint(home)
     started = time.monotonic()
@@ -590,11 +578,7 @@ def test_a_workspace_that_is_a_file_is_one_line_in_a_real_process(prepared, tmp_
 
 
 def test_data_intake_repeated_says_nothing_new_was_written(prepared, tmp_path, monkeypatch, capsys):
-    home = tmp_path / "home"
-    shutil.copytree(prepared.home, home)
-    monkeypatch.setenv("LAMINA_HOME", str(home))
-    monkeypatch.setenv("LAMINA_TRACKING_URI", prepared.tracking_uri)
-    monkeypatch.setenv("LAMINA_USER", "alice")
+    home, _ = clone(prepared, tmp_path, monkeypatch)
     datasets = sorted(p.name for p in (home / "datasets").iterdir())
     code, out, err = invoke(["data", "intake", "tickets", "--name", "support", "--recipe",
                              str(prepared.root / "intake.yaml")], capsys)

@@ -25,6 +25,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,20 +130,34 @@ class GrpoSetup:
     data_info: dict
     device: torch.device
     plan: str
+    commit_data: Callable[[], None] = lambda: None  # writes the taken-in data (see train.setup)
 
 
 def setup_grpo(recipe: Recipe) -> GrpoSetup:
     """Everything before the first rollout; raises LaminaError on bad input, writes nothing."""
     from lamina.data.dataset import load_training_data
+    from lamina.registry import tracking
     from lamina.train.seeding import seed_everything
-    from lamina.train.tiny_base import resolve_base
 
     name, spec = recipe.train.objective, recipe.grpo
     seed_everything(recipe.seed)
+    rundir.check_output(recipe)
+    tracking.check_reachable()  # the run is logged there when it ends
     reward = rewarder(spec)
     if recipe.method.name in ("prompt", "prefix"):
         raise LaminaError(f"{name} samples with the KV cache, which prompt and prefix tuning cannot steer", "method")
-    data = load_training_data(recipe)
+    data = load_training_data(recipe, defer_commit=True)
+    try:
+        return _setup_grpo(recipe, data, reward)
+    except BaseException:
+        data.discard()
+        raise
+
+
+def _setup_grpo(recipe: Recipe, data, reward) -> GrpoSetup:
+    from lamina.train.tiny_base import resolve_base
+
+    name, spec = recipe.train.objective, recipe.grpo
     train_prompts = prompts_with_references(data.train)
     if not train_prompts:
         raise LaminaError("no prompts in the training data", recipe.data.train or "data.dataset")
@@ -166,7 +181,7 @@ def setup_grpo(recipe: Recipe) -> GrpoSetup:
     objective = GroupPolicyObjective(name, spec.clip, spec.clip_high, spec.kl_coef, spec.loss_norm == "token")
     info = {**data.info, "prompts": len(train_prompts), "eval_prompts": len(eval_prompts)}
     return GrpoSetup(recipe, objective, base_dir, tokenizer, model, frozen, reward, train_prompts,
-                     eval_prompts, info, device, plan)
+                     eval_prompts, info, device, plan, data.commit)
 
 
 # --- One iteration
@@ -367,6 +382,7 @@ def train_grpo(recipe: Recipe, progress: bool = True, run_dir: Path | None = Non
 
     s = setup_grpo(recipe)
     run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(recipe)
+    s.commit_data()  # the first write: setup checked everything
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     info = {**run_info(s, run_dir), **(lineage or {})}

@@ -19,7 +19,8 @@ def workspace(tmp_path, monkeypatch):
     """A fresh LAMINA_HOME per test, so no test writes outside its tmp dir."""
     home = tmp_path / "lamina-home"
     monkeypatch.setenv("LAMINA_HOME", str(home))
-    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(tmp_path / "lamina-config"))
+    # Beside the test's tmp dir, not in it: tests may assert on what tmp_path holds.
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(tmp_path.parent / f"{tmp_path.name}-lamina-config"))
     return home
 
 

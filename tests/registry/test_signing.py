@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -150,12 +151,13 @@ def test_a_key_pair_planted_in_the_workspace_cannot_re_sign(signed, workspace, m
     pair signs, but only the pinned key outside the workspace verifies."""
     (signed / "adapter" / "adapter_model.safetensors").write_bytes(b"\x01" * 64)
     planted = workspace / "keys"
+    ours = os.environ["LAMINA_CONFIG_DIR"]
     monkeypatch.setenv("LAMINA_CONFIG_DIR", str(tmp_path / "attacker-config"))
     signing.init_keys()  # a fresh pair, as the attacker would make
     planted.mkdir(parents=True, exist_ok=True)
     for p in signing.key_paths():
         shutil.copy(p, planted / p.name)
     signing.sign_dir(signed)
-    monkeypatch.setenv("LAMINA_CONFIG_DIR", str(workspace.parent / "lamina-config"))
+    monkeypatch.setenv("LAMINA_CONFIG_DIR", ours)
     with pytest.raises(LaminaError, match=r"signature check failed: Key mismatch"):
         signing.verify_dir(signed)

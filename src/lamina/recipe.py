@@ -263,7 +263,29 @@ DEFAULT_ROLES: dict[str, list[str]] = {
     "approver": ["read", "promote.staging", "promote.production"],
     "deployer": ["read", "promote.staging", "rollback", "serve"],
     "admin": ["*"],
+    "consumer": ["call"],  # an API key's identity: may call the served models, nothing else
 }
+
+
+class ServeSpec(Strict):
+    """`lamina serve` settings (flags override them)."""
+
+    host: str = Field("127.0.0.1", description="Loopback by default; widen it behind a TLS reverse proxy.")
+    port: int = Field(8000, ge=0, le=65535)
+    poll_s: float = Field(1.0, gt=0, description="How often the served aliases are read for moves.")
+    max_batch: int = Field(64, gt=0, description="Sequences decoded together per model.")
+    default_max_tokens: int = Field(256, gt=0, description="max_tokens when a request gives none.")
+    max_tokens: int = Field(4096, gt=0, description="Largest max_tokens a request may ask for (else 413).")
+    max_body_bytes: int = Field(1 << 20, gt=0, description="Largest request body (else 413).")
+    max_n: int = Field(8, gt=0, description="Largest `n` (choices per request).")
+    auth: bool = Field(True, description="Require an API key (`lamina keys issue`); off only on loopback.")
+    guard: Literal["mask", "block", "off"] = Field(
+        "mask", description="PII in outputs: mask it, or end the response (finish_reason content_filter)."
+    )
+    holdback_chars: int = Field(
+        64, ge=0, description="Streamed text held back so a PII span or stop string across chunks is caught."
+    )
+    log_content: bool = Field(False, description="Write prompts and outputs (PII-masked) to the request log.")
 
 
 class PolicySpec(Strict):

@@ -31,6 +31,7 @@ PERMISSIONS = (
     "promote.production",
     "rollback",
     "serve",
+    "call",
     "keys",
     "policy",
     "*",

@@ -1,0 +1,241 @@
+"""API keys for the server: only a hash is stored. A key belongs to an identity in the policy
+(role `consumer`: may call), names the models it may call, and may carry a request rate
+(`20/s`) and a token budget (`200000/h`). Issue and revoke are audit-logged; the store is
+`<workspace>/serve/keys.json`, written atomically and re-read by the server when it changes,
+so a revocation takes effect on the next request.
+
+A key is `lmn_<id>_<secret>`; the id finds the record, the secret's sha256 is compared in
+constant time. Secrets are 256 random bits, so a plain hash is enough (no slow KDF needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina import workspace
+from lamina.errors import LaminaError
+from lamina.fsio import read_json, write_json
+
+PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LIMIT = re.compile(r"^(\d+)/([smhd])$")
+_KEY = re.compile(r"^lmn_([a-z0-9]{12})_([A-Za-z0-9_-]{20,})$")
+
+
+def store_path() -> Path:
+    return workspace.subdir("serve") / "keys.json"
+
+
+def parse_limit(text: str | None, flag: str) -> tuple[int, float] | None:
+    """`20/s` -> (20, 1.0); None stays None."""
+    if text is None:
+        return None
+    m = _LIMIT.match(text.strip())
+    if not m or int(m[1]) <= 0:
+        raise LaminaError("a limit is COUNT/PERIOD with PERIOD one of s, m, h, d (e.g. 20/s)", f"{flag} {text!r}")
+    return int(m[1]), PERIODS[m[2]]
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _load() -> dict:
+    path = store_path()
+    if not path.exists():
+        return {"keys": []}
+    try:
+        data = read_json(path)
+    except ValueError as e:
+        raise LaminaError(f"not valid JSON: {e}", str(path)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise LaminaError("expected {\"keys\": [...]}", str(path))
+    return data
+
+
+def _ensure_role(role: str) -> None:
+    """Workspaces made before the `consumer` role existed get it added (audited)."""
+    import yaml
+
+    from lamina.fsio import write_text
+    from lamina.governance import access, audit
+    from lamina.recipe import DEFAULT_ROLES
+
+    policy = access.load_policy()
+    if role in policy.roles:
+        return
+    if role not in DEFAULT_ROLES:
+        raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(access.policy_path()))
+    actor = access.require("policy")
+    policy.roles = {**policy.roles, role: list(DEFAULT_ROLES[role])}
+    write_text(access.policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
+    audit.record("policy.role", user=actor, role=role, permissions=DEFAULT_ROLES[role])
+
+
+def issue(user: str, role: str = "consumer", models: list[str] | None = None, rate: str | None = None,
+          tokens: str | None = None) -> dict:
+    """Make a key for `user` (granted `role` if not held); returns the record and the key,
+    which is shown this once and never stored."""
+    from lamina.governance import access, audit
+
+    actor = access.require("keys")
+    parse_limit(rate, "--rate")
+    parse_limit(tokens, "--tokens")
+    if not re.match(r"^[\w.@-]{1,100}$", user or ""):
+        raise LaminaError("an identity is letters, digits, '.', '_', '@' or '-'", f"--user {user!r}")
+    _ensure_role(role)
+    if role not in access.load_policy().users.get(user, []):
+        access.grant(user, role)
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    record = {"id": key_id, "hash": _hash(secret), "user": user, "role": role, "models": models or ["*"],
+              "rate": rate, "tokens": tokens, "created": _now(), "created_by": actor, "revoked": None}
+    data = _load()
+    data["keys"].append(record)
+    write_json(store_path(), data)
+    audit.record("serve.key.issue", user=actor, key=key_id, identity=user, role=role, models=record["models"],
+                 rate=rate, tokens=tokens)
+    return {**_public(record), "key": f"lmn_{key_id}_{secret}"}
+
+
+def revoke(key_id: str) -> dict:
+    from lamina.governance import access, audit
+
+    actor = access.require("keys")
+    data = _load()
+    for record in data["keys"]:
+        if record["id"] == key_id:
+            if record["revoked"]:
+                raise LaminaError("key already revoked", f"key {key_id}")
+            record["revoked"] = _now()
+            write_json(store_path(), data)
+            audit.record("serve.key.revoke", user=actor, key=key_id, identity=record["user"])
+            return _public(record)
+    raise LaminaError("no such key", f"key {key_id}")
+
+
+def listing() -> list[dict]:
+    from lamina.governance import access
+
+    access.require("keys")
+    return [_public(r) for r in _load()["keys"]]
+
+
+def _public(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "hash"}
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Denied(Exception):
+    status: int
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+class _Bucket:
+    def __init__(self, count: int, period: float):
+        self.capacity, self.rate = float(count), count / period
+        self.level, self.stamp = float(count), time.monotonic()
+
+    def take(self) -> float | None:
+        """None when a request may go now, else seconds until one may."""
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1:
+            self.level -= 1
+            return None
+        return (1 - self.level) / self.rate
+
+
+class KeyStore:
+    """The server's view of keys and policy: re-read when their files change; limits in memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stamp: tuple = ()
+        self._keys: dict[str, dict] = {}
+        self._policy = None
+        self._buckets: dict[str, _Bucket] = {}
+        self._spent: dict[str, deque] = {}
+
+    def _refresh(self) -> None:
+        from lamina.governance import access
+
+        paths = (store_path(), access.policy_path())
+        stamp = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
+        if stamp != self._stamp:
+            self._keys = {r["id"]: r for r in _load()["keys"]}
+            self._policy = access.load_policy() if paths[1].exists() else None
+            self._stamp = stamp
+
+    def authenticate(self, header: str | None) -> dict:
+        """The key record for an `Authorization: Bearer ...` header, or Denied(401/403)."""
+        from lamina.governance import access
+
+        token = (header or "").removeprefix("Bearer ").strip() if header else ""
+        if not token:
+            raise Denied(401, "missing_key", "no API key (send Authorization: Bearer <key>)")
+        m = _KEY.match(token)
+        with self._lock:
+            self._refresh()
+            record = self._keys.get(m[1]) if m else None
+            policy = self._policy
+        if record is None or not hmac.compare_digest(record["hash"], _hash(m[2])):
+            raise Denied(401, "invalid_api_key", "invalid API key")
+        if record["revoked"]:
+            raise Denied(401, "revoked_key", "this API key was revoked")
+        if policy is None or not access.allowed(record["user"], "call", policy):
+            raise Denied(403, "no_permission", f"identity {record['user']!r} may not call models (policy)")
+        return record
+
+    @staticmethod
+    def may_call(record: dict, ref: str) -> bool:
+        allowed = record["models"]
+        name = re.split(r"[@/]", ref)[0]
+        return "*" in allowed or ref in allowed or name in allowed
+
+    def admit(self, record: dict) -> None:
+        """Count a request against the key's rate and check its token budget (Denied 429)."""
+        with self._lock:
+            rate = parse_limit(record.get("rate"), "rate")
+            if rate:
+                bucket = self._buckets.setdefault(record["id"], _Bucket(*rate))
+                wait = bucket.take()
+                if wait is not None:
+                    raise Denied(429, "rate_limit_exceeded", f"over this key's rate of {record['rate']}",
+                                 math.ceil(wait))
+            budget = parse_limit(record.get("tokens"), "tokens")
+            if budget:
+                spent = self._window(record["id"], budget[1])
+                if sum(n for _, n in spent) >= budget[0]:
+                    wait = spent[0][0] + budget[1] - time.monotonic()
+                    raise Denied(429, "token_budget_exceeded", f"over this key's token budget of {record['tokens']}",
+                                 max(1, math.ceil(wait)))
+
+    def spend(self, record: dict, tokens: int) -> None:
+        budget = parse_limit(record.get("tokens"), "tokens")
+        if budget:
+            with self._lock:
+                self._window(record["id"], budget[1]).append((time.monotonic(), tokens))
+
+    def _window(self, key_id: str, period: float) -> deque:
+        spent = self._spent.setdefault(key_id, deque())
+        while spent and spent[0][0] < time.monotonic() - period:
+            spent.popleft()
+        return spent

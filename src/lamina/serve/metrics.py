@@ -1,0 +1,55 @@
+"""Prometheus metrics of one server, on a registry of their own (so tests can run several
+servers in one process). Per-request series carry the version that answered (`name/N`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("lamina_requests", "Completed requests.", ["version", "endpoint", "status"], registry=r)
+        self.errors = Counter("lamina_errors", "Error responses by status.", ["status", "code"], registry=r)
+        self.latency = Histogram("lamina_request_seconds", "Request latency.", ["version"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("lamina_time_to_first_token_seconds", "Time to first token.", ["version"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("lamina_prompt_tokens", "Prompt tokens.", ["version"], registry=r)
+        self.output_tokens = Counter("lamina_output_tokens", "Output tokens.", ["version"], registry=r)
+        self.tokens_per_s = Gauge("lamina_output_tokens_per_second", "Output tokens/s of the last decode step "
+                                  "(batch size / step time).", registry=r)
+        self.queue = Gauge("lamina_queue_depth", "Sequences waiting to join a batch.", registry=r)
+        self.running = Gauge("lamina_running_sequences", "Sequences in the running batch.", registry=r)
+        self.batch = Histogram("lamina_batch_size", "Rows per decode step.", buckets=BATCH_BUCKETS, registry=r)
+        self.kv_used = Gauge("lamina_kv_cache_positions_used", "KV cache positions holding real tokens.", registry=r)
+        self.kv_held = Gauge("lamina_kv_cache_positions_held", "KV cache positions allocated (with padding).",
+                             registry=r)
+        self.swaps = Counter("lamina_swaps", "Alias moves handled.", ["ref", "outcome"], registry=r)
+        self.swap_seconds = Histogram("lamina_swap_seconds", "Verify + load + switch time of a swap.", ["ref"],
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.serving = Gauge("lamina_serving_version", "1 for the version each reference serves.",
+                             ["ref", "version"], registry=r)
+        self.refused = Gauge("lamina_refused_version", "1 while a reference's alias points at a version that "
+                             "failed its checks or load.", ["ref", "version"], registry=r)
+        self.unauthorized = Counter("lamina_unauthorized", "Refused API keys.", ["reason"], registry=r)
+        self.guard_trips = Counter("lamina_guard_trips", "Output guard trips.", ["version", "kind", "action"],
+                                   registry=r)
+        self.inflight = Gauge("lamina_inflight_requests", "Requests being answered.", ["version"], registry=r)
+
+    def on_step(self, step: dict) -> None:
+        self.batch.observe(step["batch"])
+        if step["seconds"] > 0:
+            self.tokens_per_s.set(step["batch"] / step["seconds"])
+
+    def sample_engines(self, loads: list[dict]) -> None:
+        self.queue.set(sum(x["waiting"] for x in loads))
+        self.running.set(sum(x["running"] for x in loads))
+        self.kv_used.set(sum(x["kv_used"] for x in loads))
+        self.kv_held.set(sum(x["kv_held"] for x in loads))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

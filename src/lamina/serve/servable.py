@@ -1,0 +1,112 @@
+"""What a registry version is when served: its directory (signature verified), its method and
+how that method can be served, its base (file hashes checked against the ones recorded when
+it was trained), and the hashes a response names.
+
+`artifact_sha256` is one digest over the version's artifact files (`adapter/` or `model/`):
+the canonical JSON of {path relative to that directory: sha256}, taken from the signature's
+verified manifest. It is the same digest as the MLflow run's `lamina.artifact_sha256` tag
+(`tracking.dir_sha256`), so a response can be matched to the run that trained it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.errors import LaminaError
+from lamina.fsio import read_json, sha256_file, sha256_json
+
+# How each method is served. shared: PEFT adapters on one base, mixed per row in a batch.
+# own: a model of its own (weights changed or extra modules), batched among its own requests.
+# uncached: virtual tokens before the prompt; decoded without a KV cache, one row at a time.
+SERVING = {
+    "lora": "shared",
+    "qlora": "shared",
+    "ia3": "own",
+    "full": "own",
+    "bitfit": "own",
+    "bottleneck": "own",
+    "prompt": "uncached",
+    "prefix": "uncached",
+}
+_base_checked: dict[tuple, str] = {}
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    number: int
+    path: Path
+    method: str
+    artifact: str
+    artifact_sha256: str
+    base_path: Path | None
+    base_sha256: str | None
+    signer: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.number}"
+
+    @property
+    def mode(self) -> str:
+        return SERVING[self.method]
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.path / self.artifact
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / "tokenizer" if (self.path / "tokenizer").is_dir() else self.base_path or self.artifact_dir
+
+    def base_key(self) -> tuple:
+        """Versions with equal keys share one loaded base (QLoRA's 4-bit base is its own)."""
+        return (self.base_sha256, self.method == "qlora")
+
+
+def check_base(path: Path, recorded: dict, where: str) -> str:
+    """Refuse a base whose weights or config differ from what the version was trained on.
+    Returns the base's digest (sha256 of its recorded file hashes). Checked once per process
+    for an unchanged directory: hashing an 8B base takes tens of seconds."""
+    from lamina.registry.signing import check_before_load
+
+    files = (recorded or {}).get("files") or {}
+    if not path.is_dir():
+        raise LaminaError(f"the base model directory {path} is gone", where)
+    if not files:
+        raise LaminaError("the version records no base file hashes; cannot check its base", where)
+    stamp = tuple(sorted((n, (path / n).stat().st_mtime_ns, (path / n).stat().st_size)
+                         for n in files if (path / n).is_file()))
+    cache_key = (str(path), stamp)
+    if cache_key not in _base_checked:
+        check_before_load(path)  # a signed or registered base must also verify its signature
+        for name, digest in sorted(files.items()):
+            if not (path / name).is_file():
+                raise LaminaError(f"base file {name} is missing", str(path))
+            if sha256_file(path / name) != digest:
+                raise LaminaError(f"base file {name} changed since the version was trained", str(path))
+        _base_checked[cache_key] = sha256_json(files)
+    return _base_checked[cache_key]
+
+
+def open_version(name: str, number: int) -> Version:
+    """The version `name/number`, signature verified and base checked, ready to load."""
+    from lamina.registry import signing, versions
+
+    mv = versions.get_version(name, number)
+    path = versions.local_dir(mv)
+    signer = signing.verify_dir(path)
+    run = read_json(path / "run.json")
+    method = (run.get("method") or {}).get("name")
+    if method not in SERVING:
+        raise LaminaError(f"cannot serve method {method!r}", f"{name}/{number}")
+    artifact = versions.artifact_kind(path)
+    listed = signing.signed_files(path)
+    prefix = f"{artifact}/"
+    artifact_sha = sha256_json({k[len(prefix):]: v for k, v in listed.items() if k.startswith(prefix)})
+    base_path, base_sha = None, None
+    if artifact == "adapter":
+        base_path = Path((run.get("base") or {}).get("path") or "")
+        base_sha = check_base(base_path, run.get("base") or {}, f"{name}/{number} run.json: base")
+    return Version(name, int(number), path, method, artifact, artifact_sha, base_path, base_sha, signer)

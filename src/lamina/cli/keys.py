@@ -1,4 +1,4 @@
-"""`lamina keys ...`: signing key pairs and data-encryption key management."""
+"""`lamina keys ...`: signing key pairs, data-encryption key management, and API keys for `lamina serve`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 from lamina.cli.app import app
 
-keys_app = typer.Typer(help="Signing keys and encryption keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys, encryption keys and API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
@@ -79,3 +79,54 @@ def keys_rotate(
         out.print(
             f"master key {rot.old_key_id} -> {rot.new_key_id}; {len(rot.rewrapped)} files re-wrapped; new key in {rot.key_written_to}"
         )
+
+
+@keys_app.command("issue")
+def keys_issue(
+    user: str = typer.Option(..., "--user", help="The identity the key acts as (granted --role)."),
+    role: str = typer.Option("consumer", "--role"),
+    models: list[str] = typer.Option(None, "--model", help="A model it may call (NAME or NAME@ALIAS); repeat. Default: all."),
+    rate: str = typer.Option(None, "--rate", help="Requests per period, e.g. 20/s."),
+    tokens: str = typer.Option(None, "--tokens", help="Token budget per period, e.g. 200000/h."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Issue an API key for `lamina serve` (shown once; only its hash is kept)."""
+    import json
+
+    from lamina.cli.app import out
+    from lamina.serve import keys
+
+    result = keys.issue(user, role, models or None, rate, tokens)
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(f"key {result['id']} for {user} ({role}; models {', '.join(result['models'])}):\n{result['key']}",
+                  highlight=False, soft_wrap=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `lamina keys list`).")):
+    """Revoke an API key; a running server refuses it on the next request."""
+    from lamina.cli.app import out
+    from lamina.serve import keys
+
+    record = keys.revoke(key_id)
+    out.print(f"revoked key {record['id']} of {record['user']}", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json")):
+    """API keys: id, identity, role, models, limits, revoked (never the key)."""
+    import json
+
+    from lamina.cli.app import out
+    from lamina.serve import keys
+
+    rows = keys.listing()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    for r in rows:
+        state = f"revoked {r['revoked']}" if r["revoked"] else "active"
+        out.print(f"{r['id']}  {r['user']:<16} {r['role']:<10} models={','.join(r['models'])} "
+                  f"rate={r['rate'] or '-'} tokens={r['tokens'] or '-'}  {state}", highlight=False)

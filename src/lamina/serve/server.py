@@ -66,6 +66,7 @@ class Server:
             raise LaminaError("nothing to serve: no reference given and no alias set in the registry "
                               "(run `lamina demo`, or `lamina promote NAME VERSION --to staging`)")
         self.canary_files = list(canaries or [])
+        self.swap_events: list[dict] = []  # what /readyz and the tests read back
         self.guard: Guard | None = None
         self.reqlog: RequestLog | None = None
         self.uvicorn = None
@@ -82,10 +83,15 @@ class Server:
         self.reqlog = RequestLog(content=self.spec.log_content, masker=self.guard.masker)
         self.watcher.start()
 
-    def _on_swap(self, ref: str, old: str | None, new: str | None, outcome: str, seconds: float) -> None:
-        self.metrics.swaps.labels(ref, outcome).inc()
-        if outcome == "ok":
-            self.metrics.swap_seconds.labels(ref).observe(seconds)
+    def _on_swap(self, ref: str, old: str | None, new: str | None, outcome: str, seconds: float,
+                 at: float) -> None:
+        self.swap_events.append({"time": at, "ref": ref, "from": old, "to": new, "outcome": outcome,
+                                 "seconds": round(seconds, 3)})
+        if outcome != "restored":
+            self.metrics.swaps.labels(ref, outcome).inc()
+        if outcome in ("ok", "restored"):
+            if outcome == "ok":
+                self.metrics.swap_seconds.labels(ref).observe(seconds)
             if old:
                 self.metrics.serving.labels(ref, old).set(0)
             self.metrics.serving.labels(ref, new).set(1)

@@ -34,7 +34,7 @@ class RefState:
 class Watcher:
     def __init__(self, pool: Pool, router: Router, poll_s: float, on_swap=None):
         self.pool, self.router, self.poll_s = pool, router, poll_s
-        self.on_swap = on_swap  # (ref, old version key | None, new key | None, outcome, seconds)
+        self.on_swap = on_swap  # (ref, old key | None, new key | None, outcome, seconds, switched at)
         self.states: dict[str, RefState] = {}
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -61,6 +61,7 @@ class Watcher:
         version = open_version(state.name, number)
         self.pool.add(version)
         before = self.router.set(state.ref, (version.key, 1.0))
+        switched = time.time()  # from here new requests get the new version
         in_use = self.router.in_use()
         for key, _ in before.targets if before else ():
             if key not in in_use:
@@ -69,7 +70,7 @@ class Watcher:
         state.serving, state.refused, state.error = number, None, None
         state.swaps += 1 if old else 0
         if old and self.on_swap:
-            self.on_swap(state.ref, old, version.key, "ok", time.perf_counter() - started)
+            self.on_swap(state.ref, old, version.key, "ok", time.perf_counter() - started, switched)
         if old:
             log.info("swap %s: %s -> %s in %.2f s", state.ref, old, version.key, time.perf_counter() - started)
 
@@ -80,6 +81,10 @@ class Watcher:
             if state.alias is None:
                 continue
             target = aliases.current(state.name, state.alias)
+            if target == state.serving and state.refused is not None:  # moved back: nothing refused now
+                state.refused, state.error = None, None
+                if self.on_swap:
+                    self.on_swap(state.ref, None, f"{state.name}/{target}", "restored", 0.0, time.time())
             if target is None or target == state.serving or target == state.refused:
                 continue
             try:
@@ -89,7 +94,8 @@ class Watcher:
                 log.warning("refused %s/%s for %s, still serving %s: %s", state.name, target, state.ref,
                             state.serving, state.error)
                 if self.on_swap:
-                    self.on_swap(state.ref, f"{state.name}/{state.serving}", f"{state.name}/{target}", "refused", 0.0)
+                    self.on_swap(state.ref, f"{state.name}/{state.serving}", f"{state.name}/{target}", "refused", 0.0,
+                                 time.time())
 
     def run(self) -> None:
         while not self._stop.wait(self.poll_s):

@@ -64,7 +64,11 @@ class GuardedText:
             at = self.raw.find(s, max(0, self.sent - len(s)))
             if at >= 0:
                 self.raw, self.finish, final = self.raw[:at], "stop", True
-        end = len(self.raw) if final else max(self.sent, len(self.raw) - self.hold)
+        end = len(self.raw)
+        if not final:
+            # Hold back the last `hold` characters, and the word they cut: a span shorter than
+            # the hold is whole (and found) before any of it is released.
+            end = max(self.sent, self.raw.rfind(" ", 0, max(0, len(self.raw) - self.hold)) + 1)
         return self._release(end)
 
     def _release(self, end: int) -> str:

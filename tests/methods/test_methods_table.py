@@ -49,5 +49,7 @@ def test_methods_table_measures_every_method(tiny_random, tmp_path):
             assert row["artifact_bytes"] < rows["full"]["artifact_bytes"] / 2, name
         assert abs(row["trainable_pct"] - 100 * row["trainable_params"] / total) < 1e-3
     assert {n for n, row in rows.items() if row["mergeable"]} == {"full", "lora", "qlora", "ia3", "bitfit"}
+    assert {n for n, row in rows.items() if row["serving"].startswith("batched")} == {"lora", "qlora"}
+    assert {n for n, row in rows.items() if "no KV cache" in row["serving"]} == {"prompt", "prefix"}
     assert rows["prompt"]["inference_overhead"].startswith("+16 tokens")
     assert "2 adapter" not in rows["bottleneck"]["inference_overhead"]  # pfeiffer: one per layer

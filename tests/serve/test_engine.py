@@ -98,3 +98,31 @@ def test_seeded_sampling_is_reproducible_and_top_p_narrows(two_adapters):
     tiny_p = generate_batch(model, prompts[:1], Params(max_tokens=10, temperature=1.0, top_p=1e-6, seed=5), eos,
                             adapters=["a0"])
     assert tiny_p == greedy  # top_p that keeps one token is greedy
+
+
+@pytest.mark.parametrize("method", ["ia3", "prompt"])
+def test_methods_on_their_own_path_match_offline_generation(method, tiny_random):
+    """IA3 (an own model, KV-cached) and prompt tuning (no cache, one row at a time) decode as
+    `lamina.models.generate` does for them."""
+    from pydantic import TypeAdapter
+
+    from lamina import methods
+    from lamina.models.generate import generate
+    from lamina.models.loading import load_hf_model, load_tokenizer
+    from lamina.recipe import MethodSpec
+    from lamina.serve.engine import Params, eos_ids, generate_batch
+
+    torch.manual_seed(0)
+    model = methods.get(method).apply(load_hf_model(tiny_random, torch.device("cpu")),
+                                      TypeAdapter(MethodSpec).validate_python({"name": method}))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data.normal_(1.0, 0.5)
+    model.eval()
+    tok = load_tokenizer(tiny_random)
+    chats = [[{"role": "user", "content": t}] for t in ("kettle broken", "refund order 4821 now")]
+    expected = generate(model, tok, chats, max_new_tokens=8)
+    prompts = [tok(tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False)["input_ids"] for c in chats]
+    got = generate_batch(model, prompts, Params(max_tokens=8), eos_ids(model, tok))
+    assert [tok.decode(g, skip_special_tokens=True).strip() for g in got] == expected

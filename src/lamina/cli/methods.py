@@ -16,7 +16,7 @@ def methods_table(
     recipe: Path = typer.Argument(None, help="Recipe YAML whose base model (and method settings) to use."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
-    """Trainable parameters, artifact size, mergeability and inference overhead of every method."""
+    """Trainable parameters, artifact size, mergeability, inference overhead and how `lamina serve` serves each method."""
     from lamina.methods.table import measure
     from lamina.recipe import load_recipe
     from lamina.train.tiny_base import resolve_base
@@ -36,11 +36,12 @@ def methods_table(
         "artifact bytes",
         "mergeable",
         "inference overhead",
+        "serving",
     ):
         table.add_column(column, justify="right" if column[0] in "ta" else "left")
     for row in result["methods"]:
         if "error" in row:
-            table.add_row(row["method"], "-", "-", "-", "-", f"unavailable: {row['error']}")
+            table.add_row(row["method"], "-", "-", "-", "-", f"unavailable: {row['error']}", "-")
             continue
         table.add_row(
             row["method"],
@@ -49,5 +50,6 @@ def methods_table(
             f"{row['artifact_bytes']:,}",
             "yes" if row["mergeable"] else "no",
             row["inference_overhead"],
+            row["serving"],
         )
     out.print(table)

@@ -36,7 +36,10 @@ def serve(
     spec = ServeSpec(**{k: v for k, v in flags.items() if v is not None}, auth=not no_auth,
                      log_content=log_content)
     user = access.require("serve")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("lamina").addHandler(handler)
+    logging.getLogger("lamina").setLevel(logging.INFO)  # swaps, refusals, guard trips; not the libraries' chatter
     server = Server(refs or [], spec, device=device, canaries=canaries or [])
     with console.status("verifying and loading " + ", ".join(server.refs)):
         server.load()

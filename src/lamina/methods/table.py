@@ -31,6 +31,17 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def serving(name: str) -> str:
+    """How `lamina serve` serves the method (lamina.serve.servable.SERVING), in words."""
+    from lamina.serve.servable import SERVING
+
+    return {
+        "shared": "batched: adapters share the base, mixed per row",
+        "own": "own model copy, batched among its requests",
+        "uncached": "own model, one row at a time, no KV cache",
+    }[SERVING[name]]
+
+
 def measure_one(name: str, base_dir: Path, spec, device: torch.device) -> dict:
     method = methods.get(name)
     dtype = torch.bfloat16 if device.type == "cuda" and name != "full" else torch.float32
@@ -50,6 +61,7 @@ def measure_one(name: str, base_dir: Path, spec, device: torch.device) -> dict:
         "artifact_bytes": size,
         "artifact": method.ARTIFACT,
         "mergeable": bool(method.MERGEABLE),
+        "serving": serving(name),
         "inference_overhead": method.overhead(spec),
     }
 

@@ -22,6 +22,13 @@ from lamina.errors import LaminaError
 
 NAMES = ("full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit")
 
+# How `lamina serve` serves each method. shared: PEFT adapters on one base, mixed per row in a
+# batch (PEFT's `adapter_names` covers LoRA). own: a model of its own (weights changed or extra
+# modules), batched among its own requests. uncached: virtual tokens before the prompt, decoded
+# without a KV cache one row at a time (see lamina.models.generate).
+SERVING = {"lora": "shared", "qlora": "shared", "ia3": "own", "full": "own", "bitfit": "own",
+           "bottleneck": "own", "prompt": "uncached", "prefix": "uncached"}
+
 
 def get(name: str) -> ModuleType:
     from lamina.methods import bitfit, bottleneck, full, ia3, lora, prefix, prompt, qlora

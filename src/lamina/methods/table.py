@@ -32,14 +32,12 @@ def directory_bytes(path: Path) -> int:
 
 
 def serving(name: str) -> str:
-    """How `lamina serve` serves the method (lamina.serve.servable.SERVING), in words."""
-    from lamina.serve.servable import SERVING
-
+    """How `lamina serve` serves the method (methods.SERVING), in words."""
     return {
         "shared": "batched: adapters share the base, mixed per row",
         "own": "own model copy, batched among its requests",
         "uncached": "own model, one row at a time, no KV cache",
-    }[SERVING[name]]
+    }[methods.SERVING[name]]
 
 
 def measure_one(name: str, base_dir: Path, spec, device: torch.device) -> dict:

@@ -15,20 +15,8 @@ from pathlib import Path
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, sha256_file, sha256_json
+from lamina.methods import SERVING
 
-# How each method is served. shared: PEFT adapters on one base, mixed per row in a batch.
-# own: a model of its own (weights changed or extra modules), batched among its own requests.
-# uncached: virtual tokens before the prompt; decoded without a KV cache, one row at a time.
-SERVING = {
-    "lora": "shared",
-    "qlora": "shared",
-    "ia3": "own",
-    "full": "own",
-    "bitfit": "own",
-    "bottleneck": "own",
-    "prompt": "uncached",
-    "prefix": "uncached",
-}
 _base_checked: dict[tuple, str] = {}
 
 

@@ -186,7 +186,14 @@ class Engine:
     def _adapter_kwargs(self, rows: list[Sequence]) -> dict:
         if not self.multi_adapter:
             return {}
-        return {"adapter_names": [s.adapter or BASE_ADAPTER for s in rows]}
+        names = [s.adapter or BASE_ADAPTER for s in rows]
+        if names[0] != BASE_ADAPTER and names.count(names[0]) == len(names):
+            # One adapter in the whole batch (the common case): PEFT's plain forward, which skips
+            # the per-adapter split of a mixed batch.
+            if self.model.active_adapter != names[0]:
+                self.model.set_adapter(names[0])
+            return {}
+        return {"adapter_names": names}
 
     def _admit(self) -> bool:
         joined = False

@@ -36,7 +36,8 @@ class Guard:
 
         self.mode = mode
         self.canaries = [c for c in canaries if c]
-        self.holdback = max([holdback, *(len(c) for c in self.canaries)])
+        # Without the PII check only canaries (and stop strings) need text held back.
+        self.holdback = max([holdback if mode != "off" else 0, *(len(c) for c in self.canaries)])
         self.masker = Masker(PiiSpec()) if mode != "off" else None
 
     def stream(self, stop: list[str] | None = None) -> GuardedText:
@@ -65,7 +66,7 @@ class GuardedText:
             if at >= 0:
                 self.raw, self.finish, final = self.raw[:at], "stop", True
         end = len(self.raw)
-        if not final:
+        if not final and self.hold:
             # Hold back the last `hold` characters, and the word they cut: a span shorter than
             # the hold is whole (and found) before any of it is released.
             end = max(self.sent, self.raw.rfind(" ", 0, max(0, len(self.raw) - self.hold)) + 1)

@@ -1,0 +1,61 @@
+"""For bench/serve_throughput.py: register `n` LoRA versions (random, r=16 on q/k/v/o) of a
+model directory in the current workspace ($LAMINA_HOME), each as `adapter<i>` at staging —
+through the real register and promote (signed, gated, audited), so the server under test
+serves them the way it serves any release."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lamina.fsio import sha256_bytes
+    from lamina.governance import access
+    from lamina.models.loading import TOKENIZER_FILES, hash_model_files
+    from lamina.registry import aliases, signing, versions
+
+    access.ensure_policy()
+    signing.ensure_keys()
+    base, root = Path(model_dir), Path(runs_root)
+    base_info = {"ref": str(base), "path": str(base), "allow_pickle": False, **hash_model_files(base)}
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, device_map="cpu")
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    refs = []
+    for i in range(n):
+        run = root / f"adapter{i}"
+        torch.manual_seed(i)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.01)
+        model.save_pretrained(run / "adapter", safe_serialization=True)
+        (run / "tokenizer").mkdir()
+        for f in TOKENIZER_FILES:
+            if (base / f).is_file():
+                (run / "tokenizer" / f).write_bytes((base / f).read_bytes())
+        method = {"name": "lora", "r": 16, "alpha": 32.0}
+        (run / "recipe.yaml").write_text(yaml.safe_dump({"name": run.name, "method": method}))
+        (run / "eval").mkdir()
+        (run / "eval" / "gate.json").write_text(json.dumps({"passed": True, "checks": []}))
+        (run / "run.json").write_text(json.dumps({
+            "id": run.name, "name": run.name, "status": "completed", "user": "bench", "seed": i, "method": method,
+            "objective": "sft", "base": base_info, "device": "cpu", "code": {"git_commit": "bench"},
+            "data": {"train": "random", "train_sha256": sha256_bytes(run.name.encode()), "licence": "none"},
+        }))
+        version = versions.register(run, run.name)["version"]
+        aliases.promote(run.name, version, "staging", reason="serving benchmark")
+        refs.append(f"{run.name}@staging")
+    return refs
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("\n".join(register_adapters(sys.argv[1], sys.argv[2], int(sys.argv[3]))))

@@ -25,6 +25,7 @@ LAYERS = (
     ("lamina.methods",),
     ("lamina.train",),
     ("lamina.eval",),
+    ("lamina.serve",),
     ("lamina.demo",),
     ("lamina.cli",),
     ("lamina.__main__",),  # `python -m lamina`: the CLI, e.g. under a user's torchrun

@@ -31,14 +31,16 @@ def read_canaries(paths: list[Path]) -> list[str]:
 
 class Guard:
     def __init__(self, mode: str, canaries: list[str], holdback: int):
-        from lamina.data.intake.pii import Masker
-        from lamina.recipe import PiiSpec
-
         self.mode = mode
         self.canaries = [c for c in canaries if c]
         # Without the PII check only canaries (and stop strings) need text held back.
         self.holdback = max([holdback if mode != "off" else 0, *(len(c) for c in self.canaries)])
-        self.masker = Masker(PiiSpec()) if mode != "off" else None
+        self.masker = None
+        if mode != "off":  # Presidio is imported only when the PII check is on
+            from lamina.data.intake.pii import Masker
+            from lamina.recipe import PiiSpec
+
+            self.masker = Masker(PiiSpec())
 
     def stream(self, stop: list[str] | None = None) -> GuardedText:
         hold = max([self.holdback, *(len(s) - 1 for s in stop or [])])

@@ -91,11 +91,12 @@ class Engine:
     """
 
     def __init__(self, model, eos_ids: set[int], max_batch: int = 64, multi_adapter: bool = False,
-                 cached: bool = True, on_step: Callable[[dict], None] | None = None):
+                 cached: bool = True, on_step: Callable[[dict], None] | None = None, prefill_tokens: int = 8192):
         self.model = model
         self.device = next(model.parameters()).device
         self.eos_ids = set(eos_ids)
         self.max_batch = max_batch
+        self.prefill_tokens = prefill_tokens
         self.multi_adapter = multi_adapter
         self.cached = cached
         self.on_step = on_step
@@ -196,45 +197,62 @@ class Engine:
         return {"adapter_names": names}
 
     def _admit(self) -> bool:
-        joined = False
-        while self.waiting and len(self.rows) < self.max_batch:
-            seq = self.waiting.popleft()
+        """Take waiting sequences into the batch: one prefill forward per step, up to
+        `prefill_tokens` prompt tokens, so running rows keep decoding between prefills."""
+        group, tokens = [], 0
+        while self.waiting and len(self.rows) + len(group) < self.max_batch:
+            seq = self.waiting[0]
             if seq.cancelled:
+                self.waiting.popleft()
                 seq.emit(None, "cancelled")
                 continue
-            joined = True
-            if self.cached:
-                self._prefill(seq)
-            else:
-                self.rows.append(seq)
-        return joined
+            if group and tokens + len(seq.prompt) > self.prefill_tokens:
+                break
+            group.append(self.waiting.popleft())
+            tokens += len(seq.prompt)
+        if not group:
+            return False
+        if self.cached:
+            self._prefill(group)
+        else:
+            self.rows += group
+        return True
 
-    def _prefill(self, seq: Sequence) -> None:
+    def _prefill(self, group: list[Sequence]) -> None:
+        """One forward over the group's prompts (left-padded), first tokens sampled, and their
+        cache rows padded into the batch's."""
         from transformers import DynamicCache
 
-        ids = torch.tensor([seq.prompt], device=self.device)
-        out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), **{self.cache_kw: DynamicCache()},
-                         use_cache=True, logits_to_keep=1, **self._adapter_kwargs([seq]))
-        token = sample(out.logits[0, -1], seq.params, seq.generator)
-        if self._emit(seq, token):
+        n = max(len(s.prompt) for s in group)
+        ids = torch.tensor([[0] * (n - len(s.prompt)) + s.prompt for s in group], device=self.device)
+        mask = torch.tensor([[0] * (n - len(s.prompt)) + [1] * len(s.prompt) for s in group], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         **{self.cache_kw: DynamicCache()}, use_cache=True, logits_to_keep=1,
+                         **self._adapter_kwargs(group))
+        logits = out.logits[:, -1]
+        tokens = [sample(logits[i], s.params, s.generator) for i, s in enumerate(group)]
+        keep = [i for i, (s, t) in enumerate(zip(group, tokens, strict=True)) if not self._emit(s, t)]
+        if not keep:
             return
+        rows = torch.tensor(keep, device=self.device)
         layers = _cache_of(out).layers
-        n = ids.shape[1]
-        length = max(n, self.mask.shape[1] if self.mask is not None else 0)
-        pad = lambda t: _left_pad(t, length, 2)  # noqa: E731
-        new_mask = _left_pad(torch.ones(1, n, dtype=torch.long, device=self.device), length, 1)
+        new_k = [layer.keys.index_select(0, rows) for layer in layers]
+        new_v = [layer.values.index_select(0, rows) for layer in layers]
+        new_mask = mask.index_select(0, rows)
+        new_pos = torch.tensor([len(group[i].prompt) for i in keep], device=self.device)
+        new_last = torch.tensor([tokens[i] for i in keep], device=self.device)
         if self.mask is None:
-            self.keys = [layer.keys for layer in layers]
-            self.values = [layer.values for layer in layers]
-            self.mask, self.positions = new_mask, torch.tensor([n], device=self.device)
-            self.last = torch.tensor([token], device=self.device)
+            self.keys, self.values, self.mask, self.positions, self.last = new_k, new_v, new_mask, new_pos, new_last
         else:
-            self.keys = [torch.cat([pad(k), pad(layer.keys)]) for k, layer in zip(self.keys, layers, strict=True)]
-            self.values = [torch.cat([pad(v), pad(layer.values)]) for v, layer in zip(self.values, layers, strict=True)]
-            self.mask = torch.cat([_left_pad(self.mask, length, 1), new_mask])
-            self.positions = torch.cat([self.positions, torch.tensor([n], device=self.device)])
-            self.last = torch.cat([self.last, torch.tensor([token], device=self.device)])
-        self.rows.append(seq)
+            length = max(n, self.mask.shape[1])
+            pad = lambda t: _left_pad(t, length, 2)  # noqa: E731
+            self.keys = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, new_k, strict=True)]
+            self.values = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, new_v, strict=True)]
+            self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(new_mask, length, 1)])
+            self.positions = torch.cat([self.positions, new_pos])
+            self.last = torch.cat([self.last, new_last])
+        self.rows += [group[i] for i in keep]
 
     def _decode_cached(self) -> None:
         from transformers import DynamicCache

@@ -20,6 +20,7 @@ def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
     from lamina.governance import access
     from lamina.models.loading import TOKENIZER_FILES, hash_model_files
     from lamina.registry import aliases, signing, versions
+    from lamina.rundir import EVAL, RECIPE, RUN_JSON, TOKENIZER
 
     access.ensure_policy()
     signing.ensure_keys()
@@ -36,15 +37,15 @@ def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
             if "lora_B" in name:
                 p.data.normal_(0, 0.01)
         model.save_pretrained(run / "adapter", safe_serialization=True)
-        (run / "tokenizer").mkdir()
+        (run / TOKENIZER).mkdir()
         for f in TOKENIZER_FILES:
             if (base / f).is_file():
-                (run / "tokenizer" / f).write_bytes((base / f).read_bytes())
+                (run / TOKENIZER / f).write_bytes((base / f).read_bytes())
         method = {"name": "lora", "r": 16, "alpha": 32.0}
-        (run / "recipe.yaml").write_text(yaml.safe_dump({"name": run.name, "method": method}))
-        (run / "eval").mkdir()
-        (run / "eval" / "gate.json").write_text(json.dumps({"passed": True, "checks": []}))
-        (run / "run.json").write_text(json.dumps({
+        (run / RECIPE).write_text(yaml.safe_dump({"name": run.name, "method": method}))
+        (run / EVAL).mkdir()
+        (run / EVAL / "gate.json").write_text(json.dumps({"passed": True, "checks": []}))
+        (run / RUN_JSON).write_text(json.dumps({
             "id": run.name, "name": run.name, "status": "completed", "user": "bench", "seed": i, "method": method,
             "objective": "sft", "base": base_info, "device": "cpu", "code": {"git_commit": "bench"},
             "data": {"train": "random", "train_sha256": sha256_bytes(run.name.encode()), "licence": "none"},

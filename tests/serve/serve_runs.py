@@ -13,6 +13,7 @@ import yaml
 
 from lamina.fsio import sha256_bytes
 from lamina.models.loading import TOKENIZER_FILES, hash_model_files
+from lamina.rundir import EVAL, METRICS, RECIPE, RUN_JSON, TOKENIZER
 
 
 def make_lora_run(root: Path, run_id: str, base: Path, seed: int, user: str = "alice",
@@ -23,7 +24,7 @@ def make_lora_run(root: Path, run_id: str, base: Path, seed: int, user: str = "a
     from transformers import AutoModelForCausalLM
 
     run = root / run_id
-    (run / "eval").mkdir(parents=True)
+    (run / EVAL).mkdir(parents=True)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"],
@@ -32,14 +33,14 @@ def make_lora_run(root: Path, run_id: str, base: Path, seed: int, user: str = "a
         if "lora_B" in name:
             p.data.normal_(0, 0.5)
     model.save_pretrained(run / "adapter", safe_serialization=True)
-    (run / "tokenizer").mkdir()
+    (run / TOKENIZER).mkdir()
     for name in TOKENIZER_FILES:
         if (base / name).is_file():
-            shutil.copy(base / name, run / "tokenizer" / name)
+            shutil.copy(base / name, run / TOKENIZER / name)
     recipe = {"name": run_id, "seed": seed, "model": {"base": str(base)}, "data": {"train": "/data/train.jsonl"},
               "method": {"name": method, "r": 4, "alpha": 8.0}}
-    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "lr": 0.001, "tokens": 10}) + "\n")
+    (run / RECIPE).write_text(yaml.safe_dump(recipe))
+    (run / METRICS).write_text(json.dumps({"step": 1, "loss": 1.0, "lr": 0.001, "tokens": 10}) + "\n")
     info = {
         "id": run_id, "name": run_id, "status": "completed", "user": user, "seed": seed,
         "started": "2026-12-01T10:00:00+0000", "finished": "2026-12-01T10:01:00+0000",
@@ -49,10 +50,10 @@ def make_lora_run(root: Path, run_id: str, base: Path, seed: int, user: str = "a
         "code": {"git_commit": "test", "dirty": False},
         "versions": {"torch": torch.__version__},
     }
-    (run / "run.json").write_text(json.dumps(info))
+    (run / RUN_JSON).write_text(json.dumps(info))
     gate = {"passed": True, "checks": [{"expr": "task.exact_match >= 0.0", "value": 1.0, "threshold": 0.0,
                                         "passed": True}]}
-    (run / "eval" / "gate.json").write_text(json.dumps(gate))
+    (run / EVAL / "gate.json").write_text(json.dumps(gate))
     return run
 
 

@@ -18,7 +18,7 @@ def served(registry):
 
 
 def test_chat_completion_names_its_version_and_matches_offline_greedy(served, tiny_random):
-    from lamina.models.loading import load_model
+    from lamina.methods.trained import load_model
     from lamina.registry import versions
 
     server, key, numbers = served

@@ -16,6 +16,7 @@ from pathlib import Path
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, sha256_file, sha256_json
 from lamina.methods import SERVING
+from lamina.rundir import RUN_JSON, TOKENIZER
 
 _base_checked: dict[tuple, str] = {}
 
@@ -46,7 +47,7 @@ class Version:
 
     @property
     def tokenizer_dir(self) -> Path:
-        return self.path / "tokenizer" if (self.path / "tokenizer").is_dir() else self.base_path or self.artifact_dir
+        return self.path / TOKENIZER if (self.path / TOKENIZER).is_dir() else self.base_path or self.artifact_dir
 
     def base_key(self) -> tuple:
         """Versions with equal keys share one loaded base (QLoRA's 4-bit base is its own)."""
@@ -85,7 +86,7 @@ def open_version(name: str, number: int) -> Version:
     mv = versions.get_version(name, number)
     path = versions.local_dir(mv)
     signer = signing.verify_dir(path)
-    run = read_json(path / "run.json")
+    run = read_json(path / RUN_JSON)
     method = (run.get("method") or {}).get("name")
     if method not in SERVING:
         raise LaminaError(f"cannot serve method {method!r}", f"{name}/{number}")
@@ -96,5 +97,5 @@ def open_version(name: str, number: int) -> Version:
     base_path, base_sha = None, None
     if artifact == "adapter":
         base_path = Path((run.get("base") or {}).get("path") or "")
-        base_sha = check_base(base_path, run.get("base") or {}, f"{name}/{number} run.json: base")
+        base_sha = check_base(base_path, run.get("base") or {}, f"{name}/{number} {RUN_JSON}: base")
     return Version(name, int(number), path, method, artifact, artifact_sha, base_path, base_sha, signer)

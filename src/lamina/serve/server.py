@@ -40,7 +40,9 @@ def version_canaries(path: Path) -> list[Path]:
     """The canary file a version's recipe planted (`eval.canaries`), when it is on this machine."""
     import yaml
 
-    recipe = path / "recipe.yaml"
+    from lamina.rundir import RECIPE
+
+    recipe = path / RECIPE
     data = yaml.safe_load(recipe.read_text()) if recipe.is_file() else None
     file = (((data or {}).get("eval") or {}).get("canaries")) if isinstance(data, dict) else None
     return [Path(file)] if file and Path(file).is_file() else []

@@ -36,10 +36,6 @@ def serve(
     spec = ServeSpec(**{k: v for k, v in flags.items() if v is not None}, auth=not no_auth,
                      log_content=log_content)
     user = access.require("serve")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.getLogger("lamina").addHandler(handler)
-    logging.getLogger("lamina").setLevel(logging.INFO)  # swaps, refusals, guard trips; not the libraries' chatter
     server = Server(refs or [], spec, device=device, canaries=canaries or [])
     with console.status("verifying and loading " + ", ".join(server.refs)):
         server.load()
@@ -47,4 +43,8 @@ def serve(
     for ref in server.refs:
         console.print(f"{ref} -> {server.router.pick(ref)}", highlight=False)
     console.print(f"listening on http://{spec.host}:{spec.port}/v1 (Ctrl-C stops)", highlight=False)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("lamina").addHandler(handler)
+    logging.getLogger("lamina").setLevel(logging.INFO)  # swaps, refusals, guard trips; not the libraries' chatter
     server.run()

@@ -25,6 +25,7 @@ def two_adapters(tiny_random, tmp_path_factory):
     model = PeftModel.from_pretrained(load_hf_model(tiny_random, torch.device("cpu")), str(root / "a0"),
                                       adapter_name="a0")
     model.load_adapter(str(root / "a1"), adapter_name="a1")
+    model.lamina_dirs = [root / "a0", root / "a1"]
     tok = load_tokenizer(tiny_random)
     texts = ["my kettle arrived broken", "refund order 4821", "hi", "the blue lamp is missing a part, send one"]
     prompts = [tok(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
@@ -55,6 +56,31 @@ def test_mixed_adapter_batch_equals_each_alone_and_peft_generate(two_adapters):
                 model.set_adapter(name)
                 out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
             assert [t for t in out[0, len(prompt):].tolist() if t not in eos] == got
+
+
+def test_stacked_adapters_decode_as_peft_does_mixed_or_alone(two_adapters, tiny_random):
+    """The serving path: adapters stacked on a plain base (lora_stack.py), rows mixed."""
+    from lamina.models.loading import load_hf_model
+    from lamina.serve.engine import Params, eos_ids, generate_batch
+    from lamina.serve.lora_stack import LoraStack, supports
+
+    peft_model, tok, prompts = two_adapters
+    base = load_hf_model(tiny_random, torch.device("cpu")).eval()
+    stack = LoraStack(base)
+    for name, path in zip(["a0", "a1"], peft_model.lamina_dirs, strict=True):
+        assert supports(path)
+        stack.add(name, path)
+    eos = eos_ids(base, tok)
+    names = ["a0", "a1", None, "a1"]
+    params = Params(max_tokens=16)
+    mixed = generate_batch(base, prompts, params, eos, adapters=names, stack=stack)
+    alone = [generate_batch(base, [p], params, eos, adapters=[n], stack=stack)[0]
+             for p, n in zip(prompts, names, strict=True)]
+    assert mixed == alone
+    assert mixed == generate_batch(peft_model, prompts, params, eos, adapters=names)  # PEFT's mixed batch
+    stack.remove("a0")  # the other adapter keeps its own weights
+    assert generate_batch(base, prompts[1:2], params, eos, adapters=["a1"], stack=stack)[0] == mixed[1]
+    assert stack.width == 4 and set(stack.adapters) == {"a1"}
 
 
 def test_requests_join_a_running_batch_and_free_their_cache(two_adapters):

@@ -85,18 +85,21 @@ def _left_pad(t: torch.Tensor, to: int, dim: int) -> torch.Tensor:
 class Engine:
     """Decodes every admitted sequence one token per step, in one batch.
 
-    `multi_adapter`: the model is a PEFT LoRA model and rows name their adapter.
+    `stack`: a LoraStack on the model; rows name their adapter in it (None: the base).
+    `multi_adapter`: the model is a PEFT LoRA model and rows name their PEFT adapter.
     `cached`: False for prompt-side methods (no KV cache; one row at a time).
     Adapters are loaded and deleted between steps through `call`, never during a forward.
     """
 
     def __init__(self, model, eos_ids: set[int], max_batch: int = 64, multi_adapter: bool = False,
-                 cached: bool = True, on_step: Callable[[dict], None] | None = None, prefill_tokens: int = 8192):
+                 cached: bool = True, on_step: Callable[[dict], None] | None = None, prefill_tokens: int = 8192,
+                 stack=None):
         self.model = model
         self.device = next(model.parameters()).device
         self.eos_ids = set(eos_ids)
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
+        self.stack = stack  # a LoraStack: the model's adapters, mixed per row (lora_stack.py)
         self.multi_adapter = multi_adapter
         self.cached = cached
         self.on_step = on_step
@@ -185,6 +188,9 @@ class Engine:
                 future.set_exception(e)
 
     def _adapter_kwargs(self, rows: list[Sequence]) -> dict:
+        if self.stack is not None:
+            self.stack.set_rows([s.adapter for s in rows], self.device)
+            return {}
         if not self.multi_adapter:
             return {}
         names = [s.adapter or BASE_ADAPTER for s in rows]
@@ -332,13 +338,14 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 
 def generate_batch(model, prompts: list[list[int]], params: Params | list[Params], eos: set[int],
-                   adapters: list[str | None] | None = None, max_batch: int = 64) -> list[list[int]]:
+                   adapters: list[str | None] | None = None, max_batch: int = 64, stack=None) -> list[list[int]]:
     """New token ids for each prompt, decoded with continuous batching on this thread.
 
-    `adapters` names a loaded PEFT adapter per prompt (mixed in one batch) or None for all."""
+    `adapters` names an adapter per prompt (mixed in one batch; None: the base): one loaded in
+    `stack` (a LoraStack on `model`) or, without a stack, a PEFT adapter of `model`."""
     params = params if isinstance(params, list) else [params] * len(prompts)
-    engine = Engine(model, eos, max_batch=max_batch, multi_adapter=adapters is not None,
-                    cached=not _prompt_learning(model))
+    engine = Engine(model, eos, max_batch=max_batch, multi_adapter=adapters is not None and stack is None,
+                    cached=not _prompt_learning(model), stack=stack)
     outputs: list[list[int]] = [[] for _ in prompts]
     for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
         def emit(token, finish, out=outputs[i]):

@@ -1,5 +1,5 @@
-"""Loaded models: one engine per base, every LoRA version of that base attached to it by name;
-methods that cannot share a base get an engine of their own. Requests hold a version while
+"""Loaded models: one engine per base, every LoRA version of that base stacked on it by name
+(lora_stack.py); methods that cannot share a base get an engine of their own. Requests hold a version while
 they run (`acquire` / `release`); a retired version is freed when its last request is done.
 """
 
@@ -31,7 +31,6 @@ class Served:
 
 
 def _adapter_name(version: Version) -> str:
-    # PEFT keeps adapters in module dicts: no dots in the name.
     return re.sub(r"\W", "_", f"{version.name}_v{version.number}")
 
 
@@ -55,17 +54,11 @@ def _load_own(version: Version, device: torch.device, dtype: torch.dtype):
     return methods.get(version.method).load(load_hf_model(version.base_path, device, dtype), version.artifact_dir)
 
 
-def _attach(engine: Engine, version: Version, name: str) -> None:
-    """Runs on the engine thread, between steps."""
-    from peft import PeftModel
+def _shares_base(version: Version) -> bool:
+    """LoRA versions the stacked path covers share their base; others get a model of their own."""
+    from lamina.serve import lora_stack
 
-    if isinstance(engine.model, PeftModel):
-        engine.model.load_adapter(str(version.artifact_dir), adapter_name=name, is_trainable=False)
-    else:
-        engine.model = PeftModel.from_pretrained(engine.model, str(version.artifact_dir), adapter_name=name,
-                                                 is_trainable=False)
-        engine.multi_adapter = True
-    engine.model.eval()
+    return version.mode == "shared" and lora_stack.supports(version.artifact_dir)
 
 
 class Pool:
@@ -86,9 +79,9 @@ class Pool:
                 self.served[version.key].retired = False
                 return self.served[version.key]
         tokenizer = load_tokenizer(version.tokenizer_dir)
-        if version.mode == "shared":
+        if _shares_base(version):
             engine, adapter = self._shared_engine(version, tokenizer), _adapter_name(version)
-            engine.call(lambda: _attach(engine, version, adapter)).result(timeout=600)
+            engine.call(lambda: engine.stack.add(adapter, version.artifact_dir)).result(timeout=600)
             key = version.base_key()
         else:
             model = _load_own(version, self.device, self.dtype).eval()
@@ -107,8 +100,11 @@ class Pool:
         with self.lock:
             engine = self.shared.get(version.base_key())
         if engine is None:
+            from lamina.serve.lora_stack import LoraStack
+
             model = _load_base(version, self.device, self.dtype).eval()
-            engine = Engine(model, eos_ids(model, tokenizer), self.max_batch, on_step=self.on_step)
+            engine = Engine(model, eos_ids(model, tokenizer), self.max_batch, on_step=self.on_step,
+                            stack=LoraStack(model))
             engine.start(f"lamina-engine-{version.base_sha256[:12]}")
             with self.lock:
                 self.shared[version.base_key()] = engine
@@ -150,7 +146,7 @@ class Pool:
             if not others and served.base_key is not None:
                 self.shared.pop(served.base_key, None)
         if others:
-            served.engine.call(lambda: served.engine.model.delete_adapter(served.adapter))
+            served.engine.call(lambda: served.engine.stack.remove(served.adapter))
         else:
             threading.Thread(target=served.engine.stop, daemon=True).start()
 

@@ -3,6 +3,8 @@ does alone, and as PEFT's own `generate` does; requests join and leave a running
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -152,3 +154,24 @@ def test_methods_on_their_own_path_match_offline_generation(method, tiny_random)
                    add_special_tokens=False)["input_ids"] for c in chats]
     got = generate_batch(model, prompts, Params(max_tokens=8), eos_ids(model, tok))
     assert [tok.decode(g, skip_special_tokens=True).strip() for g in got] == expected
+
+
+def test_a_failing_step_ends_its_batch_and_the_engine_keeps_serving(two_adapters):
+    from lamina.serve.engine import Engine, Params, Sequence, eos_ids
+
+    model, tok, prompts = two_adapters
+    engine = Engine(model, eos_ids(model, tok), multi_adapter=True)
+    ends = []
+    engine.submit(Sequence(prompts[0], Params(max_tokens=4), lambda t, f: f and ends.append(f), "no-such-adapter"))
+    engine.start()
+    try:
+        deadline = time.time() + 30
+        while not ends and time.time() < deadline:
+            time.sleep(0.01)
+        assert ends == ["error"] and engine.thread.is_alive()
+        engine.submit(Sequence(prompts[0], Params(max_tokens=4), lambda t, f: f and ends.append(f), "a0"))
+        while len(ends) < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        assert ends == ["error", "length"]
+    finally:
+        engine.stop()

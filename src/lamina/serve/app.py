@@ -231,7 +231,7 @@ async def _stream(server, job: Job, ctx: dict):
     chat = isinstance(req, api.ChatRequest)
     usage = req.stream_options is not None and req.stream_options.include_usage
     extra = {"usage": None} if usage else {}
-    status = 500
+    status = 499  # unless set below: the client went away mid-stream
     try:
         if chat:
             for i in range(len(job.choices)):
@@ -245,9 +245,13 @@ async def _stream(server, job: Job, ctx: dict):
             yield _sse({**_base(job, req, True), "choices": [], "usage": _usage(job)})
         yield b"data: [DONE]\n\n"
         status = 200
+    except ApiError as e:  # the headers are sent: the error goes in the stream, as OpenAI does
+        server.metrics.errors.labels(str(e.status), e.code).inc()
+        status = e.status
+        yield _sse(e.body())
     finally:  # also when the client goes away mid-stream: its sequences leave the batch
         job.cancel()
-        _finish(server, job, ctx, status if status == 200 else 499)
+        _finish(server, job, ctx, status)
 
 
 def _finish(server, job: Job, ctx: dict, status: int) -> None:

@@ -17,6 +17,7 @@ completion on the caller's thread, for offline batch generation (evaluation, RL 
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+log = logging.getLogger("lamina.serve")
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
@@ -115,6 +117,7 @@ class Engine:
         self._stop = False
         self.thread: threading.Thread | None = None
         self.cache_kw = _cache_keyword(model)
+        self._joining: list[Sequence] = []
 
     # -- other threads ------------------------------------------------------------------
     def submit(self, seq: Sequence) -> Sequence:
@@ -153,7 +156,13 @@ class Engine:
     def run_forever(self) -> None:
         with torch.inference_mode():
             while not self._stop:
-                if not self.step():
+                try:
+                    busy = self.step()
+                except Exception:  # e.g. out of memory: fail the batch, keep serving
+                    log.exception("decode step failed; ending the %d sequences in the batch", len(self.rows))
+                    self._fail_batch()
+                    continue
+                if not busy:
                     self._wake.wait(0.05)
                     self._wake.clear()
             for seq in list(self.rows) + list(self.waiting):
@@ -175,6 +184,13 @@ class Engine:
         if self.on_step:
             self.on_step({"batch": batch, "seconds": time.perf_counter() - started, **self.load()})
         return True
+
+    def _fail_batch(self) -> None:
+        rows, self.rows = self.rows + [s for s in self._joining if s not in self.rows], []
+        self._joining = []
+        self.keys, self.values, self.mask, self.positions, self.last = [], [], None, None, None
+        for seq in rows:
+            seq.emit(None, "error")
 
     def _run_commands(self) -> None:
         while True:
@@ -218,10 +234,12 @@ class Engine:
             tokens += len(seq.prompt)
         if not group:
             return False
+        self._joining = group  # failed with the batch if their prefill raises
         if self.cached:
             self._prefill(group)
         else:
             self.rows += group
+        self._joining = []
         return True
 
     def _prefill(self, group: list[Sequence]) -> None:
@@ -272,10 +290,12 @@ class Engine:
         self.values = [layer.values for layer in layers]
         self.mask, self.positions = mask, self.positions + 1
         logits = out.logits[:, -1]
-        greedy = logits.argmax(-1).tolist()  # one host sync for the whole batch
+        picked = logits.argmax(-1)
+        greedy = picked.tolist()  # one host sync for the whole batch
         tokens = [g if s.params.temperature <= 0 else sample(logits[i], s.params, s.generator)
                   for i, (s, g) in enumerate(zip(self.rows, greedy, strict=True))]
-        self.last = torch.tensor(tokens, device=self.device)
+        # All greedy (the common case): the next input is already on the device.
+        self.last = picked if tokens == greedy else torch.tensor(tokens, device=self.device)
         done = [i for i, (s, t) in enumerate(zip(self.rows, tokens, strict=True)) if self._emit(s, t)]
         self._drop(done, None)
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from lamina.serve.api import ApiError
 from lamina.serve.engine import Params, Sequence
 from lamina.serve.guard import Guard, GuardedText
 from lamina.serve.pool import Served
@@ -57,6 +58,9 @@ class Job:
             c = self.choices[i]
             if c.finish:
                 continue  # the engine's own end of a sequence the guard or a stop already ended
+            if finish == "error":
+                self.cancel()
+                raise ApiError(500, "generation_failed", "generation failed on the server (logged there)")
             if token is not None:
                 if self.first_token is None:
                     self.first_token = time.perf_counter()

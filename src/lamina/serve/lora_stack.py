@@ -64,6 +64,7 @@ class LoraStack:
         self.rows = _Rows()
         self.layers: dict[str, StackedLoRA] = {}
         self.adapters: dict[str, dict] = {}  # name -> {offset, r, scale}
+        self._key: tuple | None = None
 
     @property
     def width(self) -> int:
@@ -116,7 +117,12 @@ class LoraStack:
                 a["offset"] -= gone["r"]
 
     def set_rows(self, names: list[str | None], device: torch.device) -> None:
-        """The mask for a forward over rows of these adapters (None: the base alone)."""
+        """The mask for a forward over rows of these adapters (None: the base alone); kept
+        while the batch's rows and the stack stay the same (most decode steps)."""
+        key = (tuple(names), tuple((n, a["offset"]) for n, a in self.adapters.items()))
+        if key == self._key:
+            return
+        self._key = key
         mask = torch.zeros(len(names), self.width)
         for i, name in enumerate(names):
             if name is not None:

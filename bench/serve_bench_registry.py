@@ -19,7 +19,7 @@ def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
     from lamina.fsio import sha256_bytes
     from lamina.governance import access
     from lamina.models.loading import TOKENIZER_FILES, hash_model_files
-    from lamina.registry import aliases, signing, versions
+    from lamina.registry import aliases, signing, tracking, versions
     from lamina.rundir import EVAL, RECIPE, RUN_JSON, TOKENIZER
 
     access.ensure_policy()
@@ -45,11 +45,14 @@ def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
         (run / RECIPE).write_text(yaml.safe_dump({"name": run.name, "method": method}))
         (run / EVAL).mkdir()
         (run / EVAL / "gate.json").write_text(json.dumps({"passed": True, "checks": []}))
+        (run / EVAL / "report.json").write_text(json.dumps({"candidate": {"run_id": run.name}, "results": {}}))
+        signing.sign_dir(run / EVAL)  # as `lamina eval` signs its verdict
         (run / RUN_JSON).write_text(json.dumps({
             "id": run.name, "name": run.name, "status": "completed", "user": "bench", "seed": i, "method": method,
             "objective": "sft", "base": base_info, "device": "cpu", "code": {"git_commit": "bench"},
             "data": {"train": "random", "train_sha256": sha256_bytes(run.name.encode()), "licence": "none"},
         }))
+        tracking.log_run(run)  # as the trainer does when a run finishes
         version = versions.register(run, run.name)["version"]
         aliases.promote(run.name, version, "staging", reason="serving benchmark")
         refs.append(f"{run.name}@staging")

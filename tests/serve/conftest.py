@@ -10,6 +10,8 @@ import shutil
 import pytest
 from serve_runs import make_lora_run
 
+from lamina.rundir import EVAL
+
 
 @pytest.fixture(scope="session")
 def _pristine_store(tmp_path_factory):
@@ -40,7 +42,7 @@ def lora_runs(tiny_random, tmp_path_factory):
 def registry(workspace, _pristine_store, monkeypatch, tmp_path, lora_runs):
     """Policy + signing key + the three runs registered as `tickets` 1..3, 1 at production."""
     from lamina.governance import access
-    from lamina.registry import aliases, signing, versions
+    from lamina.registry import aliases, signing, tracking, versions
     from lamina.registry.release import acting_as
 
     (workspace / "mlflow").mkdir(parents=True, exist_ok=True)
@@ -55,6 +57,9 @@ def registry(workspace, _pristine_store, monkeypatch, tmp_path, lora_runs):
         shutil.copytree(run, tmp_path / "runs" / run.name)
         runs.append(tmp_path / "runs" / run.name)
     with acting_as("alice"):
+        for r in runs:
+            signing.sign_dir(r / EVAL)  # as `lamina eval` signs its verdict
+            tracking.log_run(r)  # as the trainer does when a run finishes
         numbers = [versions.register(r, "tickets")["version"] for r in runs]
     with acting_as("bob"):
         aliases.promote("tickets", numbers[0], "production", reason="first")

@@ -55,7 +55,7 @@ class Version:
 
 
 def check_base(path: Path, recorded: dict, where: str) -> str:
-    """Refuse a base whose weights or config differ from what the version was trained on.
+    """Refuse a base whose weights, config or tokenizer differ from what the version was trained on.
     Returns the base's digest (sha256 of its recorded file hashes). Checked once per process
     for an unchanged directory: hashing an 8B base takes tens of seconds."""
     from lamina.registry.signing import check_before_load
@@ -65,12 +65,13 @@ def check_base(path: Path, recorded: dict, where: str) -> str:
         raise LaminaError(f"the base model directory {path} is gone", where)
     if not files:
         raise LaminaError("the version records no base file hashes; cannot check its base", where)
+    names = {*files, *((recorded or {}).get("tokenizer_files") or {})}
     stamp = tuple(sorted((n, (path / n).stat().st_mtime_ns, (path / n).stat().st_size)
-                         for n in files if (path / n).is_file()))
+                         for n in names if (path / n).is_file()))
     cache_key = (str(path), stamp)
     if cache_key not in _base_checked:
         check_before_load(path)  # a signed or registered base must also verify its signature
-        for name, digest in sorted(files.items()):
+        for name, digest in sorted({**files, **((recorded or {}).get("tokenizer_files") or {})}.items()):
             if not (path / name).is_file():
                 raise LaminaError(f"base file {name} is missing", str(path))
             if sha256_file(path / name) != digest:

@@ -100,23 +100,22 @@ def test_promote_and_rollback_under_16_streams(registry):
     _swap_under_load(registry, streams=16, rounds=2)
 
 
-def test_tampered_version_behind_a_moved_alias_is_refused(registry):
-    from lamina.registry import tracking, versions
+def test_tampered_or_outside_moves_are_refused_while_the_old_version_serves(registry):
+    from lamina.registry import aliases, tracking, versions
+    from lamina.registry.release import acting_as
 
     numbers = registry
     key = issue_key(user="app")
-    with running(["tickets@production"]) as server:
-        path = versions.local_dir(versions.get_version("tickets", numbers[1]))
-        weights = path / "adapter" / "adapter_model.safetensors"
+    with running(["tickets@production"], poll_s=3600) as server:  # polled by hand below
+        base = f"http://127.0.0.1:{server.port}"
+        state = server.watcher.states["tickets@production"]
+        with acting_as("bob"):
+            aliases.promote("tickets", numbers[1], "production", reason="tamper test")
+        weights = versions.local_dir(versions.get_version("tickets", numbers[1])) / "adapter" / "adapter_model.safetensors"
         data = bytearray(weights.read_bytes())
         data[-1] ^= 1
-        weights.write_bytes(bytes(data))
-        # moved outside Lamina (as MLflow's UI can): the server must check, not trust
-        tracking.client().set_registered_model_alias("tickets", "production", str(numbers[1]))
-        base = f"http://127.0.0.1:{server.port}"
-        deadline = time.time() + 5
-        while time.time() < deadline and not server.watcher.states["tickets@production"].refused:
-            time.sleep(0.05)
+        weights.write_bytes(bytes(data))  # edited after the promote checked it
+        server.watcher.poll_once()
         ready = httpx.get(f"{base}/readyz").json()["refs"]["tickets@production"]
         assert ready["serving"] == f"tickets/{numbers[0]}" and ready["refused"] == f"tickets/{numbers[1]}"
         assert "changed file adapter/adapter_model.safetensors" in ready["error"]
@@ -125,7 +124,14 @@ def test_tampered_version_behind_a_moved_alias_is_refused(registry):
         raw = client_for(server, key).chat.completions.with_raw_response.create(
             model="tickets@production", messages=MESSAGES, max_tokens=3)
         assert raw.headers["x-lamina-version"] == f"tickets/{numbers[0]}"
-        # moving it to a sound version is served again
+        # moved with MLflow's own API (as its UI does): no gate, no four eyes, no record — refused
         tracking.client().set_registered_model_alias("tickets", "production", str(numbers[2]))
-        _wait_for(server, f"tickets/{numbers[2]}", time.time() - 1)
-        assert httpx.get(f"{base}/readyz").json()["refs"]["tickets@production"]["refused"] is None
+        server.watcher.poll_once()
+        assert state.serving == numbers[0] and state.refused == numbers[2] and "outside Lamina" in state.error
+        # put back where Lamina's record says: nothing refused any more
+        tracking.client().set_registered_model_alias("tickets", "production", str(numbers[1]))
+        with acting_as("admin"):
+            aliases.rollback("tickets", "production", reason="tampered")
+        server.watcher.poll_once()
+        assert state.serving == numbers[0] and state.refused is None
+        assert httpx.get(f"{base}/readyz").json()["refs"]["tickets@production"]["error"] is None

@@ -85,8 +85,7 @@ def open_version(name: str, number: int) -> Version:
     from lamina.registry import signing, versions
 
     mv = versions.get_version(name, number)
-    path = versions.local_dir(mv)
-    signer = signing.verify_dir(path)
+    path, signer = versions.verify_version(mv)  # signature holds, as the signer recorded at registration
     run = read_json(path / RUN_JSON)
     method = (run.get("method") or {}).get("name")
     if method not in SERVING:

@@ -1,6 +1,7 @@
 """Registry watch and hot swap. Every `poll_s` seconds each served alias is read (one indexed
 query); when it has moved, the new version's signature and base are verified, the version is
-loaded beside the old one, the route switches, and the old version is retired: requests that
+loaded beside the old one (an alias moved outside Lamina, e.g. by MLflow's
+own API, is refused as `lamina` itself refuses to follow it), the route switches, and the old version is retired: requests that
 started on it finish there, then it is freed. A version that fails its checks or its load is
 not served: the old one keeps answering, and the failure shows in /readyz and /metrics until
 the alias moves again.
@@ -46,11 +47,7 @@ class Watcher:
         name, alias, number = versions.parse_ref(ref)
         if alias is not None:
             aliases.check_alias(alias)
-            number = aliases.current(name, alias)
-            if number is None:
-                from lamina.errors import LaminaError
-
-                raise LaminaError(f"no version of {name} has alias {alias!r}", f"ref {ref!r}")
+            number = int(versions.version_for(ref).version)  # refused if moved outside Lamina
         state = RefState(ref, name, alias)
         self._switch(state, int(number))
         self.states[ref] = state
@@ -75,7 +72,7 @@ class Watcher:
             log.info("swap %s: %s -> %s in %.2f s", state.ref, old, version.key, time.perf_counter() - started)
 
     def poll_once(self) -> None:
-        from lamina.registry import aliases
+        from lamina.registry import aliases, versions
 
         for state in list(self.states.values()):
             if state.alias is None:
@@ -88,7 +85,8 @@ class Watcher:
             if target is None or target == state.serving or target == state.refused:
                 continue
             try:
-                self._switch(state, target)
+                if int(versions.version_for(state.ref).version) == target:  # a move Lamina recorded
+                    self._switch(state, target)
             except Exception as e:  # whatever failed, the old version keeps serving
                 state.refused, state.error = target, f"{type(e).__name__}: {e}"
                 log.warning("refused %s/%s for %s, still serving %s: %s", state.name, target, state.ref,

@@ -193,7 +193,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def lamina_workspace(args, model_dir: Path, root: Path, n: int) -> dict:
     """A throwaway workspace with `n` LoRA versions of the model registered and at staging."""
-    env = {**os.environ, "LAMINA_HOME": str(root / f"lamina-home-{n}"), "LAMINA_USER": "bench"}
+    env = {**os.environ, "LAMINA_HOME": str(root / f"lamina-home-{n}"), "LAMINA_USER": "bench",
+           "LAMINA_CONFIG_DIR": str(root / f"lamina-config-{n}")}  # its keys go away with the run
     script = Path(__file__).with_name("serve_bench_registry.py")
     subprocess.run([sys.executable, str(script), str(model_dir), str(root / f"runs-{n}"), str(n)], env=env, check=True)
     return env

@@ -129,3 +129,15 @@ def test_server_blocks_a_canary_the_model_would_say(registry, tmp_path):
         assert 'kind="CANARY"' in metrics
     finally:
         server.close()
+
+
+def test_request_log_writes_content_only_when_asked_and_then_masked(tmp_path, guard):
+    from lamina.serve.reqlog import RequestLog
+
+    plain = RequestLog(tmp_path / "a.jsonl")
+    plain.write({"id": 1}, "mail jane.roe@example.com", "ok")
+    assert json.loads((tmp_path / "a.jsonl").read_text()) == {"id": 1}
+    with_content = RequestLog(tmp_path / "b.jsonl", content=True, masker=guard.masker)
+    with_content.write({"id": 2}, "mail jane.roe@example.com", "call +1 415 555 0134")
+    entry = json.loads((tmp_path / "b.jsonl").read_text())
+    assert entry == {"id": 2, "prompt": "mail <EMAIL_ADDRESS>", "output": "call <PHONE_NUMBER>"}

@@ -22,8 +22,8 @@ from lamina.errors import LaminaError
 
 NAMES = ("full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit")
 
-# How `lamina serve` serves each method. shared: PEFT adapters on one base, mixed per row in a
-# batch (PEFT's `adapter_names` covers LoRA). own: a model of its own (weights changed or extra
+# How `lamina serve` serves each method. shared: LoRA adapters stacked on one loaded base and
+# mixed per row in a batch (lamina/serve/lora_stack.py). own: a model of its own (weights changed or extra
 # modules), batched among its own requests. uncached: virtual tokens before the prompt, decoded
 # without a KV cache one row at a time (see lamina.models.generate).
 SERVING = {"lora": "shared", "qlora": "shared", "ia3": "own", "full": "own", "bitfit": "own",

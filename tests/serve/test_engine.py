@@ -175,3 +175,21 @@ def test_a_failing_step_ends_its_batch_and_the_engine_keeps_serving(two_adapters
         assert ends == ["error", "length"]
     finally:
         engine.stop()
+
+
+def test_decode_attention_matches_sdpa_with_a_padding_mask():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from lamina.serve.decode_attention import attention
+
+    class Layer:
+        is_causal, training, num_key_value_groups = True, False, 4
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 8, 1, 16), torch.randn(3, 2, 9, 16), torch.randn(3, 2, 9, 16)
+    mask = torch.ones(3, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :4] = False  # a left-padded row
+    ours, _ = attention(Layer(), q, k, v, mask, scaling=0.25)
+    theirs, _ = sdpa_attention_forward(Layer(), q, k, v, mask, scaling=0.25)
+    assert ours.shape == theirs.shape == (3, 1, 8, 16)
+    assert torch.allclose(ours, theirs, atol=1e-6)

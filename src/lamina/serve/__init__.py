@@ -2,6 +2,7 @@
 
 engine.py   continuous batching at decode-step granularity over one model (adapters mixed per row)
 lora_stack.py  LoRA adapters of one base stacked per layer, mixed per row at the cost of one
+decode_attention.py  one-query attention over grouped KV heads without repeating the cache
 servable.py what a registry version is when served: verified directory, base, hashes
 pool.py     loaded models: one per base, adapters attached by name, refcounts, freeing
 router.py   reference -> served version(s); the switch point for hot swap (and traffic splits)

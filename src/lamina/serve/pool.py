@@ -14,6 +14,7 @@ import torch
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
+from lamina.serve import decode_attention
 from lamina.serve.engine import Engine, eos_ids
 from lamina.serve.servable import Version
 
@@ -85,6 +86,8 @@ class Pool:
             key = version.base_key()
         else:
             model = _load_own(version, self.device, self.dtype).eval()
+            if version.mode != "uncached":
+                decode_attention.install(model.get_base_model() if hasattr(model, "get_base_model") else model)
             engine = Engine(model, eos_ids(model, tokenizer), self.max_batch, cached=version.mode != "uncached",
                             on_step=self.on_step)
             engine.start(f"lamina-engine-{version.key}")
@@ -103,6 +106,7 @@ class Pool:
             from lamina.serve.lora_stack import LoraStack
 
             model = _load_base(version, self.device, self.dtype).eval()
+            decode_attention.install(model)
             engine = Engine(model, eos_ids(model, tokenizer), self.max_batch, on_step=self.on_step,
                             stack=LoraStack(model))
             engine.start(f"lamina-engine-{version.base_sha256[:12]}")

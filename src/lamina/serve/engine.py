@@ -16,6 +16,7 @@ completion on the caller's thread, for offline batch generation (evaluation, RL 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
@@ -84,6 +85,43 @@ def _left_pad(t: torch.Tensor, to: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim)
 
 
+@functools.cache
+def _slab_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class Slab(DynamicLayer):
+        """A KV cache layer with room to grow: a decode step writes its column in place
+        (DynamicLayer concatenates, copying the whole cache every step)."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+            super().__init__()
+            b, h, n, _ = keys.shape
+            self.buf_k = keys.new_empty(b, h, n + room, keys.shape[3])
+            self.buf_v = values.new_empty(b, h, n + room, values.shape[3])
+            self.buf_k[:, :, :n], self.buf_v[:, :, :n] = keys, values
+            self.n, self.device, self.is_initialized = n, keys.device, True
+            self._view()
+
+        def _view(self) -> None:
+            self.keys, self.values = self.buf_k[:, :, : self.n], self.buf_v[:, :, : self.n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            t = key_states.shape[-2]
+            if self.n + t > self.buf_k.shape[2]:
+                grow = max(t, self.buf_k.shape[2] // 2, 64)
+                self.buf_k = torch.cat([self.buf_k, self.buf_k.new_empty(*self.buf_k.shape[:2], grow,
+                                                                          self.buf_k.shape[3])], 2)
+                self.buf_v = torch.cat([self.buf_v, self.buf_v.new_empty(*self.buf_v.shape[:2], grow,
+                                                                          self.buf_v.shape[3])], 2)
+            self.buf_k[:, :, self.n : self.n + t] = key_states
+            self.buf_v[:, :, self.n : self.n + t] = value_states
+            self.n += t
+            self._view()
+            return self.keys, self.values
+
+    return Slab
+
+
 class Engine:
     """Decodes every admitted sequence one token per step, in one batch.
 
@@ -118,6 +156,7 @@ class Engine:
         self.thread: threading.Thread | None = None
         self.cache_kw = _cache_keyword(model)
         self._joining: list[Sequence] = []
+        self._slabs: list | None = None  # the cache laid out with room to grow (_slab_class)
 
     # -- other threads ------------------------------------------------------------------
     def submit(self, seq: Sequence) -> Sequence:
@@ -189,6 +228,7 @@ class Engine:
         rows, self.rows = self.rows + [s for s in self._joining if s not in self.rows], []
         self._joining = []
         self.keys, self.values, self.mask, self.positions, self.last = [], [], None, None, None
+        self._slabs = None
         for seq in rows:
             seq.emit(None, "error")
 
@@ -277,12 +317,17 @@ class Engine:
             self.positions = torch.cat([self.positions, new_pos])
             self.last = torch.cat([self.last, new_last])
         self.rows += [group[i] for i in keep]
+        self._slabs = None
 
     def _decode_cached(self) -> None:
         from transformers import DynamicCache
 
         mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], 1)
-        cache = DynamicCache(ddp_cache_data=list(zip(self.keys, self.values, strict=True)))
+        if self._slabs is None:  # the batch's rows changed: lay the cache out again, with room
+            slab = _slab_class()
+            self._slabs = [slab(k, v, 64) for k, v in zip(self.keys, self.values, strict=True)]
+        cache = DynamicCache()
+        cache.layers = list(self._slabs)
         out = self.model(input_ids=self.last[:, None], attention_mask=mask, position_ids=self.positions[:, None],
                          **{self.cache_kw: cache}, use_cache=True, **self._adapter_kwargs(self.rows))
         layers = _cache_of(out).layers
@@ -336,7 +381,9 @@ class Engine:
             return
         if not self.rows:
             self.keys, self.values, self.mask, self.positions, self.last = [], [], None, None, None
+            self._slabs = None
             return
+        self._slabs = None
         keep = torch.tensor([i for i in range(len(gone) + len(self.rows)) if i not in gone], device=self.device)
         self.mask = self.mask.index_select(0, keep)
         # Columns that only finished rows used are padding for everyone left: cut them.

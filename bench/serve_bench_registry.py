@@ -12,7 +12,9 @@ import torch
 import yaml
 
 
-def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
+def register_adapters(model_dir: str, runs_root: str, n: int, spare: bool = False) -> list[str]:
+    """`adapter0..n-1` at staging; with `spare`, a second version of adapter0 (not promoted),
+    for the swap measurement."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -31,8 +33,9 @@ def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     refs = []
-    for i in range(n):
-        run = root / f"adapter{i}"
+    entries = [(f"adapter{i}", f"adapter{i}", True) for i in range(n)] + [("adapter0-b", "adapter0", False)] * spare
+    for i, (run_id, model_name, promote) in enumerate(entries):
+        run = root / run_id
         torch.manual_seed(i)
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -54,13 +57,14 @@ def register_adapters(model_dir: str, runs_root: str, n: int) -> list[str]:
             "data": {"train": "random", "train_sha256": sha256_bytes(run.name.encode()), "licence": "none"},
         }))
         tracking.log_run(run)  # as the trainer does when a run finishes
-        version = versions.register(run, run.name)["version"]
-        aliases.promote(run.name, version, "staging", reason="serving benchmark")
-        refs.append(f"{run.name}@staging")
+        version = versions.register(run, model_name)["version"]
+        if promote:
+            aliases.promote(model_name, version, "staging", reason="serving benchmark")
+            refs.append(f"{model_name}@staging")
     return refs
 
 
 if __name__ == "__main__":
     import sys
 
-    print("\n".join(register_adapters(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+    print("\n".join(register_adapters(sys.argv[1], sys.argv[2], int(sys.argv[3]), "--spare" in sys.argv)))

@@ -12,7 +12,9 @@ CPU: the server's resident set, polled).
 
 Lamina serves LoRA versions (r=16 on q/k/v/o, random) registered, signed and aliased in a
 throwaway workspace; `lamina` sends all traffic to one adapter, `lamina-8` spreads it over 8
-adapters of the same base (mixed in every batch). `generate` has no server: it decodes static
+adapters of the same base (mixed in every batch); `lamina-swap` promotes a second version of the
+adapter and rolls it back (the real commands) under load and reports the slowest request that
+overlapped a swap against the median request. `generate` has no server: it decodes static
 batches of `concurrency` prompts with `model.generate` (TTFT = a 1-token generate of the batch;
 ITL = the rest of the batch time over the remaining tokens).
 
@@ -29,6 +31,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import build_config  # noqa: E402
 
-TOOLS = ("lamina", "lamina-8", "transformers", "generate")
+TOOLS = ("lamina", "lamina-8", "lamina-swap", "transformers", "generate")
 
 
 def word_tokenizer(vocab: int):
@@ -128,26 +131,33 @@ async def one_request(client, url: str, model: str, prompt: str, args) -> dict:
                 stamps.append(time.perf_counter())
     tokens = (usage or {}).get("completion_tokens") or len(stamps)
     return {"ttft": stamps[0] - sent if stamps else None, "gaps": [b - a for a, b in zip(stamps, stamps[1:], strict=False)],
-            "tokens": tokens, "end": time.perf_counter()}
+            "tokens": tokens, "sent": sent, "end": time.perf_counter(),
+            "version": r.headers.get("x-lamina-version")}
 
 
-async def drive(port: int, models: list[str], texts: list[str], concurrency: int, args) -> dict:
+async def drive(port: int, models: list[str], texts: list[str], concurrency: int, args, keep: bool = False,
+                until=None) -> dict:
+    """Send `texts` with `concurrency` streams open; with `until`, cycle through them until it
+    returns True."""
+    import itertools
+
     import httpx
 
     url = f"http://127.0.0.1:{port}/v1/completions"
-    queue = list(enumerate(texts))
+    queue = enumerate(itertools.cycle(texts) if until else texts)
     results = []
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as client:
         async def worker():
-            while queue:
-                i, text = queue.pop()
+            for i, text in queue:
+                if until is not None and until():
+                    return
                 results.append(await one_request(client, url, models[i % len(models)], text, args))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return summarise(results, wall)
+    return {**summarise(results, wall), **({"results": results} if keep else {})}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -191,12 +201,15 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def lamina_workspace(args, model_dir: Path, root: Path, n: int) -> dict:
-    """A throwaway workspace with `n` LoRA versions of the model registered and at staging."""
-    env = {**os.environ, "LAMINA_HOME": str(root / f"lamina-home-{n}"), "LAMINA_USER": "bench",
-           "LAMINA_CONFIG_DIR": str(root / f"lamina-config-{n}")}  # its keys go away with the run
+def lamina_workspace(args, model_dir: Path, root: Path, n: int, spare: bool = False) -> dict:
+    """A throwaway workspace with `n` LoRA versions of the model registered and at staging
+    (and, with `spare`, a second version of adapter0 to swap to)."""
+    tag = f"{n}{'-spare' * spare}"
+    env = {**os.environ, "LAMINA_HOME": str(root / f"lamina-home-{tag}"), "LAMINA_USER": "bench",
+           "LAMINA_CONFIG_DIR": str(root / f"lamina-config-{tag}")}  # its keys go away with the run
     script = Path(__file__).with_name("serve_bench_registry.py")
-    subprocess.run([sys.executable, str(script), str(model_dir), str(root / f"runs-{n}"), str(n)], env=env, check=True)
+    subprocess.run([sys.executable, str(script), str(model_dir), str(root / f"runs-{tag}"), str(n)]
+                   + ["--spare"] * spare, env=env, check=True)
     return env
 
 
@@ -204,10 +217,10 @@ def run_server_tool(tool: str, args, model_dir: Path, root: Path, texts_for) -> 
     port = free_port()
     if tool.startswith("lamina"):
         n = 8 if tool == "lamina-8" else 1
-        env = lamina_workspace(args, model_dir, root, n)
+        env = lamina_workspace(args, model_dir, root, n, spare=tool == "lamina-swap")
         refs = [f"adapter{i}@staging" for i in range(n)]
         cmd = [sys.executable, "-m", "lamina.cli", "serve", *refs, "--port", str(port), "--no-auth", "--guard",
-               "off", "--device", args.device, "--max-batch", str(max(args.concurrency)), "--max-tokens",
+               "off", "--poll", str(args.poll), "--device", args.device, "--max-batch", str(max(args.concurrency)), "--max-tokens",
                str(args.output)]
         health, models = "/readyz", refs
     else:
@@ -222,6 +235,8 @@ def run_server_tool(tool: str, args, model_dir: Path, root: Path, texts_for) -> 
     try:
         wait_ready(port, proc, health, args.start_timeout)
         asyncio.run(drive(port, models, texts_for(1), 1, args))  # warm-up
+        if tool == "lamina-swap":
+            return [swap_row(port, models, env, args, texts_for)]
         for c in args.concurrency:
             poll = MemoryPoll(args.device, proc.pid)
             row = asyncio.run(drive(port, models, texts_for(2 * c), c, args))
@@ -231,6 +246,35 @@ def run_server_tool(tool: str, args, model_dir: Path, root: Path, texts_for) -> 
         stop(proc)
         log.close()
     return rows
+
+
+def swap_row(port: int, models: list[str], env: dict, args, texts_for) -> dict:
+    """Requests at concurrency min(16, max level) while adapter0@staging is promoted to its
+    second version and rolled back (the real commands, in their own processes): the slowest
+    request that overlapped a swap against the median request of a run without one."""
+    c = min(16, max(args.concurrency))
+    calm = asyncio.run(drive(port, models, texts_for(2 * c), c, args, keep=True))
+    windows = []
+
+    def move():
+        for cmd in (["promote", "adapter0", "2", "--to", "staging", "--reason", "bench"],
+                    ["rollback", "adapter0", "--alias", "staging", "--reason", "bench"]):
+            time.sleep(2.0)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "lamina.cli", *cmd], env=env, check=True, capture_output=True)
+            windows.append((start, time.perf_counter() + 2 * args.poll))  # until the server has switched
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    busy = asyncio.run(drive(port, models, texts_for(2 * c), c, args, keep=True, until=lambda: not mover.is_alive()))
+    mover.join()
+    base = statistics.median(r["end"] - r["sent"] for r in calm["results"])
+    hit = [r["end"] - r["sent"] for r in busy["results"] if any(r["sent"] < b and r["end"] > a for a, b in windows)]
+    versions = sorted({r["version"] for r in busy["results"] if r["version"]})
+    return {"tool": "lamina-swap", "concurrency": c, "requests": busy["requests"], "median_latency_s": round(base, 3),
+            "max_latency_during_swap_s": round(max(hit), 3) if hit else None,
+            "ratio": round(max(hit) / base, 2) if hit else None, "versions_seen": versions,
+            "tokens_per_s": busy["tokens_per_s"]}
 
 
 def run_generate(args, model_dir: Path, texts_for) -> list[dict]:
@@ -289,6 +333,7 @@ def main() -> None:
     p.add_argument("--start-timeout", type=float, default=600)
     p.add_argument("--smoke", action="store_true", help="tiny config, 64 in / 16 out, concurrency 1,4")
     p.add_argument("--json", type=Path, help="write every row here")
+    p.add_argument("--poll", type=float, default=1.0, help="lamina serve's alias poll (seconds)")
     args = p.parse_args()
     if args.smoke:
         args.model, args.prompt, args.output, args.concurrency = "tiny", 64, 16, "1,4"
@@ -305,8 +350,13 @@ def main() -> None:
             except Exception as e:  # one tool failing leaves the others' rows standing
                 print(f"{tool} failed: {type(e).__name__}: {e} (log: {root / (tool + '.log')})", flush=True)
                 rows.append({"tool": tool, "error": f"{type(e).__name__}: {e}"})
-        good = [r for r in rows if "error" not in r]
+        good = [r for r in rows if "error" not in r and r["tool"] != "lamina-swap"]
         print(table(good, args))
+        for r in rows:
+            if r["tool"] == "lamina-swap" and "error" not in r:
+                print(f"swap under load (concurrency {r['concurrency']}, {r['requests']} requests, versions "
+                      f"{', '.join(r['versions_seen'])}): slowest request overlapping a swap "
+                      f"{r['max_latency_during_swap_s']} s = {r['ratio']}x the median {r['median_latency_s']} s")
         if args.json:
             args.json.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                              "rows": rows}, indent=1))

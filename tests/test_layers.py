@@ -25,6 +25,7 @@ LAYERS = (
     ("lamina.methods",),
     ("lamina.train",),
     ("lamina.eval",),
+    ("lamina.rollout",),
     ("lamina.serve",),
     ("lamina.demo",),
     ("lamina.cli",),

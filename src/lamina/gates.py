@@ -154,7 +154,9 @@ def _parse_rhs(toks: list[tuple[str, str, int]], expr: str, where: str) -> tuple
     return tuple(out + ops[::-1])
 
 
-def parse_gate(expr: str, where: str = "eval.gates") -> Gate:
+def parse_gate(expr: str, where: str = "eval.gates", table: dict[str, tuple[str, ...]] = METRICS) -> Gate:
+    """Parse one check; `table` (suite -> metrics) is the eval suites' unless a caller, such as
+    the rollout's live guards, brings its own."""
     if not isinstance(expr, str) or not expr.strip():
         raise LaminaError("a gate must be a non-empty string like 'task.exact_match >= 0.8'", where)
     toks = _lex(expr, where)
@@ -163,13 +165,13 @@ def parse_gate(expr: str, where: str = "eval.gates") -> Gate:
             f"gate {expr!r}: expected '<suite>.<metric> <op> <value>' with op one of {' '.join(_OPS)}", where
         )
     suite, _, metric = toks[0][1].partition(".")
-    if suite not in METRICS:
+    if suite not in table:
         raise LaminaError(
-            f"gate {expr!r}: unknown suite {suite!r}; expected one of {', '.join(METRICS)}", where
+            f"gate {expr!r}: unknown suite {suite!r}; expected one of {', '.join(table)}", where
         )
-    if metric not in METRICS[suite]:
+    if metric not in table[suite]:
         raise LaminaError(
-            f"gate {expr!r}: suite {suite!r} has no metric {metric!r}; it has {', '.join(METRICS[suite])}",
+            f"gate {expr!r}: suite {suite!r} has no metric {metric!r}; it has {', '.join(table[suite])}",
             where,
         )
     return Gate(expr.strip(), suite, metric, toks[1][1], _parse_rhs(toks[2:], expr, where))

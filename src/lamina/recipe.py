@@ -261,7 +261,7 @@ DEFAULT_ROLES: dict[str, list[str]] = {
     "data-steward": ["read", "data.write", "data.forget"],
     "trainer": ["read", "train", "register"],
     "approver": ["read", "promote.staging", "promote.production"],
-    "deployer": ["read", "promote.staging", "rollback", "serve"],
+    "deployer": ["read", "promote.staging", "rollback", "serve", "incident"],
     "admin": ["*"],
     "consumer": ["call"],  # an API key's identity: may call the served models, nothing else
 }
@@ -286,6 +286,23 @@ class ServeSpec(Strict):
         64, ge=0, description="Streamed text held back so a PII span or stop string across chunks is caught."
     )
     log_content: bool = Field(False, description="Write prompts and outputs (PII-masked) to the request log.")
+class DisclosureTrigger(Strict):
+    """Who must be told by when, once an incident carries `signal` above `above`."""
+
+    signal: Literal[
+        "pii_in_outputs", "safety_regression", "withdrawal_reached_served", "guard_breach", "tampered_artifact"
+    ]
+    notify: list[str] = Field(..., min_length=1, description="Contacts (people, regulators, customers) to tell.")
+    within_hours: float = Field(72.0, gt=0, description="Deadline, counted from the incident's opening.")
+    above: float = Field(0.0, ge=0, description="Fires when the incident's value of the signal exceeds this.")
+
+
+class IncidentPolicySpec(Strict):
+    """Per model (or `*` for any model): who owns its incidents and who must hear of them."""
+
+    owner: str
+    escalation: list[str] = Field(default_factory=list, description="Contacts told of high-severity incidents.")
+    disclosure: list[DisclosureTrigger] = Field(default_factory=list)
 
 
 class PolicySpec(Strict):
@@ -295,6 +312,26 @@ class PolicySpec(Strict):
         default_factory=lambda: ["production"],
         description="Aliases whose approver must not be the person who trained the version.",
     )
+    incidents: dict[str, IncidentPolicySpec] = Field(
+        default_factory=dict, description="model name or `*` -> owner, escalation contacts, disclosure triggers"
+    )
+
+
+class RolloutSpec(Strict):
+    """Guards a challenger must keep while it takes live traffic (`lamina rollout`)."""
+
+    guards: list[str] = Field(
+        default_factory=lambda: [
+            "live.error_rate <= champion + 0.02",
+            "live.latency_p95_s <= champion * 2 + 0.25",
+            "live.guard_trip_rate <= champion + 0.05",
+            "live.refusal_rate <= champion + 0.1",
+        ],
+        description='Same language as eval gates over `live.*` metrics, e.g. "live.error_rate <= champion + 0.02".',
+    )
+    window_s: float = Field(60.0, gt=0, description="Guards judge the requests of the last window_s seconds.")
+    min_requests: int = Field(20, gt=0, description="Requests a version needs in the window before it is judged.")
+    webhook: str | None = Field(None, description="URL sent a JSON notice (POST) when a rollout is rolled back.")
 
 
 class RegistrySpec(Strict):
@@ -505,6 +542,7 @@ class Recipe(Strict):
     kto: KtoSpec = KtoSpec()
     orpo: OrpoSpec = OrpoSpec()
     simpo: SimpoSpec = SimpoSpec()
+    rollout: RolloutSpec = RolloutSpec()
     stages: list[StageSpec] = Field(default_factory=list, description="Ordered post-training layers.")
 
     @field_validator("name")

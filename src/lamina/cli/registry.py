@@ -91,11 +91,11 @@ def rollback(
 
 @app.command()
 def history(name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
-    """Every registration and alias move of a model."""
-    from lamina.registry import aliases, release
+    """Every registration, alias move and rollout step of a model."""
+    from lamina.rollout import report
 
-    events = aliases.history(name)
-    _emit(events, as_json, release.render_history(events))
+    events = report.history(name)
+    _emit(events, as_json, report.render_history(events))
 
 
 @app.command()

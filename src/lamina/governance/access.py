@@ -32,6 +32,7 @@ PERMISSIONS = (
     "rollback",
     "serve",
     "call",
+    "incident",
     "keys",
     "policy",
     "*",

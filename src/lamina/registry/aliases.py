@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
-from lamina.governance import access, audit
+from lamina.governance import access, audit, incidents
 from lamina.recipe import RegistrySpec
 from lamina.registry import tracking
 from lamina.registry.anchor import anchor
@@ -167,10 +167,13 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def promote(name: str, version: int, to: str, reason: str | None = None) -> dict:
-    """Point alias `to` at `version` after checking permission, gate, signature and four eyes."""
+def promote(name: str, version: int, to: str, reason: str | None = None, check_only: bool = False) -> dict:
+    """Point alias `to` at `version` after checking permission, gate, signature and four eyes;
+    an open incident on the model freezes it. `check_only`: the checks alone (a rollout asks
+    them before it sends the version traffic)."""
     check_alias(to)
     user = access.require(f"promote.{to}")
+    incidents.check_not_frozen(name)
     mv = get_version(name, version)
     if mv.tags.get("lamina.gate") != "passed":
         raise LaminaError(
@@ -187,6 +190,8 @@ def promote(name: str, version: int, to: str, reason: str | None = None) -> dict
             "another approver must promote it",
             f"{name}/{version}",
         )
+    if check_only:
+        return {"user": user, "name": name, "version": int(version), "alias": to}
     with model_lock(name):
         if current(name, to) == int(version):
             raise LaminaError(f"{to} already points at version {version}", f"{name}@{to}")

@@ -126,8 +126,20 @@ def verify_dir(path: str | os.PathLike, public_key: str | os.PathLike | None = N
     """Verify `path` against its signature before it is loaded; returns the signer fingerprint.
 
     Refuses (LaminaError) an unsigned directory, a signature from another key or an edited
-    signature, and any changed, added or missing file — naming the file.
+    signature, and any changed, added or missing file — naming the file. A registered
+    version that fails opens an incident (lamina.registry.incident_links.tampered).
     """
+    try:
+        return _verify_dir(path, public_key)
+    except LaminaError as e:
+        if "signature" in str(e) or "not signed" in str(e):
+            from lamina.registry import incident_links
+
+            incident_links.tampered(Path(path), str(e))
+        raise
+
+
+def _verify_dir(path: str | os.PathLike, public_key: str | os.PathLike | None = None) -> str:
     from model_signing import verifying
 
     path = Path(path)

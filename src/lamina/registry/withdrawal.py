@@ -19,13 +19,14 @@ from lamina.data.intake.withdraw import (
     remove_subject,
 )
 from lamina.errors import LaminaError
-from lamina.registry import lineage, tracking
+from lamina.registry import incident_links, lineage, tracking
 
 
 def forget_subject(subject_id: str) -> WithdrawalReport:
     """Remove every record of `subject_id` from sources and versions; list affected runs and models."""
     report, versions = remove_subject(subject_id)
     _registry_lineage(report, versions)
+    report.incidents = [r["id"] for r in incident_links.withdrawal_reached(subject_id, report.models)]
     return record_retrain_required(report)
 
 

@@ -38,9 +38,10 @@ class WithdrawalReport:
     runs: list[dict] = field(default_factory=list)  # {run, path, dataset_version}
     models: list[dict] = field(default_factory=list)  # registered versions: {version, run_id, aliases, ...}
     lineage_note: str | None = None  # why the registry could not be asked, if it could not
+    incidents: list[int] = field(default_factory=list)  # opened because served versions were reached
 
     def to_json(self) -> dict:
-        keys = ("reason", "sources", "versions", "runs", "models", "lineage_note")
+        keys = ("reason", "sources", "versions", "runs", "models", "lineage_note", "incidents")
         return {k: getattr(self, k) for k in keys}
 
 

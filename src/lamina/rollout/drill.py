@@ -1,0 +1,73 @@
+"""`lamina incident drill`: rehearse the way back on a non-production alias — roll back, then
+forward again — and time each leg, from the alias move to a running server answering from
+the version moved to (when a server URL is given), so the team knows its time to roll back.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lamina.errors import LaminaError
+from lamina.governance import access, incidents
+from lamina.registry import aliases
+
+
+def _served_version(url: str, ref: str, api_key: str | None) -> str | None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"model": ref, "prompt": "ping", "max_tokens": 1, "temperature": 0}
+    try:
+        r = httpx.post(f"{url.rstrip('/')}/completions", json=body, headers=headers, timeout=10.0)
+    except httpx.HTTPError:
+        return None
+    return r.headers.get("x-lamina-version") if r.status_code == 200 else None
+
+
+def _wait_served(url: str | None, ref: str, key: str, api_key: str | None, timeout_s: float) -> float | None:
+    """Seconds until the server answers `ref` from version `key`; None without a server."""
+    if not url:
+        return None
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if _served_version(url, ref, api_key) == key:
+            return round(time.perf_counter() - started, 3)
+        time.sleep(0.05)
+    raise LaminaError(f"the server did not answer from {key} within {timeout_s:g} s", url)
+
+
+def drill(
+    name: str,
+    alias: str = "staging",
+    server: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 60.0,
+) -> dict:
+    """Roll `name@alias` back one version and forward again; returns and records the timings."""
+    if alias in access.ensure_policy().four_eyes or alias == "production":
+        raise LaminaError("drills run on a non-production alias (e.g. --alias staging)", f"{name}@{alias}")
+    incidents.check_not_frozen(name)  # the forward leg is a promotion: refuse before moving anything
+    user = access.require("rollback")
+    start_at = aliases.current(name, alias)
+    if start_at is None:
+        raise LaminaError("nothing is at this alias; nothing to drill", f"{name}@{alias}")
+    ref = f"{name}@{alias}"
+    t0 = time.perf_counter()
+    back = aliases.rollback(name, alias, reason="incident drill: roll back")
+    back_move_s = round(time.perf_counter() - t0, 3)
+    back_served_s = _wait_served(server, ref, f"{name}/{back['to']}", api_key, timeout_s)
+    t1 = time.perf_counter()
+    aliases.promote(name, start_at, alias, reason="incident drill: roll forward")
+    forward_move_s = round(time.perf_counter() - t1, 3)
+    forward_served_s = _wait_served(server, ref, f"{name}/{start_at}", api_key, timeout_s)
+    timings = {
+        "from": start_at,
+        "rolled_back_to": back["to"],
+        "back_move_s": back_move_s,
+        "back_served_s": back_served_s,
+        "forward_move_s": forward_move_s,
+        "forward_served_s": forward_served_s,
+        "server": server,
+        "restored": aliases.current(name, alias) == start_at,
+    }
+    return incidents.record_drill(name, alias, timings, user)

@@ -23,7 +23,9 @@ from lamina.registry.versions import check_name
 
 
 def root(model: str) -> Path:
-    return workspace.subdir("live") / check_name(model)
+    path = workspace.subdir("live") / check_name(model)
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def _hour(ts: float) -> str:
@@ -38,7 +40,7 @@ class LiveLog:
         self._lock = threading.Lock()
 
     def _write(self, model: str, event: dict) -> None:
-        event = {"t": round(time.time(), 3), **event}
+        event = {"t": math.floor(time.time() * 1000) / 1000, **event}  # never later than a reader's "now"
         path = root(model) / f"{_hour(event['t'])}-{self.replica}.jsonl"
         line = json.dumps(event, separators=(",", ":")) + "\n"
         with self._lock, open(path, "a", encoding="utf-8") as f:
@@ -97,7 +99,7 @@ class LiveLog:
 
 
 def read(model: str, since: float, until: float | None = None) -> list[dict]:
-    """Events of `model` with since <= t < until, from every replica."""
+    """Events of `model` with since < t <= until, from every replica."""
     until = until if until is not None else time.time() + 1
     directory = workspace.home() / "live" / model
     if not directory.is_dir():
@@ -112,7 +114,7 @@ def read(model: str, since: float, until: float | None = None) -> list[dict]:
                 event = json.loads(line)
             except ValueError:
                 continue  # a replica killed mid-line leaves a partial last line
-            if since <= event.get("t", 0) < until:
+            if since < event.get("t", 0) <= until:
                 out.append(event)
     return out
 

@@ -329,6 +329,10 @@ class RolloutSpec(Strict):
         ],
         description='Same language as eval gates over `live.*` metrics, e.g. "live.error_rate <= champion + 0.02".',
     )
+    monitor_guards: list[str] = Field(
+        default_factory=lambda: ["live.error_rate <= 0.05", "live.pii_rate <= 0.01", "live.latency_p95_s <= 30"],
+        description="Absolute guards `lamina monitor check` holds a served version to outside a rollout.",
+    )
     window_s: float = Field(60.0, gt=0, description="Guards judge the requests of the last window_s seconds.")
     min_requests: int = Field(20, gt=0, description="Requests a version needs in the window before it is judged.")
     webhook: str | None = Field(None, description="URL sent a JSON notice (POST) when a rollout is rolled back.")

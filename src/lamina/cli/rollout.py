@@ -22,7 +22,6 @@ monitor_app = typer.Typer(
 )
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(incident_app, name="incident")
-app.add_typer(monitor_app, name="monitor")
 
 
 def _emit(obj, as_json: bool, text: str) -> None:
@@ -129,39 +128,40 @@ def rollout_status(
     _emit(items, as_json, report.render_status(items))
 
 
-@monitor_app.callback()
+@app.command("monitor")
 def monitor(
-    ctx: typer.Context,
-    name: str = typer.Argument(None),
+    first: str = typer.Argument(None, metavar="[NAME | check [NAME]]"),
+    name: str = typer.Argument(None, hidden=True),
     window: float = typer.Option(
         None, "--window", help="Seconds of traffic summarised (default: rollout window)."
     ),
     interval: float = typer.Option(2.0, "--interval"),
     once: bool = typer.Option(False, "--once", help="Print one view and exit."),
-    as_json: bool = typer.Option(False, "--json", help="One snapshot as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="One snapshot (or the check's findings) as JSON."),
 ):
-    """Live per-version view: volume, errors, latency, guard trips, refusals, ratings, agreement."""
-    if ctx.invoked_subcommand is not None:
-        return
+    """Live per-version view: volume, errors, latency, guard trips, refusals, ratings, agreement.
+    `lamina monitor check [NAME]` judges every served version's guards once (schedule it): it rolls
+    back breaking rollouts, opens incidents for degraded champions, and exits 1 when anything broke."""
+    if first == "check":
+        return _monitor_check(name, as_json)
+    if name is not None:
+        raise typer.BadParameter(f"unexpected argument {name!r}")
     from rich.live import Live
     from rich.text import Text
 
     from lamina.rollout import monitor as mon
 
     if as_json or once:
-        snap = mon.snapshot(name, window)
+        snap = mon.snapshot(first, window)
         _emit(snap, as_json, mon.render(snap))
         return
-    with Live(Text(mon.render(mon.snapshot(name, window))), console=out, auto_refresh=False) as view:
+    with Live(Text(mon.render(mon.snapshot(first, window))), console=out, auto_refresh=False) as view:
         while True:  # until Ctrl-C
             time.sleep(interval)
-            view.update(Text(mon.render(mon.snapshot(name, window))), refresh=True)
+            view.update(Text(mon.render(mon.snapshot(first, window))), refresh=True)
 
 
-@monitor_app.command("check")
-def monitor_check(name: str = typer.Argument(None), as_json: bool = typer.Option(False, "--json")):
-    """Judge every served version's guards once (schedule it): roll back breaking rollouts, open
-    incidents for degraded champions. Exit 1 when anything broke."""
+def _monitor_check(name: str | None, as_json: bool) -> None:
     from lamina.rollout import monitor as mon
 
     found = mon.check_all(name)

@@ -41,6 +41,7 @@ def rollout_spec(name: str, version: int, **overrides) -> RolloutSpec:
         first = e.errors()[0]
         raise LaminaError(first["msg"], f"{path}: rollout.{'.'.join(map(str, first['loc']))}") from None
     guards.parse_guards(spec.guards, f"{path}: rollout.guards")
+    guards.parse_guards(spec.monitor_guards, f"{path}: rollout.monitor_guards")
     return spec
 
 

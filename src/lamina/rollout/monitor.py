@@ -1,6 +1,7 @@
 """`lamina monitor`: per-version live figures beside each alias and rollout, and `monitor check`,
 which judges every served version's guards — rolling back a breaking challenger, opening an
-incident for a degraded champion (absolute guards only: a champion has nothing to be compared with).
+incident for a degraded champion (held to its recipe's absolute `rollout.monitor_guards`:
+outside a rollout a version has nothing to be compared with).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def check_all(name: str | None = None, at: float | None = None) -> list[dict]:
 def _check_served(model: str, alias: str, number: int, at: float | None) -> dict:
     spec = control.rollout_spec(model, number)
     row = live.window(model, spec.window_s, at).get(f"{model}/{number}") or {}
-    verdict = guards.judge(guards.parse_guards(spec.guards), row, None, spec.min_requests)
+    verdict = guards.judge(guards.parse_guards(spec.monitor_guards), row, None, spec.min_requests)
     out = {
         "model": model,
         "alias": alias,

@@ -48,30 +48,70 @@ def _pristine_store(tmp_path_factory):
     return home / "mlflow" / "mlflow.db"
 
 
-@pytest.fixture
-def released(workspace, _pristine_store, monkeypatch, tmp_path):
-    """`tickets` versions 1..3 (trained by alice), v1 at production; returns the version numbers."""
+@pytest.fixture(scope="session")
+def _released_template(_pristine_store, tmp_path_factory):
+    """A workspace with the policy, a signing key and `tickets` 1..3 registered, v1 at
+    production — built once; each test gets a copy (registering costs seconds)."""
     from lamina.governance import access
     from lamina.registry import aliases, signing, versions
     from lamina.registry.release import acting_as
 
-    (workspace / "mlflow").mkdir(parents=True, exist_ok=True)
-    shutil.copy(_pristine_store, workspace / "mlflow" / "mlflow.db")
-    monkeypatch.setenv("LAMINA_USER", "admin")
-    access.init_policy("admin")
-    for user, role in (("alice", "trainer"), ("bob", "approver"), ("dana", "deployer"), ("vera", "viewer")):
-        access.grant(user, role)
-    policy = yaml.safe_load(access.policy_path().read_text())
-    policy["incidents"] = INCIDENT_POLICY
-    access.policy_path().write_text(yaml.safe_dump(policy, sort_keys=False))
-    signing.init_keys()
-    with acting_as("alice"):
-        numbers = [
-            versions.register(make_run(tmp_path / "runs", f"run-{s}", seed=s), "tickets")["version"]
-            for s in range(3)
-        ]
-    with acting_as("bob"):
-        aliases.promote("tickets", numbers[0], "production", reason="first release")
+    home = tmp_path_factory.mktemp("released") / "lamina-home"
+    (home / "mlflow").mkdir(parents=True)
+    shutil.copy(_pristine_store, home / "mlflow" / "mlflow.db")
+    saved = {k: os.environ.get(k) for k in ("LAMINA_HOME", "LAMINA_USER")}
+    os.environ.update(LAMINA_HOME=str(home), LAMINA_USER="admin")
+    try:
+        access.init_policy("admin")
+        for user, role in (
+            ("alice", "trainer"),
+            ("bob", "approver"),
+            ("dana", "deployer"),
+            ("vera", "viewer"),
+        ):
+            access.grant(user, role)
+        policy = yaml.safe_load(access.policy_path().read_text())
+        policy["incidents"] = INCIDENT_POLICY
+        access.policy_path().write_text(yaml.safe_dump(policy, sort_keys=False))
+        signing.init_keys()
+        with acting_as("alice"):
+            numbers = [
+                versions.register(make_run(home.parent / "runs", f"run-{s}", seed=s), "tickets")["version"]
+                for s in range(3)
+            ]
+        with acting_as("bob"):
+            aliases.promote("tickets", numbers[0], "production", reason="first release")
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return home, numbers
+
+
+def _move_store(db: Path, old: str, new: str) -> None:
+    """Point every path the MLflow store holds into the template at the copy instead."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in con.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                    con.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?) '
+                        f'WHERE "{column[1]}" LIKE ?',
+                        (old, new, f"%{old}%"),
+                    )
+        con.commit()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def released(workspace, _released_template, monkeypatch):
+    """A copy of the released template as this test's workspace; acting as dana (deployer)."""
+    template, numbers = _released_template
+    shutil.copytree(template, workspace)
+    _move_store(workspace / "mlflow" / "mlflow.db", str(template), str(workspace))
     monkeypatch.setenv("LAMINA_USER", "dana")
     return numbers
 

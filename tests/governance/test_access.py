@@ -102,7 +102,7 @@ def test_default_roles_separate_duties():
     table = {u: {p for p in access.PERMISSIONS if access.allowed(u, p, policy)} for u in policy.users}
     assert table["t"] == {"read", "train", "register"}
     assert table["a"] == {"read", "promote.staging", "promote.production"}
-    assert table["d"] == {"read", "promote.staging", "rollback", "serve"}
+    assert table["d"] == {"read", "promote.staging", "rollback", "serve", "incident"}
     assert table["s"] == {"read", "data.write", "data.forget"}
     assert table["v"] == {"read"}
 

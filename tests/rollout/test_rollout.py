@@ -49,7 +49,7 @@ def _traffic(callers: range, observer: Observer, guardian: Guardian | None, bad_
     return served
 
 
-def test_canary_steps_and_completes_under_the_promotion_rules(released):
+def test_canary_steps_and_completes_under_the_promotion_rules(released, lamina):
     v1, v2, _ = released
     with pytest.raises(LaminaError, match="lacks permission 'promote.production'"):
         control.start("tickets", v2, "production", canary=10)  # dana deploys, does not approve production
@@ -79,8 +79,14 @@ def test_canary_steps_and_completes_under_the_promotion_rules(released):
         ("promote", "bob", "v2 holds"),
         ("rollout.complete", "bob", "v2 holds"),
     ]
-    text = report.render_history(report.history("tickets"))
-    assert "rollout.step      production: v2 canary 50% beside v1 by bob (no complaints)" in text
+    code, text, _ = lamina("history", "tickets")
+    assert (
+        code == 0 and "rollout.step      production: v2 canary 50% beside v1 by bob (no complaints)" in text
+    )
+    code, text, _ = lamina("rollout", "status", "tickets")
+    assert (
+        code == 0 and text.startswith("production: rollout ") and " completed — v2 (100%) beside v1;" in text
+    )
     assert audit.verify().ok and anchor.check() == []
 
 

@@ -134,6 +134,8 @@ def test_worse_challenger_is_rolled_back_within_one_window_and_an_incident_opene
     # Promotions of the model are frozen while it is open.
     with acting_as("bob"), pytest.raises(LaminaError, match="frozen while incident 1 is open"):
         aliases.promote("tickets", v3, "production")
+    with acting_as("bob"), pytest.raises(LaminaError, match="frozen while incident 1 is open"):
+        control.start("tickets", v3, "production", canary=5)  # a new rollout is a promotion too
     entry = [e for e in audit.entries() if e["action"] == "rollout.rollback"][0]
     assert entry["user"] == "dana" and entry["details"]["breached"][0]["guard"] == "live.pii_rate <= champion"
     assert audit.verify().ok and anchor.check() == []

@@ -140,9 +140,9 @@ def step(name: str, alias: str, to: float, reason: str | None = None) -> dict:
 def complete(name: str, alias: str, reason: str | None = None) -> dict:
     """Move the alias to the challenger (a promotion, all rules checked) and end the rollout."""
     state = _active_or_refuse(name, alias)
+    user = aliases.promote(name, state["challenger"], alias, check_only=True)["user"]
     if aliases.current(name, alias) != state["challenger"]:  # already there: a crash after the move
         aliases.promote(name, state["challenger"], alias, reason or f"rollout {state['id']} completed")
-    user = access.acting_user()
     with model_lock(name):
         state = _active_or_refuse(name, alias)
         state = record.write(

@@ -147,3 +147,36 @@ def test_monitor_check_opens_an_incident_for_a_degraded_champion(released, lamin
     )
     assert snap["open_incidents"] == [record["id"]]
     assert monitor.check_all("tickets")[0]["action"] is None  # not opened twice
+
+
+@pytest.mark.slow  # intake with Presidio: ~16 s under load; the rule itself is tested above in the default suite
+def test_lamina_data_forget_reaching_a_served_version_opens_an_incident(released, tmp_path, monkeypatch):
+    """The real withdrawal: intake a source, register a version trained on it, serve it at
+    production, then forget one subject — the report names the incident it opened."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "intake"))
+    from intake_fixtures import info, tickets, write_jsonl
+    from registry_runs import make_run
+
+    from lamina.data.intake.pipeline import run_intake
+    from lamina.data.intake.sources import add_source
+    from lamina.recipe import IntakeSpec
+    from lamina.registry.withdrawal import forget_subject
+
+    monkeypatch.setenv("LAMINA_USER", "admin")
+    source = add_source(write_jsonl(tmp_path / "tickets.jsonl", tickets(60)), info())
+    dataset = run_intake("tickets", [(source, "auto")], IntakeSpec(workers=1, eval_ratio=0.2))
+    with acting_as("alice"):
+        v4 = versions.register(
+            make_run(tmp_path / "runs", "run-w", seed=7, dataset=dataset.version_id), "tickets"
+        )
+    with acting_as("bob"):
+        aliases.promote("tickets", v4["version"], "production", reason="trained on the intake")
+    report = forget_subject("subject-3")
+    assert [m["version"] for m in report.models] == [f"tickets/{v4['version']}"]
+    (record,) = incidents.all_incidents("tickets")
+    assert report.incidents == [record["id"]] and record["versions"] == [v4["version"]]
+    assert record["datasets"] == [dataset.version_id] and record["source"] == "withdrawal"
+    assert record["disclosures"][0]["signal"] == "withdrawal_reached_served"

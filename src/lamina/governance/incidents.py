@@ -111,29 +111,33 @@ def open_incident(
     spec = responsibility(model, policy)
     opened = _now()
     signals = {k: float(v) for k, v in (signals or {}).items()}
+    record = {
+        "model": model,
+        "versions": sorted({int(v) for v in versions}),
+        "datasets": sorted(set(datasets)),
+        "severity": severity,
+        "summary": summary.strip()[:2000],
+        "source": source,
+        "state": "open",
+        "opened": _iso(opened),
+        "opened_by": user,
+        "owner": _owner(model, policy),
+        "escalation": list(spec.escalation) if spec and severity in ("high", "critical") else [],
+        "signals": signals,
+        "disclosures": disclosures(model, signals, opened, policy),
+        "details": details or {},
+        "closed": None,
+        "closed_by": None,
+        "retrospective": None,
+    }
     with _locked():
         n = 1 + max((int(p.stem) for p in root().glob("[0-9]*.json")), default=0)
-        record = {
-            "id": n,
-            "model": model,
-            "versions": sorted({int(v) for v in versions}),
-            "datasets": sorted(set(datasets)),
-            "severity": severity,
-            "summary": summary.strip()[:2000],
-            "source": source,
-            "state": "open",
-            "opened": _iso(opened),
-            "opened_by": user,
-            "owner": _owner(model, policy),
-            "escalation": list(spec.escalation) if spec and severity in ("high", "critical") else [],
-            "signals": signals,
-            "disclosures": disclosures(model, signals, opened, policy),
-            "details": details or {},
-            "closed": None,
-            "closed_by": None,
-            "retrospective": None,
-        }
+        record = {"id": n, **record}
         write_json(_path(n), record)
+    disclose = [
+        {"signal": d["signal"], "notify": d["notify"], "deadline": d["deadline"]}
+        for d in record["disclosures"]
+    ]
     audit.record(
         "incident.open",
         user=user,
@@ -144,10 +148,7 @@ def open_incident(
         source=source,
         owner=record["owner"],
         signals=signals,
-        disclose=[
-            {"signal": d["signal"], "notify": d["notify"], "deadline": d["deadline"]}
-            for d in record["disclosures"]
-        ],
+        disclose=disclose,
     )
     return record
 

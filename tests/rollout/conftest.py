@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lamina import workspace as lamina_workspace
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
 from registry_runs import make_run  # noqa: E402
 
@@ -52,6 +54,7 @@ def _pristine_store(tmp_path_factory):
 def _released_template(_pristine_store, tmp_path_factory):
     """A workspace with the policy, a signing key and `tickets` 1..3 registered, v1 at
     production — built once; each test gets a copy (registering costs seconds)."""
+    from lamina import workspace
     from lamina.governance import access
     from lamina.registry import aliases, signing, versions
     from lamina.registry.release import acting_as
@@ -59,8 +62,10 @@ def _released_template(_pristine_store, tmp_path_factory):
     home = tmp_path_factory.mktemp("released") / "lamina-home"
     (home / "mlflow").mkdir(parents=True)
     shutil.copy(_pristine_store, home / "mlflow" / "mlflow.db")
-    saved = {k: os.environ.get(k) for k in ("LAMINA_HOME", "LAMINA_USER")}
-    os.environ.update(LAMINA_HOME=str(home), LAMINA_USER="admin")
+    saved = {k: os.environ.get(k) for k in ("LAMINA_HOME", "LAMINA_USER", "LAMINA_CONFIG_DIR")}
+    os.environ.update(
+        LAMINA_HOME=str(home), LAMINA_USER="admin", LAMINA_CONFIG_DIR=str(home.parent / "config")
+    )
     try:
         access.init_policy("admin")
         for user, role in (
@@ -81,10 +86,11 @@ def _released_template(_pristine_store, tmp_path_factory):
             ]
         with acting_as("bob"):
             aliases.promote("tickets", numbers[0], "production", reason="first release")
+        secrets = workspace.secrets_dir()
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    return home, numbers
+    return home, secrets, numbers
 
 
 def _move_store(db: Path, old: str, new: str) -> None:
@@ -109,8 +115,10 @@ def _move_store(db: Path, old: str, new: str) -> None:
 @pytest.fixture
 def released(workspace, _released_template, monkeypatch):
     """A copy of the released template as this test's workspace; acting as dana (deployer)."""
-    template, numbers = _released_template
+    template, secrets, numbers = _released_template
     shutil.copytree(template, workspace)
+    # The keys live outside the workspace, one directory per workspace path: copy them to this one's.
+    shutil.copytree(secrets, lamina_workspace.secrets_dir(), dirs_exist_ok=True)
     _move_store(workspace / "mlflow" / "mlflow.db", str(template), str(workspace))
     monkeypatch.setenv("LAMINA_USER", "dana")
     return numbers

@@ -180,3 +180,24 @@ def test_lamina_data_forget_reaching_a_served_version_opens_an_incident(released
     assert report.incidents == [record["id"]] and record["versions"] == [v4["version"]]
     assert record["datasets"] == [dataset.version_id] and record["source"] == "withdrawal"
     assert record["disclosures"][0]["signal"] == "withdrawal_reached_served"
+
+
+def test_incident_open_with_rollback_names_the_served_version_and_moves_production_back(released, lamina):
+    v1, v2, _ = released
+    with acting_as("bob"):
+        aliases.promote("tickets", v2, "production", reason="second release")
+    code, out, _ = lamina(
+        "incident",
+        "open",
+        "tickets",
+        "--severity",
+        "critical",
+        "--summary",
+        "wrong refunds",
+        "--rollback",
+        "--json",
+    )
+    record = json.loads(out)
+    assert code == 0 and record["versions"] == [v2] and record["rollback"]["to"] == v1
+    assert aliases.current("tickets", "production") == v1
+    assert record["disclosures"] == []  # no signal given: no trigger fires

@@ -146,6 +146,8 @@ def test_monitor_check_opens_an_incident_for_a_degraded_champion(released, lamin
         and row["error_rate"] == pytest.approx(1 / 3)
     )
     assert snap["open_incidents"] == [record["id"]]
+    code, out, _ = lamina("monitor", "tickets", "--once")
+    assert code == 0 and f"tickets/{v1}  production          30       33.3%       0.050" in out
     assert monitor.check_all("tickets")[0]["action"] is None  # not opened twice
 
 

@@ -73,11 +73,14 @@ def render(snap: list[dict]) -> str:
             f"{m['model']}  (last {m['window_s']:g} s; open incidents: "
             f"{', '.join(map(str, m['open_incidents'])) or 'none'})"
         )
+        wv = max([len("version")] + [len(v["version"]) for v in m["versions"]])
+        wl = max([len("serving")] + [len(", ".join(v["labels"])) for v in m["versions"]])
         lines.append(
-            "  " + "  ".join([f"{'version':<14}", f"{'serving':<22}"] + [f"{h:>10}" for _, h, _ in COLUMNS])
+            "  "
+            + "  ".join([f"{'version':<{wv}}", f"{'serving':<{wl}}"] + [f"{h:>10}" for _, h, _ in COLUMNS])
         )
         for v in m["versions"]:
-            cells = [f"{v['version']:<14}", f"{', '.join(v['labels']) or '-':<22}"]
+            cells = [f"{v['version']:<{wv}}", f"{', '.join(v['labels']) or '-':<{wl}}"]
             for key, _, fmt in COLUMNS:
                 value = v.get(key)
                 cells.append(f"{fmt.format(value) if value is not None else '-':>10}")

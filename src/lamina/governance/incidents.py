@@ -28,7 +28,8 @@ MAX_RETRO_BYTES = 1 << 20
 
 
 def root() -> Path:
-    return workspace.subdir("incidents")
+    # Not created by reading: a refused promotion (which asks for open incidents) leaves no trace.
+    return workspace.home() / "incidents"
 
 
 def _path(n: int) -> Path:
@@ -38,6 +39,7 @@ def _path(n: int) -> Path:
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     # Two processes opening incidents at once would take the same number.
+    root().mkdir(exist_ok=True)
     with open(root() / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -173,7 +175,7 @@ def get(n: int) -> dict:
 
 def all_incidents(model: str | None = None, state: str | None = None) -> list[dict]:
     out = []
-    for path in sorted(root().glob("[0-9]*.json")):
+    for path in sorted(root().glob("[0-9]*.json")) if root().is_dir() else []:
         record = read_json(path)
         if (model is None or record["model"] == model) and (state is None or record["state"] == state):
             out.append({**record, "overdue": overdue(record)})
@@ -269,8 +271,8 @@ def close(n: int, retrospective: Path) -> dict:
 
 def record_drill(model: str, alias: str, timings: dict, user: str) -> dict:
     """Keep a drill's result beside the incidents (and in the audit log)."""
-    drills = workspace.subdir("incidents") / "drills"
-    drills.mkdir(exist_ok=True)
+    drills = root() / "drills"
+    drills.mkdir(parents=True, exist_ok=True)
     with _locked():
         n = 1 + max((int(p.stem) for p in drills.glob("[0-9]*.json")), default=0)
         record = {"drill": n, "model": model, "alias": alias, "time": _iso(_now()), "user": user, **timings}

@@ -16,8 +16,8 @@ from lamina.cli import eval as _eval  # noqa: F401,E402
 from lamina.cli import keys as _keys  # noqa: F401,E402
 from lamina.cli import methods as _methods  # noqa: F401,E402
 from lamina.cli import registry as _registry  # noqa: F401,E402
-from lamina.cli import serve as _serve  # noqa: F401,E402
 from lamina.cli import rollout as _rollout  # noqa: F401,E402
+from lamina.cli import serve as _serve  # noqa: F401,E402
 from lamina.cli import stages as _stages  # noqa: F401,E402
 
 # Importing a module registers its commands on `app`.

@@ -72,6 +72,21 @@ def create_app(server) -> FastAPI:
                          "parent": f"sha256:{v.base_sha256}" if v.base_sha256 else None, "lamina": _names(v)})
         return {"object": "list", "data": data}
 
+    @app.post("/v1/feedback")
+    async def feedback(request: Request):
+        """An operator's rating of a response (by its id), stored with the version that gave it."""
+        from lamina.errors import LaminaError
+
+        body = await _read_json(server, request)
+        _authenticate(server, request)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise ApiError(400, "invalid_request", "expected {\"id\": response id, \"rating\": number}", "id")
+        try:
+            version = server.observer.feedback(body["id"], body.get("rating"))
+        except LaminaError as e:
+            raise ApiError(404 if e.where == "id" else 400, "invalid_request", str(e), e.where) from None
+        return {"id": body["id"], "version": version}
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         return await _complete(server, request, api.ChatRequest)
@@ -140,9 +155,9 @@ def _check(server, record: dict | None, req) -> int:
     return max_tokens
 
 
-def _acquire(server, ref: str):
+def _acquire(server, ref: str, caller: str = ""):
     for _ in range(3):  # a swap may retire the picked version between pick and acquire
-        key = server.router.pick(ref)
+        key = server.router.pick(ref, caller)
         try:
             return server.pool.acquire(key) if key else None
         except Exception:
@@ -175,7 +190,9 @@ async def _complete(server, request: Request, kind):
     record = _authenticate(server, request)
     req = api.parse(kind, body)
     max_tokens = _check(server, record, req)
-    served = _acquire(server, req.model)
+    # A rollout's split is sticky per caller: the request's `user`, else the key's identity.
+    caller = str(body.get("user") or (record["id"] if record else "")) if isinstance(body, dict) else ""
+    served = _acquire(server, req.model, caller)
     try:
         prompt = _prompt(served, req, max_tokens)
         params = [Params(max_tokens, req.temperature, req.top_p, None if req.seed is None else req.seed + i)
@@ -274,6 +291,9 @@ def _finish(server, job: Job, ctx: dict, status: int) -> None:
         m.guard_trips.labels(key, kind, action).inc()
     if trips:
         log.warning("guard %s on %s: %s", ctx["endpoint"], key, ", ".join(f"{k} {a}" for k, a in trips))
+    server.observer.finished(key, status=status, latency_s=elapsed, trips=trips,
+                             outputs=[c.output for c in job.choices], prompt_chars=len(job.prompt),
+                             response_id=job.id)
     entry = {"time": api.now(), "endpoint": ctx["endpoint"], "model": ctx["req"].model, "version": key,
              "artifact_sha256": served.version.artifact_sha256, "key": record["id"] if record else None,
              "identity": record["user"] if record else None, "status": status,

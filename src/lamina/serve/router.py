@@ -15,8 +15,13 @@ from dataclasses import dataclass
 class Route:
     ref: str
     targets: tuple[tuple[str, float], ...]  # (version key "name/N", weight)
+    plan: object | None = None  # lamina.rollout.serving.RoutePlan while a canary is active
 
-    def pick(self, rng: random.Random) -> str:
+    def pick(self, rng: random.Random, caller: str = "") -> str:
+        if self.plan is not None:  # a rollout's sticky split by caller
+            key = f"{self.plan.name}/{self.plan.pick(caller)}"
+            if any(k == key for k, _ in self.targets):
+                return key
         if len(self.targets) == 1:
             return self.targets[0][0]
         keys, weights = zip(*self.targets, strict=True)
@@ -29,21 +34,21 @@ class Router:
         self._lock = threading.Lock()
         self._rng = random.Random()
 
-    def set(self, ref: str, *targets: tuple[str, float]) -> Route | None:
+    def set(self, ref: str, *targets: tuple[str, float], plan: object | None = None) -> Route | None:
         """Point `ref` at the given versions; returns the route it replaced."""
         with self._lock:
             before = self._routes.get(ref)
-            self._routes[ref] = Route(ref, tuple(targets))
+            self._routes[ref] = Route(ref, tuple(targets), plan)
             return before
 
     def get(self, ref: str) -> Route | None:
         with self._lock:
             return self._routes.get(ref)
 
-    def pick(self, ref: str) -> str | None:
+    def pick(self, ref: str, caller: str = "") -> str | None:
         with self._lock:
             route = self._routes.get(ref)
-            return route.pick(self._rng) if route else None
+            return route.pick(self._rng, caller) if route else None
 
     def refs(self) -> list[str]:
         with self._lock:

@@ -63,6 +63,10 @@ class Server:
         self.router = Router()
         self.watcher = Watcher(self.pool, self.router, self.spec.poll_s, on_swap=self._on_swap)
         self.keys = KeyStore()
+        from lamina.rollout.serving import Guardian, Observer
+
+        self.observer = Observer()  # live events the rollout guards and `lamina monitor` read
+        self.watcher.guardian = Guardian(every_s=self.spec.poll_s)
         self.refs = list(refs) or default_refs()
         if not self.refs:
             raise LaminaError("nothing to serve: no reference given and no alias set in the registry "

@@ -37,6 +37,7 @@ class Watcher:
         self.pool, self.router, self.poll_s = pool, router, poll_s
         self.on_swap = on_swap  # (ref, old key | None, new key | None, outcome, seconds, switched at)
         self.states: dict[str, RefState] = {}
+        self.guardian = None  # lamina.rollout.serving.Guardian: judges active rollouts on each poll
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -82,6 +83,8 @@ class Watcher:
                 state.refused, state.error = None, None
                 if self.on_swap:
                     self.on_swap(state.ref, None, f"{state.name}/{target}", "restored", 0.0, time.time())
+            if target is not None and target == state.serving:
+                self._follow_rollout(state)
             if target is None or target == state.serving or target == state.refused:
                 continue
             try:
@@ -94,6 +97,29 @@ class Watcher:
                 if self.on_swap:
                     self.on_swap(state.ref, f"{state.name}/{state.serving}", f"{state.name}/{target}", "refused", 0.0,
                                  time.time())
+
+    def _follow_rollout(self, state: RefState) -> None:
+        """Route `state`'s alias by its rollout record: champion and a canary challenger side by
+        side (split by caller), or the champion alone once the rollout ends; then judge its guards."""
+        from lamina.rollout.serving import RoutePlan
+
+        plan = RoutePlan.read(state.name, state.alias)
+        champion = f"{state.name}/{state.serving}"
+        route = self.router.get(state.ref)
+        if plan.rollout and plan.rollout["mode"] == "canary":
+            challenger = f"{state.name}/{plan.rollout['challenger']}"
+            if route is None or route.plan != plan:
+                if challenger not in self.pool.served or self.pool.served[challenger].retired:
+                    self.pool.add(open_version(state.name, int(plan.rollout["challenger"])))
+                self.router.set(state.ref, (champion, 1.0), (challenger, 1.0), plan=plan)
+        elif route is not None and route.plan is not None:
+            before = self.router.set(state.ref, (champion, 1.0))
+            in_use = self.router.in_use()
+            for key, _ in before.targets if before else ():
+                if key not in in_use:
+                    self.pool.retire(key)
+        if self.guardian is not None:
+            self.guardian.poll(state.name, state.alias)
 
     def run(self) -> None:
         while not self._stop.wait(self.poll_s):

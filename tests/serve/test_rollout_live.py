@@ -1,0 +1,69 @@
+"""Rollouts on a real server (loopback, openai client): a canary whose answers are rated worse
+is rolled back by the server's own guard watch with no failed request, callers stay on one
+version while it runs, and POST /v1/feedback stores ratings with the answering version."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from serve_runs import client_for, issue_key, running
+
+MESSAGES = [{"role": "user", "content": "where is my order"}]
+
+
+def _wait(predicate, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_worse_canary_is_rolled_back_by_the_server_with_no_failed_request(registry):
+    from lamina.governance import incidents
+    from lamina.registry import aliases
+    from lamina.registry.release import acting_as
+    from lamina.rollout import control, record
+
+    v1, v2, _ = registry
+    key = issue_key(user="loadgen")
+    with running(["tickets@production"]) as server:
+        with acting_as("bob"):
+            control.start("tickets", v2, "production", canary=30, min_requests=6, window_s=300,
+                          guards=["live.error_rate <= champion + 0.02", "live.feedback_score >= champion - 1"])
+        _wait(lambda: server.router.get("tickets@production").plan is not None)  # the watch loaded v2
+        client = client_for(server, key)
+        feedback = httpx.Client(base_url=f"http://127.0.0.1:{server.port}/v1",
+                                headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        answered, during = [], {}
+        for i in range(120):
+            caller = f"caller-{i % 40}"
+            raw = client.chat.completions.with_raw_response.create(
+                model="tickets@production", messages=MESSAGES, max_tokens=2, temperature=0, user=caller)
+            version = raw.headers["x-lamina-version"]
+            rating = 1 if version == f"tickets/{v2}" else 5  # the operator rates v2's answers worse
+            r = feedback.post("/feedback", json={"id": raw.parse().id, "rating": rating})
+            assert r.status_code == 200 and r.json()["version"] == version
+            active = record.active("tickets", "production") is not None
+            answered.append((version, active))
+            if active:
+                during.setdefault(caller, set()).add(version)
+            if not active:
+                break
+        # The next poll routes the whole alias to the champion again.
+        _wait(lambda: server.router.get("tickets@production").plan is None)
+        after = {
+            client.chat.completions.with_raw_response.create(
+                model="tickets@production", messages=MESSAGES, max_tokens=2, temperature=0, user=f"caller-{i}"
+            ).headers["x-lamina-version"]
+            for i in range(20)
+        }
+        assert feedback.post("/feedback", json={"id": "nope", "rating": 3}).status_code == 404
+        feedback.close()
+    state = record.state("tickets", "production")
+    assert state["state"] == "rolled_back" and aliases.current("tickets", "production") == v1
+    assert all(len(seen) == 1 for seen in during.values())  # sticky while the canary ran
+    assert {v for v, _ in answered} == {f"tickets/{v1}", f"tickets/{v2}"}
+    assert after == {f"tickets/{v1}"}  # after the rollback the champion answers everyone
+    (incident,) = incidents.all_incidents("tickets")
+    assert incident["source"] == "guard_breach" and incident["versions"] == [v2]

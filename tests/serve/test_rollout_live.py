@@ -67,3 +67,29 @@ def test_worse_canary_is_rolled_back_by_the_server_with_no_failed_request(regist
     assert after == {f"tickets/{v1}"}  # after the rollback the champion answers everyone
     (incident,) = incidents.all_incidents("tickets")
     assert incident["source"] == "guard_breach" and incident["versions"] == [v2]
+
+
+def test_shadow_rollout_never_changes_what_users_receive_and_records_agreement(registry):
+    from lamina.registry.release import acting_as
+    from lamina.rollout import control, live
+
+    v1, v2, _ = registry
+    key = issue_key(user="loadgen")
+
+    def ask(client, i: int) -> tuple[str, str]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="tickets@production", messages=MESSAGES, max_tokens=4, temperature=0, user=f"caller-{i}")
+        return raw.headers["x-lamina-version"], raw.parse().choices[0].message.content
+
+    with running(["tickets@production"]) as server:
+        client = client_for(server, key)
+        before = [ask(client, i) for i in range(12)]
+        with acting_as("bob"):
+            control.start("tickets", v2, "production", shadow=True, min_requests=5)
+        _wait(lambda: server.router.get("tickets@production").plan is not None)
+        during = [ask(client, i) for i in range(12)]
+        _wait(lambda: (live.window("tickets", 300).get(f"tickets/{v2}") or {}).get("shadow_n", 0) >= 12)
+    assert during == before  # same version, same text, for every caller
+    assert {v for v, _ in during} == {f"tickets/{v1}"}
+    shadow = live.window("tickets", 300)[f"tickets/{v2}"]
+    assert shadow["requests"] >= 12 and shadow["agreement_rate"] is not None

@@ -6,6 +6,7 @@ OpenAI-style JSON with the matching status; a failure inside never shows its tra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -215,7 +216,46 @@ async def _complete(server, request: Request, kind):
     finally:
         job.cancel()
         _finish(server, job, ctx, status)
+    _shadow(server, req, job, prompt, params)
     return JSONResponse(_full_body(job, req), headers=headers)
+
+
+_SHADOWS: set = set()  # running shadow copies (kept referenced until done)
+
+
+def _shadow(server, req, job: Job, prompt: list[int], params: list) -> None:
+    """In a shadow rollout, the challenger answers a copy after the user has the champion's
+    answer; the two are compared as live events. The user's response is never touched."""
+    route = server.router.get(req.model)
+    number = route.plan.shadow if route is not None and route.plan is not None else None
+    if number is None:
+        return
+    key = f"{route.plan.name}/{number}"
+    try:
+        served = server.pool.acquire(key)
+    except Exception:  # not loaded (yet): no copy this time
+        return
+
+    async def run() -> None:
+        started, status = time.perf_counter(), 500
+        copy = Job(served, prompt, params, req.stops(), server.guard)
+        try:
+            await copy.run()
+            status = 200
+        except Exception as e:  # a failing challenger is what shadow mode is for: count it
+            log.warning("shadow copy on %s failed: %s", key, e)
+        finally:
+            copy.cancel()
+            server.pool.release(served)
+        server.observer.shadowed(
+            job.served.version.key, key, "\n".join(c.output for c in job.choices),
+            "\n".join(c.output for c in copy.choices) if status == 200 else None,
+            status=status, latency_s=time.perf_counter() - started,
+            trips=[t for c in copy.choices for t in c.text.trips])
+
+    task = asyncio.get_running_loop().create_task(run())
+    _SHADOWS.add(task)
+    task.add_done_callback(_SHADOWS.discard)
 
 
 def _base(job: Job, req, chunk: bool) -> dict:

@@ -106,7 +106,7 @@ class Watcher:
         plan = RoutePlan.read(state.name, state.alias)
         champion = f"{state.name}/{state.serving}"
         route = self.router.get(state.ref)
-        if plan.rollout and plan.rollout["mode"] == "canary":
+        if plan.rollout:  # canary: split by caller; shadow: the champion answers, the challenger a copy
             challenger = f"{state.name}/{plan.rollout['challenger']}"
             if route is None or route.plan != plan:
                 if challenger not in self.pool.served or self.pool.served[challenger].retired:

@@ -93,3 +93,20 @@ def test_shadow_rollout_never_changes_what_users_receive_and_records_agreement(r
     assert {v for v, _ in during} == {f"tickets/{v1}"}
     shadow = live.window("tickets", 300)[f"tickets/{v2}"]
     assert shadow["requests"] >= 12 and shadow["agreement_rate"] is not None
+
+
+def test_drill_times_the_way_back_to_the_server_answering_from_the_old_version(registry):
+    from lamina.registry import aliases
+    from lamina.registry.release import acting_as
+    from lamina.rollout import drill
+
+    v1, v2, _ = registry
+    key = issue_key(user="loadgen")
+    with acting_as("dana"):
+        aliases.promote("tickets", v1, "staging")
+        aliases.promote("tickets", v2, "staging")
+    with running(["tickets@staging"]) as server, acting_as("dana"):
+        result = drill.drill("tickets", "staging", f"http://127.0.0.1:{server.port}/v1", key, timeout_s=20)
+    assert (result["from"], result["rolled_back_to"], result["restored"]) == (v2, v1, True)
+    # Measured from the alias move to the server answering from v1, then back to v2: within a few polls.
+    assert 0 < result["back_served_s"] < 10 and 0 < result["forward_served_s"] < 10, result

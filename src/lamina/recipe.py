@@ -151,7 +151,10 @@ class TrainSpec(Strict):
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on CUDA and on CPUs with bf16 in hardware (AVX512-BF16, AMX; "
+        "autocast over fp32 weights), else fp32.",
+    )
     gradient_checkpointing: bool = False
     fused_kernels: Literal["auto", "on", "off"] = Field(
         "auto", description="Fused RMSNorm/RoPE/SwiGLU kernels (liger-kernel) on CUDA; auto: when installed."

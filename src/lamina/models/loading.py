@@ -25,9 +25,12 @@ TOKENIZER_FILES = (
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        from lamina.models.cpu import configure_threads
+
+        configure_threads()
+    return device
 
 
 def resolve_base(ref: str, revision: str | None = None) -> Path:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lamina.data.packing import StepSampler, micro_batches
+from lamina.models.cpu import native_bf16
 from lamina.recipe import TrainSpec
 from lamina.train.optim import set_lr
 
@@ -52,13 +53,14 @@ class Loop:
     dist: object | None = None  # lamina.train.distributed.Dist under torchrun
 
     def autocast(self):
-        if self.device.type == "cuda" and self.precision() == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.device.type in ("cuda", "cpu") and self.precision() == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def precision(self) -> str:
         if self.spec.precision == "auto":
-            return "bf16" if self.device.type == "cuda" else "fp32"
+            # On a CPU with bf16 in hardware, autocast (fp32 master weights) is the faster path.
+            return "bf16" if self.device.type == "cuda" or (self.device.type == "cpu" and native_bf16()) else "fp32"
         return self.spec.precision
 
     def step(self) -> tuple[torch.Tensor, int, int]:

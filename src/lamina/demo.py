@@ -43,16 +43,33 @@ def held_out_em(model_ref, records: list[dict]) -> float:
     return round(score, 4)
 
 
-def stage(n: int, title: str) -> None:
-    console.rule(f"[bold]{n}. {title}")
+class StageClock:
+    """Prints each stage's heading and records its wall and CPU seconds in figures["stages"]."""
+
+    def __init__(self, figures: dict):
+        self.stages = figures.setdefault("stages", {})
+        self.current: str | None = None
+
+    def stage(self, n: int, title: str, key: str) -> None:
+        self.stop()
+        console.rule(f"[bold]{n}. {title}")
+        self.current, self.wall, self.cpu = key, time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        if self.current:
+            self.stages[self.current] = {"seconds": round(time.perf_counter() - self.wall, 1),
+                                         "cpu_seconds": round(time.process_time() - self.cpu, 1)}
+        self.current = None
 
 
 def run_demo(method: str = "lora", rlhf: bool = False, rl: bool = False) -> dict:
     started = time.time()
-    figures: dict = {"method": method}
+    figures: dict = {"method": method, "machine": machine()}
     home = workspace.subdir("demo")
+    announce_pretraining()
+    clock = StageClock(figures)
 
-    stage(1, "bundled data and intake")
+    clock.stage(1, "bundled data and intake", "intake")
     train_records, eval_records = task_splits()
     train_path, eval_path = home / "tickets-train.jsonl", home / "tickets-eval.jsonl"
     write_jsonl(train_path, train_records)
@@ -64,32 +81,33 @@ def run_demo(method: str = "lora", rlhf: bool = False, rl: bool = False) -> dict
     figures["intake"]["pii_report"] = intake["pii_report"]
     show_pii(intake)
 
-    stage(2, "tiny base model")
+    clock.stage(2, "tiny base model", "base")
     from lamina.train.tiny_base import ensure_tiny_base
 
     t = time.time()
     base = ensure_tiny_base()
-    figures["base"] = {"path": str(base), "seconds": round(time.time() - t, 1),
-                       "exact_match": held_out_em(base, eval_records)}
+    figures["base"] = {"path": str(base), "seconds": round(time.time() - t, 1)}
+    figures["base"]["exact_match"] = held_out_em(base, eval_records)
     console.print(f"base at {base}; held-out exact match {figures['base']['exact_match']:.2f}")
 
-    stage(3, f"supervised fine-tuning ({method})")
+    clock.stage(3, f"supervised fine-tuning ({method})", "sft")
     from lamina.train.runner import train
 
     t = time.time()
     sft_run = train(demo_recipe(intake["version_id"], method))
-    figures["sft"] = {"run_dir": str(sft_run), "seconds": round(time.time() - t, 1),
-                      "exact_match": held_out_em(sft_run, eval_records)}
+    figures["sft"] = {"run_dir": str(sft_run), "seconds": round(time.time() - t, 1)}
+    figures["sft"]["exact_match"] = held_out_em(sft_run, eval_records)
     console.print(f"fine-tuned held-out exact match {figures['sft']['exact_match']:.2f} (run {sft_run})")
 
-    stage(4, "evaluation and release gate")
+    clock.stage(4, "evaluation and release gate", "gate")
     figures["eval"] = evaluate(sft_run, base)
 
-    stage(5, "reward model → PPO" if rlhf else "GRPO on the base with a verifier" if rl else "preference optimisation (DPO)")
+    key = "rlhf" if rlhf else "rl" if rl else "dpo"
+    title = "reward model → PPO" if rlhf else "GRPO on the base with a verifier" if rl else "preference optimisation (DPO)"
+    clock.stage(5, title, key)
     from lamina import methods
     from lamina.train import stages
 
-    key = "rlhf" if rlhf else "rl" if rl else "dpo"
     second_run = None
     if not methods.get(method).MERGEABLE:
         # A later stage starts from the previous stage merged into its base.
@@ -108,12 +126,39 @@ def run_demo(method: str = "lora", rlhf: bool = False, rl: bool = False) -> dict
         second_run = Path(second["ppo_run"] if rlhf else second["run_dir"])
         figures[f"{key}_eval"] = evaluate(second_run, base, eval_path)
 
-    stage(6, "registry: register, promote, roll back")
+    clock.stage(6, "registry: register, promote, roll back", "release")
     figures["release"] = release(sft_run, second_run)
+    clock.stop()
 
     figures["seconds"] = round(time.time() - started, 1)
     show_summary(figures, key)
     return figures
+
+
+def machine() -> dict:
+    """The conditions every time figure depends on: threads torch uses, cores, load, bf16."""
+    import os
+
+    import torch
+
+    from lamina.models.cpu import configure_threads, native_bf16
+
+    cuda = torch.cuda.is_available()
+    return {"device": "cuda" if cuda else "cpu", "torch_threads": configure_threads(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_bf16": native_bf16()}
+
+
+def announce_pretraining() -> None:
+    """On a first run, say how long the one-time pretraining of the tiny base will take."""
+    from lamina.train.tiny_base import estimate_pretraining, is_cached
+
+    if is_cached():
+        return
+    est = estimate_pretraining()
+    console.print(f"First run: the tiny base is pretrained once, about {est['seconds']:.0f} s here "
+                  f"({est['tokens']:,} tokens at a measured {est['tokens_per_s']:,.0f} tokens/s); "
+                  "later runs load it from the workspace cache.")
 
 
 def evaluate(run_dir: Path, base: Path, eval_file: Path | None = None) -> dict:

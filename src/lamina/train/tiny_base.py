@@ -17,9 +17,10 @@ from lamina import workspace
 from lamina.fsio import atomic_dir, sha256_json
 from lamina.models.loading import resolve_base as resolve_existing
 from lamina.models.tiny import ARCH, CHAT_TEMPLATE, VOCAB_SIZE, build_model, build_tokenizer, corpus_texts
-from lamina.train.pretrain import pretrain_lm
+from lamina.train.pretrain import measure_tokens_per_s, pretrain_lm
 
 PRETRAIN = {"steps": 120, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 20, "max_length": 256}
+TYPICAL_LENGTHS = (20, 52)  # tokens per corpus text (min, max), for estimate_pretraining's stand-in rows
 
 
 def cache_key(seed: int = 0) -> str:
@@ -27,10 +28,40 @@ def cache_key(seed: int = 0) -> str:
                         "template": CHAT_TEMPLATE, "seed": seed, "format": 1})
 
 
+def cached_path(seed: int = 0) -> Path:
+    return workspace.subdir("bases") / f"tiny-{cache_key(seed)[:16]}"
+
+
+def is_cached(seed: int = 0) -> bool:
+    return (cached_path(seed) / "config.json").is_file()
+
+
+def estimate_pretraining(seed: int = 0) -> dict:
+    """How long pretraining will take here: tokens/s measured on a few steps of the same
+    model, loop and token budget (random weights; random token rows of the corpus's typical
+    lengths), times the tokens pretraining trains on. Takes a second or two."""
+    import random
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lamina.data.chat import Tokenized
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB_SIZE, bos_token_id=None, eos_token_id=1, pad_token_id=0,
+                                         **ARCH))
+    lengths = [rng.randint(*TYPICAL_LENGTHS) for _ in range(2 * PRETRAIN["tokens_per_step"] // TYPICAL_LENGTHS[0])]
+    examples = [Tokenized([rng.randrange(VOCAB_SIZE) for _ in range(n)], [True] * n) for n in lengths]
+    rate = measure_tokens_per_s(model, examples, seed=seed, **PRETRAIN)
+    tokens = PRETRAIN["steps"] * PRETRAIN["tokens_per_step"]
+    return {"seconds": tokens / rate, "tokens": tokens, "tokens_per_s": rate}
+
+
 def ensure_tiny_base(seed: int = 0, progress: bool = True) -> Path:
     """Path of the pretrained tiny base, building and caching it on first use."""
-    target = workspace.subdir("bases") / f"tiny-{cache_key(seed)[:16]}"
-    if (target / "config.json").is_file():
+    target = cached_path(seed)
+    if is_cached(seed):
         return target
     texts = corpus_texts()
     started = time.time()

@@ -35,8 +35,10 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
         if m["role"] != "assistant":
             continue
         start = len(render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
-        end = len(render(tokenizer, messages[: i + 1]))
-        if not full.startswith(render(tokenizer, messages[: i + 1])):
+        # Rendering is most of tokenising's cost: the last turn's prefix is the full text.
+        upto = full if i + 1 == len(messages) else render(tokenizer, messages[: i + 1])
+        end = len(upto)
+        if not full.startswith(upto):
             raise LaminaError(
                 "the chat template does not render conversations prefix-stably; assistant masks cannot be "
                 "derived from it (use `loss_on: all` or a different template)"

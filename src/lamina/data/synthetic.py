@@ -23,6 +23,7 @@ context, so that task was unreachable for the embedded default; triage is learna
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -120,8 +121,14 @@ def chat_record(t: Ticket) -> dict:
 
 
 def tickets(n: int, seed: int) -> list[Ticket]:
+    return list(_tickets(n, seed))
+
+
+@functools.lru_cache(maxsize=16)
+def _tickets(n: int, seed: int) -> tuple[Ticket, ...]:
+    # The demo, its preference pairs and the tiny base's cache key ask for the same tickets.
     rng = random.Random(seed)
-    return [make_ticket(rng) for _ in range(n)]
+    return tuple(make_ticket(rng) for _ in range(n))
 
 
 def task_splits(n_train: int = 1200, n_eval: int = 100, seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -4,13 +4,16 @@ A tiny model's matrices are small, so OpenMP threads that find their core taken 
 process stall every op of the step: on a shared 2-core machine two threads can be slower
 than one. Torch's default is one thread per core it may run on, whatever else runs there;
 here the count is the cores not already busy when the process first asks (load average),
-at least one. `OMP_NUM_THREADS` or `LAMINA_CPU_THREADS`, when set, win.
+at least one. `OMP_NUM_THREADS` or `LAMINA_CPU_THREADS`, when set, win. Load can also arrive
+later: `ThreadGuard` drops to one thread when the threads stop getting their cores (measured
+here at load 13 on 2 cores: a tiny-base step took 13.5 s on two threads, 0.9 s on one).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 
 import torch
 
@@ -43,3 +46,23 @@ def native_bf16() -> bool:
     ran 4.6x faster than fp32 (4096 x 128 x 384, one core); elsewhere bf16 is emulated, slower."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+class ThreadGuard:
+    """Called once per training step on CPU: when the process got less than 3/4 of a core per
+    thread over the last second or more, other work holds the cores, and OpenMP threads
+    waiting on each other at every op cost far more than they bring: go down to one thread.
+    An explicit thread setting is left alone."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.explicit = bool(os.environ.get("LAMINA_CPU_THREADS") or os.environ.get("OMP_NUM_THREADS"))
+
+    def check(self) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if wall - self.wall < 1.0:
+            return
+        threads = torch.get_num_threads()
+        if not self.explicit and threads > 1 and (cpu - self.cpu) / (wall - self.wall) < 0.75 * threads:
+            torch.set_num_threads(1)
+        self.wall, self.cpu = wall, cpu

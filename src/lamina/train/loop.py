@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lamina.data.packing import StepSampler, micro_batches
-from lamina.models.cpu import native_bf16
+from lamina.models.cpu import ThreadGuard, native_bf16
 from lamina.recipe import TrainSpec
 from lamina.train.optim import set_lr
 
@@ -115,8 +115,11 @@ class Loop:
         window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
         window_count = 0
         deadline = time.perf_counter() + max_seconds if max_seconds else None
+        guard = ThreadGuard() if self.device.type == "cpu" else None
         while self.state.step < self.total_steps:
             loss, tokens, count = self.step()
+            if guard:
+                guard.check()
             self.state.step += 1
             self.state.tokens += tokens
             self.state.loss_tokens += count

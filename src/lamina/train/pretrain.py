@@ -53,7 +53,7 @@ def pretrain_lm(model, tokenizer, texts: list[str], *, seed: int, steps: int, to
             "precision": loop.precision(), "torch_threads": torch.get_num_threads()}
 
 
-def measure_tokens_per_s(model, examples: list[Tokenized], *, timed_steps: int = 2, **settings) -> float:
+def measure_tokens_per_s(model, examples: list[Tokenized], *, timed_steps: int = 1, **settings) -> float:
     """Training tokens/s of `model` on `examples` under `settings` (those of pretrain_lm): one
     warm-up step, then `timed_steps` timed ones. Trains the model it is given: pass a throwaway."""
     loop = lm_loop(model, examples, **{**settings, "steps": timed_steps + 1})

@@ -9,6 +9,7 @@ lamina.models.loading.resolve_base, which only loads what exists.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ PRETRAIN = {"steps": 120, "tokens_per_step": 4096, "lr": 3e-3, "warmup_steps": 2
 TYPICAL_LENGTHS = (20, 52)  # tokens per corpus text (min, max), for estimate_pretraining's stand-in rows
 
 
+@functools.cache
 def cache_key(seed: int = 0) -> str:
     return sha256_json({"arch": ARCH, "vocab": VOCAB_SIZE, "pretrain": PRETRAIN, "corpus": sha256_json(corpus_texts()),
                         "template": CHAT_TEMPLATE, "seed": seed, "format": 1})

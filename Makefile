@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.lamina-installed
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-slow test-all lint bench-cpu clean
+.PHONY: setup demo test test-slow test-all lint bench-cpu bench-demo clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: setup
 
 bench-cpu: setup
 	$(PY) bench/sft_throughput.py --device cpu
+
+# A first `lamina demo` from an empty workspace and a second one: seconds per stage, tokens/s, load.
+bench-demo: setup
+	$(PY) bench/cpu_demo.py
 
 clean:
 	rm -rf $(VENV) .lamina

@@ -29,5 +29,11 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path):
     ops = [(h["op"], h.get("to")) for h in figures["release"]["history"] if h["op"] != "register"]
     assert ops == [("promote", 1), ("promote", 2), ("rollback", 1)]
     assert figures["release"]["production"] == 1
+    # every stage timed; a first run announces the one-time pretraining with a measured rate
+    assert list(figures["stages"]) == ["intake", "base", "sft", "gate", "dpo", "release"]
+    assert all(s["seconds"] > 0 for s in figures["stages"].values())
+    assert figures["stages"]["base"]["seconds"] >= figures["base"]["seconds"]
+    assert 1 <= figures["machine"]["torch_threads"] <= figures["machine"]["cpus"]
+    assert "the tiny base is pretrained once, about" in " ".join(proc.stderr.split())
     # the demo writes nothing outside its workspace
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]

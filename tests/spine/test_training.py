@@ -29,7 +29,8 @@ from lamina.train.setup import setup as set_up_run
 
 def _one_step_params(tiny_random, train_file, micro_tokens):
     recipe = parse_recipe(recipe_dict(tiny_random, train_file, steps=1, tokens_per_step=2048,
-                                      micro_tokens=micro_tokens, grad_clip=None))
+                                      micro_tokens=micro_tokens, grad_clip=None, precision="fp32"))
+    # fp32: under bf16 autocast (the CPU default where bf16 is native) rounding depends on the split
     s = set_up_run(recipe)
     s.loop.run()
     return {n: p.detach().clone() for n, p in s.model.named_parameters() if p.requires_grad}, s

@@ -48,7 +48,10 @@ def logits(model, tokenizer) -> torch.Tensor:
     ids = torch.tensor(
         [tokenize_chat(tokenizer, task_splits(n_train=2, n_eval=1, seed=5)[1][0]["messages"]).input_ids]
     )
-    with torch.no_grad():
+    from lamina.models.generate import inference_mode
+
+    # As generation does: a model set up for training attends through the packed-only kernel.
+    with inference_mode(model):
         return model(input_ids=ids).logits.float()
 
 

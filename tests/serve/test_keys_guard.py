@@ -23,7 +23,7 @@ def test_keys_allow_lists_budgets_revocation_and_audit(registry, workspace):
     budget = issue_key(user="small-app", tokens="20/h")
     plain = issue_key(user="app")
     stored = (workspace / "serve" / "keys.json").read_text()
-    assert all(k.split("_")[2] not in stored for k in (other, limited, budget, plain))  # only hashes kept
+    assert all(k.split("_", 2)[2] not in stored for k in (other, limited, budget, plain))  # only hashes kept
     with running(["tickets@production"]) as server:
         call = lambda key, **kw: client_for(server, key).chat.completions.create(  # noqa: E731
             model="tickets@production", messages=MESSAGES, max_tokens=kw.get("max_tokens", 4))

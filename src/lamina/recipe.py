@@ -30,13 +30,24 @@ class ModelSpec(Strict):
 
 
 class DataSpec(Strict):
-    train: str | None = Field(None, description="JSONL file of training records (taken in before training).")
+    train: str | None = Field(
+        None, description="Training records (taken in before training): a JSONL, JSON (array), Parquet, CSV or TSV "
+        "file, a `datasets` save_to_disk directory, or `hub:owner/name` (loaded through `datasets`).",
+    )
     dataset: str | None = Field(None, description="A dataset version id (or its name) from `lamina data intake`.")
     licence: str | None = Field(None, description="Licence of the raw `train`/`eval` files; required for them.")
-    eval: str | None = Field(None, description="JSONL file of held-out records (same format).")
-    format: Literal["chat", "prompt_completion", "preference", "unpaired"] = Field(
-        "chat", description="`unpaired`: {prompt, completion, label: true|false} records (for kto)."
+    eval: str | None = Field(None, description="Held-out records, in any form `train` takes (same format).")
+    format: Literal["chat", "prompt_completion", "preference", "unpaired", "sharegpt", "alpaca"] = Field(
+        "chat", description="chat: `messages`; prompt_completion; preference: prompt/chosen/rejected; unpaired: "
+        "{prompt, completion, label: true|false} (for kto); sharegpt: `conversations` of {from, value}; alpaca: "
+        "instruction/input/output. A `system` column is honoured; other columns are kept as metadata.",
     )
+    columns: dict[str, str] | None = Field(
+        None, description="Record field -> your column, when the names differ: {prompt: question, completion: answer}."
+    )
+    split: str | None = Field(None, description="Split of a hub dataset or `datasets` directory; default train.")
+    revision: str | None = Field(None, description="Branch, tag or commit of a hub dataset; the resolved commit "
+                                 "is recorded as provenance.")
     loss_on: Literal["assistant", "all"] = "assistant"
     max_length: int = Field(512, gt=8)
     overlong: Literal["truncate", "drop"] = "drop"
@@ -47,6 +58,13 @@ class DataSpec(Strict):
             raise ValueError("name exactly one of `train` (a JSONL file) or `dataset` (a dataset version)")
         if self.dataset is not None and (self.eval is not None or self.licence is not None):
             raise ValueError("`eval` and `licence` describe raw files; a dataset version has its own eval split and licences")
+        if self.columns:
+            from lamina.data.shapes import check_columns
+
+            try:
+                check_columns(self.format, self.columns)
+            except LaminaError as e:
+                raise ValueError(str(e)) from None
         return self
 
 

@@ -50,7 +50,7 @@ def test_data_paths_are_relative_to_the_recipe(tmp_path):
         ('{"messages": [{"role": "robot", "content": "hi"}]}', "chat", "role is 'robot'"),
         ('{"prompt": "a", "completion": ""}', "prompt_completion", "`completion` is empty"),
         ('{"prompt": "a", "chosen": "b"}', "preference", "`rejected` must be a string"),
-        ('{"prompt": "a", "completion": "b", "extra": 1}', "prompt_completion", "unknown keys ['extra']"),
+        ('{"prompt": "a", "completion": "b", "system": 1}', "prompt_completion", "`system` must be a string"),
     ],
 )
 def test_bad_records_name_file_and_line(tmp_path, line, fmt, message):
@@ -84,3 +84,10 @@ def test_prompt_completion_becomes_chat(tmp_path):
     (rec,) = read_jsonl(p, "prompt_completion")
     assert rec.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     assert rec.subject_id == "7"
+
+
+def test_extra_keys_are_kept_as_metadata_not_refused(tmp_path):
+    p = tmp_path / "pc.jsonl"
+    p.write_text('{"prompt": "q", "completion": "a", "source": "wiki", "meta": {"k": 1}}\n')
+    (rec,) = read_jsonl(p, "prompt_completion")
+    assert rec.meta == {"source": "wiki", "k": 1}

@@ -31,7 +31,10 @@ def _intake_spec(recipe: Path | None):
 
 @data_app.command("add")
 def add(
-    file: Path = typer.Argument(..., help="JSONL file of records."),
+    file: str = typer.Argument(
+        ..., help="JSONL, JSON (array), Parquet, CSV or TSV file; a `datasets` save_to_disk directory; or "
+        "hub:owner/name (a Hugging Face dataset, through `datasets`)."
+    ),
     name: str = typer.Option(..., "--name"),
     licence: str = typer.Option(..., "--licence", help="SPDX id (cc-by-4.0, mit, ...) or `internal`."),
     origin: str = typer.Option(..., "--origin", help="URL or description of where the data came from."),
@@ -44,7 +47,15 @@ def add(
         None, "--retain-until", help="YYYY-MM-DD; `lamina data sweep` removes it after."
     ),
     personal_data: str = typer.Option("yes", "--personal-data", help="yes | no"),
-    fmt: str = typer.Option("chat", "--format", help="chat | prompt_completion | preference"),
+    fmt: str = typer.Option(
+        "chat", "--format", help="chat | prompt_completion | preference | sharegpt | alpaca"
+    ),
+    column: list[str] = typer.Option(
+        [], "--column", help="FIELD=COLUMN: read a record field from your column (repeatable), "
+        "e.g. --column prompt=question."
+    ),
+    split: str = typer.Option(None, "--split", help="Split of a hub dataset or datasets directory (default train)."),
+    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit of a hub dataset."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
@@ -54,10 +65,17 @@ def add(
 
     if personal_data not in ("yes", "no"):
         raise LaminaError("expected yes or no", "--personal-data")
+    columns = {}
+    for item in column:
+        field, sep, col = item.partition("=")
+        if not sep or not field.strip() or not col.strip():
+            raise LaminaError(f"{item!r} is not FIELD=COLUMN", "--column")
+        columns[field.strip()] = col.strip()
     user = access.require("data.write")
     info = SourceInfo(
-        name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes"
-    )
+        name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes",
+        columns or None, split, revision,
+    )  # fmt: skip
     src, new = register_source(file, info)
     if new:
         audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
@@ -158,13 +176,14 @@ def show(
 
     with catalog.session() as s:
         row = catalog.resolve_version(s, version)
+        names = catalog.names_of(s, row.id) or [row.name]
     path = workspace.home() / row.path
     m = fsio.read_json(path / "manifest.json")
     text = (
-        f"dataset {m['name']} version {m['id']} ({row.status})\n  {m['counts']['train']} train, "
+        f"dataset {', '.join(names)} version {m['id']} ({row.status})\n  {m['counts']['train']} train, "
         f"{m['counts']['eval']} eval; PII found {m['steps']['pii']['found']}\n  card: {path / 'README.md'}"
     )
-    _emit(m | {"status": row.status, "card": str(path / "README.md")}, as_json, text)
+    _emit(m | {"status": row.status, "names": names, "card": str(path / "README.md")}, as_json, text)
 
 
 @data_app.command("forget")

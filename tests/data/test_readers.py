@@ -16,7 +16,11 @@ from lamina.data.shapes import read_records
 from lamina.errors import LaminaError
 
 ROWS = [
-    {"question": f"How do I reset device {i}?", "answer": f"Hold button {i} for ten seconds.", "topic": f"t{i % 3}"}
+    {
+        "question": f"How do I reset device {i}?",
+        "answer": f"Hold button {i} for ten seconds.",
+        "topic": f"t{i % 3}",
+    }
     for i in range(12)
 ]
 COLUMNS = {"prompt": "question", "completion": "answer"}
@@ -24,7 +28,8 @@ COLUMNS = {"prompt": "question", "completion": "answer"}
 
 def _expected():
     return [
-        [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}] for r in ROWS
+        [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]
+        for r in ROWS
     ]
 
 
@@ -72,11 +77,20 @@ def test_every_form_gives_the_same_records_with_extra_columns_as_metadata(tmp_pa
 def test_sharegpt_alpaca_and_a_system_column():
     from lamina.data.shapes import to_record
 
-    share = {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi?"},
-                               {"from": "gpt", "value": "Hello."}], "lang": "en"}
+    share = {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hi?"},
+            {"from": "gpt", "value": "Hello."},
+        ],
+        "lang": "en",
+    }
     rec = to_record(share, "sharegpt", None, "x:1")
-    assert rec.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-                            {"role": "assistant", "content": "Hello."}]
+    assert rec.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
     assert rec.meta == {"lang": "en"}
     alpaca = {"instruction": "Translate.", "input": "chat", "output": "cat", "system": "You translate."}
     assert to_record(alpaca, "alpaca", None, "x:2").messages == [
@@ -84,11 +98,18 @@ def test_sharegpt_alpaca_and_a_system_column():
         {"role": "assistant", "content": "cat"}]  # fmt: skip
     no_input = to_record({"instruction": "Say hi.", "input": "", "output": "hi"}, "alpaca", None, "x:3")
     assert no_input.messages[0] == {"role": "user", "content": "Say hi."}
-    chat = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "system": "S"}
+    chat = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "system": "S",
+    }
     assert to_record(chat, "chat", None, "x:4").messages[0] == {"role": "system", "content": "S"}
     with pytest.raises(LaminaError, match=r"^x:5: conversations\[1\]\.from is 'robot'"):
-        to_record({"conversations": [{"from": "human", "value": "a"}, {"from": "robot", "value": "b"}]},
-                  "sharegpt", None, "x:5")
+        to_record(
+            {"conversations": [{"from": "human", "value": "a"}, {"from": "robot", "value": "b"}]},
+            "sharegpt",
+            None,
+            "x:5",
+        )
 
 
 def test_bad_rows_and_mappings_name_the_place(tmp_path):
@@ -96,7 +117,9 @@ def test_bad_rows_and_mappings_name_the_place(tmp_path):
     p.write_text("question,answer\nq1,a1\nq2,\n")
     with pytest.raises(LaminaError, match=r"faq\.csv:3: `completion` is empty"):
         read_records(p, "prompt_completion", COLUMNS)
-    with pytest.raises(LaminaError, match=r"faq\.csv:2: no column 'reply' \(named by data\.columns\.completion\)"):
+    with pytest.raises(
+        LaminaError, match=r"faq\.csv:2: no column 'reply' \(named by data\.columns\.completion\)"
+    ):
         read_records(p, "prompt_completion", {"prompt": "question", "completion": "reply"})
     with pytest.raises(LaminaError, match="'answer' is not a field of format 'chat'"):
         read_records(p, "chat", {"answer": "answer"})

@@ -38,7 +38,9 @@ def check_columns(fmt: str, columns: dict[str, str] | None, where: str = "data.c
     allowed = MAPPABLE[fmt] | {"system", "subject_id", "id"}
     for key in columns or {}:
         if key not in allowed:
-            raise LaminaError(f"{key!r} is not a field of format {fmt!r} (one of {', '.join(sorted(allowed))})", where)
+            raise LaminaError(
+                f"{key!r} is not a field of format {fmt!r} (one of {', '.join(sorted(allowed))})", where
+            )
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,7 +73,9 @@ def _sharegpt(row: dict, where: str) -> dict:
             raise LaminaError(f"conversations[{i}] needs `from` and a string `value`", where)
         role = _SPEAKERS.get(str(t.get("from", "")).lower())
         if role is None:
-            raise LaminaError(f"conversations[{i}].from is {t.get('from')!r}; expected one of {', '.join(_SPEAKERS)}", where)
+            raise LaminaError(
+                f"conversations[{i}].from is {t.get('from')!r}; expected one of {', '.join(_SPEAKERS)}", where
+            )
         messages.append({"role": role, "content": t["value"]})
     rest = {k: v for k, v in row.items() if k != "conversations"}
     return {**rest, "messages": messages}
@@ -111,7 +115,9 @@ def iter_records(
         yield where, to_record(row, fmt, columns, where)
 
 
-def read_records(ref: Reference | str | Path, fmt: str, columns: dict[str, str] | None = None) -> list[Record]:
+def read_records(
+    ref: Reference | str | Path, fmt: str, columns: dict[str, str] | None = None
+) -> list[Record]:
     return [rec for _, rec in iter_records(ref, fmt, columns)]
 
 

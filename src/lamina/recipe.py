@@ -614,17 +614,33 @@ def load_recipe(path: str | Path) -> Recipe:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LaminaError(f"not valid YAML: {getattr(e, 'problem', e)}", where) from None
     recipe = parse_recipe(data, str(path))
-    # Relative data paths are relative to the recipe file, as a user would expect.
-    base = path.parent
-    for key in ("train", "eval"):
-        value = getattr(recipe.data, key)
-        if value and not Path(value).is_absolute() and not Path(value).exists():
-            setattr(recipe.data, key, str((base / value).resolve()))
-    template = recipe.model.chat_template
-    if template and not Path(template).is_absolute() and not Path(template).exists():
-        recipe.model.chat_template = str((base / template).resolve())
-    recipe.intake.contamination_eval = [
-        v if Path(v).is_absolute() or Path(v).exists() else str((base / v).resolve())
-        for v in recipe.intake.contamination_eval
-    ]
+    anchor_paths(recipe, path.parent)
     return recipe
+
+
+PATH_RULE = (
+    "Every path in a recipe is relative to the recipe file (absolute paths are kept); `model.base` is a "
+    "hub id when no directory of that name is there."
+)
+
+
+def _anchored(value: str | None, base: Path) -> str | None:
+    if not value or value.startswith("hub:") or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if value and value.startswith("~") else value
+    return str((base / value).resolve())
+
+
+def anchor_paths(recipe: Recipe, base: Path) -> None:
+    """Apply PATH_RULE: resolve every relative path of `recipe` against `base` (its directory)."""
+    for data in [recipe.data, *(s.data for s in recipe.stages if s.data is not None)]:
+        data.train, data.eval = _anchored(data.train, base), _anchored(data.eval, base)
+    recipe.intake.contamination_eval = [_anchored(v, base) for v in recipe.intake.contamination_eval]
+    recipe.eval.eval_file = _anchored(recipe.eval.eval_file, base)
+    recipe.eval.canaries = _anchored(recipe.eval.canaries, base)
+    recipe.output.dir = _anchored(recipe.output.dir, base)
+    recipe.ppo.reward_model = _anchored(recipe.ppo.reward_model, base)
+    recipe.grpo.reward_model = _anchored(recipe.grpo.reward_model, base)
+    recipe.model.chat_template = _anchored(recipe.model.chat_template, base)
+    model = recipe.model.base
+    if model.startswith((".", "~")) or (model != "tiny" and (base / model).exists()):
+        recipe.model.base = _anchored(model, base)

@@ -589,7 +589,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-_METHOD_TAGS = {"full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit"}
+METHOD_NAMES = ("full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit")
+_METHOD_TAGS = set(METHOD_NAMES)
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
@@ -601,7 +602,31 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
         raise LaminaError(_format_errors(e, source)) from None
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`train.lr=1e-4 method.r=32` set into the recipe's mapping (values read as YAML), before
+    validation, so an override is checked exactly like the file."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise LaminaError("an override is KEY=VALUE with a dotted key, e.g. train.lr=1e-4", item)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LaminaError(f"{'.'.join(parts[: i + 1])} is not a section", item)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    if overrides and isinstance(data.get("method"), dict):
+        data["method"].setdefault("name", LoraSpec().name)  # `method.r=32` on the default method
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The recipe at `path`, with `overrides` (KEY=VALUE) applied, validated, paths anchored."""
     path = Path(path)
     if not path.is_file():
         raise LaminaError("no such recipe file", str(path))
@@ -613,7 +638,11 @@ def load_recipe(path: str | Path) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LaminaError(f"not valid YAML: {getattr(e, 'problem', e)}", where) from None
-    recipe = parse_recipe(data, str(path))
+    if overrides:
+        if not isinstance(data, dict):
+            raise LaminaError("a recipe must be a YAML mapping", str(path))
+        data = apply_overrides(data, overrides)
+    recipe = parse_recipe(data, f"{path} (with {' '.join(overrides)})" if overrides else str(path))
     anchor_paths(recipe, path.parent)
     return recipe
 

@@ -56,7 +56,7 @@ def keys_rotate(
         "--new-key-file",
         help="Where the new master key goes (required when it comes from LAMINA_MASTER_KEY).",
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Make a new data-encryption master key and re-wrap every encrypted file's data key."""
     import json

@@ -17,30 +17,22 @@ from typing import Any
 from lamina.data.formats import FORMATS, Record, parse_record
 from lamina.data.readers import Reference, iter_rows, reference
 from lamina.errors import LaminaError
+from lamina.recipe import SHAPE_FIELDS, column_errors
 
-SHAPES: tuple[str, ...] = (*FORMATS, "sharegpt", "alpaca")
+SHAPES: tuple[str, ...] = tuple(SHAPE_FIELDS)
 # ShareGPT speakers as the datasets in the wild name them.
 _SPEAKERS = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
     "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
-}  # fmt: skip
-# Keys a column mapping may fill, per shape (and `system`, `subject_id`, `id` everywhere).
-MAPPABLE = {
-    "chat": {"messages"}, "prompt_completion": {"prompt", "completion"},
-    "preference": {"prompt", "chosen", "rejected"}, "sharegpt": {"conversations"},
-    "alpaca": {"instruction", "input", "output"}, "unpaired": {"prompt", "completion", "label"},
 }  # fmt: skip
 
 
 def check_columns(fmt: str, columns: dict[str, str] | None, where: str = "data.columns") -> None:
     if fmt not in SHAPES:
         raise LaminaError(f"unknown data format {fmt!r}; expected one of {', '.join(SHAPES)}", where)
-    allowed = MAPPABLE[fmt] | {"system", "subject_id", "id"}
-    for key in columns or {}:
-        if key not in allowed:
-            raise LaminaError(
-                f"{key!r} is not a field of format {fmt!r} (one of {', '.join(sorted(allowed))})", where
-            )
+    problem = column_errors(fmt, columns)
+    if problem:
+        raise LaminaError(problem, where)
 
 
 def _jsonable(value: Any) -> Any:

@@ -105,3 +105,19 @@ def test_train_to_a_log_prints_progress_lines_and_records_overrides(tiny_random,
     assert run["overrides"] == ["train.lr=2e-3", "method.r=8"]
     saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert (saved["train"]["lr"], saved["method"]["r"]) == (2e-3, 8)
+
+
+def test_tiny_base_says_what_it_is_before_its_one_time_pretraining(monkeypatch, capsys):
+    from lamina.models import tiny
+
+    # a two-step pretraining: the notice and the build are what is tested, not the base's skill
+    monkeypatch.setattr(
+        tiny, "PRETRAIN", {**tiny.PRETRAIN, "steps": 2, "tokens_per_step": 512, "warmup_steps": 0}
+    )
+    path = tiny.ensure_tiny_base(progress=True)
+    err = capsys.readouterr().err
+    assert (path / "config.json").is_file()
+    assert "only knows Lamina's bundled ticket task" in err and "model.base" in err
+    assert err.index("Building the embedded `tiny` base once") < err.index("pretraining tiny base")
+    tiny.ensure_tiny_base(progress=True)  # cached: no second notice
+    assert "Building" not in capsys.readouterr().err

@@ -293,8 +293,14 @@ def run(
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """`lamina eval`: plan, evaluate, write; returns the report document."""
-    return evaluate(plan(ref, recipe_path, suites, out_dir=out_dir), progress)
+    """`lamina eval`: plan, evaluate, write; returns the report document (its numbers also go
+    to the run's MLflow run, when the candidate is a logged run)."""
+    p = plan(ref, recipe_path, suites, out_dir=out_dir)
+    doc = evaluate(p, progress)
+    from lamina.registry.tracking import log_eval_of_run
+
+    doc["mlflow_run_id"] = log_eval_of_run(p.candidate, p.out_dir)
+    return doc
 
 
 DEMO_GATES = [

@@ -58,15 +58,25 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     info = run_info(s, run_dir, started) if main else {}
     if resume:
-        info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run") if k in meta})
+        info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run", "mlflow_run_id", "overrides") if k in meta})
     info.update(lineage or {})
+    from lamina.registry.live import LiveRun
+
+    live = LiveRun(run_dir, info, recipe.model_dump(mode="json")) if main else None  # MLflow shows it training
+    if live and live.rid:
+        info["mlflow_run_id"] = live.rid
     if main:
         write_json(run_dir / rundir.RUN_JSON, info)
     prepare = getattr(s.loop.objective, "prepare", None)
     if prepare:  # e.g. DPO's one pass of reference log-probs, stored with the run
         prepare(run_dir, s.loop)
     if main:
-        s.loop.on_log = lambda record: append_line(run_dir / rundir.METRICS, rundir.metrics_line(record).rstrip("\n"))
+
+        def on_log(record: dict) -> None:
+            append_line(run_dir / rundir.METRICS, rundir.metrics_line(record).rstrip("\n"))
+            live.log(record)
+
+        s.loop.on_log = on_log
     save = d.save_checkpoint if d else ckpt.save_checkpoint
     s.loop.on_checkpoint = lambda state: save(
         run_dir / rundir.CHECKPOINTS / f"step-{state.step:06d}", s.model, s.loop.optimizer, s.loop.sampler, state)
@@ -78,6 +88,7 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         info.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500])
         if main:
             write_json(run_dir / rundir.RUN_JSON, info)
+            live.stop(interrupted=isinstance(e, KeyboardInterrupt))
         raise
     if d:
         d.gather_for_save(s.model)  # full tensors on rank 0: the same artifact as one process writes

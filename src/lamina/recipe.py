@@ -286,6 +286,26 @@ class IntakeSpec(Strict):
     batch: int = Field(64, gt=0, description="Records per worker task.")
 
 
+class TrackingSpec(Strict):
+    report_to: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["mlflow"],
+        description="Where curves and metrics go while training; MLflow always (the registry and lineage live "
+        "there), TensorBoard into RUN/tensorboard, Weights & Biases into RUN/wandb.",
+    )
+    wandb_project: str = Field("lamina", description="Weights & Biases project.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: written under the run directory, no network (`wandb sync` uploads it); "
+        "online: sent as it trains (needs `wandb login`).",
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _mlflow_kept(cls, v: list[str]) -> list[str]:
+        if "mlflow" not in v:
+            raise ValueError("must include mlflow: the registry, lineage and withdrawal read runs from it")
+        return list(dict.fromkeys(v))
+
+
 class OutputSpec(Strict):
     dir: str | None = Field(None, description="Run directory; default: <workspace>/runs/<name>-<time>.")
 
@@ -574,6 +594,7 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
     distributed: DistributedSpec = DistributedSpec()
     output: OutputSpec = OutputSpec()
+    tracking: TrackingSpec = TrackingSpec()
     intake: IntakeSpec = IntakeSpec()
     eval: EvalSpec = EvalSpec()
     dpo: DpoSpec = DpoSpec()

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from registry_runs import make_run
 
@@ -87,3 +88,36 @@ def test_train_then_eval_reach_mlflow(tiny_random, tmp_path):
     assert doc["mlflow_run_id"] == run.info.run_id
     after = c.get_run(run.info.run_id).data.metrics
     assert after["eval.task.exact_match"] == doc["results"]["candidate"]["task"]["exact_match"]
+
+
+@pytest.mark.slow  # 40 s at load 12 on 2 cores (W&B starts its own service process)
+def test_report_to_tensorboard_and_wandb_offline(tiny_random, tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "spine"))
+    from helpers import recipe_dict, write_task
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lamina.recipe import parse_recipe
+    from lamina.train import runner
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train_file, _ = write_task(tmp_path, n_train=16)
+    d = recipe_dict(tiny_random, train_file, steps=3)
+    d["tracking"] = {"report_to": ["mlflow", "tensorboard", "wandb"], "wandb_mode": "offline"}
+    run_dir = runner.train(parse_recipe(d), progress=False)
+    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tb = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in tb] == [1, 2, 3]
+    assert all(abs(v - loss) < 1e-6 for (_, v), loss in zip(tb, losses, strict=True))
+    (offline,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data = offline.read_bytes()  # W&B's own record log: the history values travel as JSON text
+    assert b"train/loss" in data and json.dumps(losses[-1]).encode() in data
+
+
+def test_report_to_must_keep_mlflow():
+    from lamina.errors import LaminaError
+    from lamina.recipe import parse_recipe
+
+    with pytest.raises(LaminaError, match="tracking.report_to: Value error, must include mlflow"):
+        parse_recipe({"data": {"dataset": "x"}, "tracking": {"report_to": ["wandb"]}})

@@ -39,6 +39,9 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         if resume:
             raise LaminaError(f"{recipe.train.objective} runs cannot be resumed; start a new run", str(run_dir))
         return train_grpo(recipe, progress, run_dir, lineage)
+    from lamina.registry import reporters
+
+    reporters.check(recipe)
     d = distributed.current(recipe.distributed)  # None unless started by torchrun
     s = setup(recipe, d, new_output=run_dir is None)
     main = d is None or d.main  # only rank 0 writes the run directory and talks to tracking
@@ -60,9 +63,8 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
     if resume:
         info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run", "mlflow_run_id", "overrides") if k in meta})
     info.update(lineage or {})
-    from lamina.registry.live import LiveRun
-
-    live = LiveRun(run_dir, info, recipe.model_dump(mode="json")) if main else None  # MLflow shows it training
+    # MLflow (and tracking.report_to) show the run while it trains; rank 0 only
+    live = reporters.Reporters(run_dir, info, recipe) if main else None
     if live and live.rid:
         info["mlflow_run_id"] = live.rid
     if main:
@@ -93,6 +95,7 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
     if d:
         d.gather_for_save(s.model)  # full tensors on rank 0: the same artifact as one process writes
     if main:
+        live.close()
         save_outputs(s, run_dir, state, info)
         from lamina.registry.tracking import log_run
 

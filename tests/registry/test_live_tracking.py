@@ -14,7 +14,8 @@ import yaml
 from registry_runs import make_run
 
 from lamina.registry import tracking
-from lamina.registry.live import LiveRun, millis
+from lamina.registry.live import LiveRun
+from lamina.registry.tracking import millis
 
 
 def test_a_run_is_running_with_curves_before_it_finishes(tmp_path):

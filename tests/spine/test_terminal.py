@@ -108,7 +108,7 @@ def test_train_to_a_log_prints_progress_lines_and_records_overrides(tiny_random,
 
 
 def test_tiny_base_says_what_it_is_before_its_one_time_pretraining(monkeypatch, capsys):
-    from lamina.models import tiny
+    from lamina.train import tiny_base as tiny
 
     # a two-step pretraining: the notice and the build are what is tested, not the base's skill
     monkeypatch.setattr(

@@ -11,6 +11,7 @@ is a truncated MD5 of a sample, not a provenance hash.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import os
@@ -134,8 +135,6 @@ def experiment_id(name: str | None = None) -> str:
     name = name or RegistrySpec().experiment
     c = client()
     exp = c.get_experiment_by_name(name)
-    from lamina.registry.live import EXPERIMENT_KIND
-
     if exp is not None:
         if EXPERIMENT_KIND[0] not in exp.tags:  # made by an older Lamina, or by hand
             with contextlib.suppress(Exception):
@@ -305,8 +304,6 @@ def log_run(run_dir: str | os.PathLike) -> str:
         existing = find_run(str(run.get("id", run_dir.name)))
         if existing:
             return existing
-        from lamina.registry.live import millis, opening
-
         start_ms = millis(run.get("started")) or 0
         rid = _live_run(c, run)  # created when training started, curves already logged
         after = _last_step(c, rid) if rid else 0
@@ -347,6 +344,56 @@ def _last_step(c, rid: str) -> int:
     """The last step whose loss reached the store while training."""
     history = c.get_metric_history(rid, "loss")
     return max((m.step for m in history), default=0)
+
+
+# The experiment type MLflow's UI opens with: a training experiment, not GenAI tracing.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def millis(stamp: str | None) -> int | None:
+    """run.json's `%Y-%m-%dT%H:%M:%S%z` stamps as MLflow's epoch milliseconds."""
+    if not stamp:
+        return None
+    return int(dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
+
+
+def dataset_input(run: dict):
+    """The dataset version as an MLflow input: name, our digest, where it lives, its counts."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = run.get("data") or {}
+    version = dataset_version(run)
+    if not version:
+        return None
+    path = data.get("dataset_path")
+    source = {"uri": Path(path).resolve().as_uri()} if path else {"uri": f"lamina-dataset:{version}"}
+    profile = {k: data.get(k) for k in ("train_records", "eval_records", "format") if data.get(k) is not None}
+    dataset = Dataset(
+        name=str(data.get("dataset") or version[:12]),
+        digest=version[:36],  # MLflow's digest column holds 36 characters; the full id is a tag
+        source_type="local",
+        source=json.dumps(source),
+        profile=json.dumps(profile) if profile else None,
+    )
+    tags = [InputTag("mlflow.data.context", "training"), InputTag("lamina.dataset_version", version)]
+    return DatasetInput(dataset, tags)
+
+
+def opening(c, rid: str, run: dict, recipe: dict) -> None:
+    """What a run carries from its start: params, author, dataset input."""
+    from mlflow.entities import Param, RunTag
+
+    secrets = secret_values()
+    params = [
+        Param(k[:250], redact(v, secrets)[: _PARAM_MAX])
+        for k, v in flatten(recipe).items()
+    ]
+    for i in range(0, len(params), 100):
+        c.log_batch(rid, params=params[i : i + 100])
+    c.log_batch(rid, tags=[RunTag("mlflow.user", str(run.get("user") or workspace.user()))])
+    found = dataset_input(run)
+    if found is not None:
+        c.log_inputs(rid, datasets=[found])
 
 
 def _safe_uri() -> str:

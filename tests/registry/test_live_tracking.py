@@ -19,7 +19,7 @@ from lamina.registry.tracking import millis
 
 
 def test_a_run_is_running_with_curves_before_it_finishes(tmp_path):
-    run_dir = make_run(tmp_path, "run-live", steps=3)
+    run_dir = make_run(tmp_path, "run-live", steps=3, logged=False)
     info = json.loads((run_dir / "run.json").read_text())
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     live = LiveRun(run_dir, {**info, "status": "running"}, recipe)
@@ -43,7 +43,7 @@ def test_a_run_is_running_with_curves_before_it_finishes(tmp_path):
 
 
 def test_a_run_logged_afterwards_gets_real_times_plain_params_author_and_dataset(tmp_path):
-    run_dir = make_run(tmp_path, "run-after", user="carol")
+    run_dir = make_run(tmp_path, "run-after", user="carol", logged=False)
     rid = tracking.log_run(run_dir)
     c = tracking.client()
     run = c.get_run(rid)

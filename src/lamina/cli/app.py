@@ -9,7 +9,7 @@ from lamina.console import console, out  # noqa: F401  (re-exported for command 
 app = typer.Typer(
     name="lamina",
     # Only what exists: keep this true to the commands registered below at every commit.
-    help="Governed post-training: data intake, training, evaluation, registry and release.",
+    help="Governed post-training: data intake, training, evaluation, registry, release and serving.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -31,4 +31,4 @@ def _root(
         False, "--version", "-V", callback=_version, is_eager=True, help="Print Lamina's version and exit."
     ),
 ) -> None:
-    """Governed post-training: data intake, training, evaluation, registry and release."""
+    """Governed post-training: data intake, training, evaluation, registry, release and serving."""

@@ -29,14 +29,44 @@ class ModelSpec(Strict):
     )
 
 
+# The shapes training data may have, and the record fields a `data.columns` mapping may fill in
+# each (plus `system`, `subject_id` and `id` in all); data/shapes.py reads them.
+SHAPE_FIELDS: dict[str, set[str]] = {
+    "chat": {"messages"}, "prompt_completion": {"prompt", "completion"},
+    "preference": {"prompt", "chosen", "rejected"}, "sharegpt": {"conversations"},
+    "alpaca": {"instruction", "input", "output"}, "unpaired": {"prompt", "completion", "label"},
+}  # fmt: skip
+COMMON_FIELDS = {"system", "subject_id", "id"}
+
+
+def column_errors(fmt: str, columns: dict[str, str] | None) -> str | None:
+    """Why a `data.columns` mapping does not fit format `fmt`, or None."""
+    allowed = SHAPE_FIELDS.get(fmt, set()) | COMMON_FIELDS
+    for key in columns or {}:
+        if key not in allowed:
+            return f"{key!r} is not a field of format {fmt!r} (one of {', '.join(sorted(allowed))})"
+    return None
+
+
 class DataSpec(Strict):
-    train: str | None = Field(None, description="JSONL file of training records (taken in before training).")
+    train: str | None = Field(
+        None, description="Training records (taken in before training): a JSONL, JSON (array), Parquet, CSV or TSV "
+        "file, a `datasets` save_to_disk directory, or `hub:owner/name` (loaded through `datasets`).",
+    )
     dataset: str | None = Field(None, description="A dataset version id (or its name) from `lamina data intake`.")
     licence: str | None = Field(None, description="Licence of the raw `train`/`eval` files; required for them.")
-    eval: str | None = Field(None, description="JSONL file of held-out records (same format).")
-    format: Literal["chat", "prompt_completion", "preference", "unpaired"] = Field(
-        "chat", description="`unpaired`: {prompt, completion, label: true|false} records (for kto)."
+    eval: str | None = Field(None, description="Held-out records, in any form `train` takes (same format).")
+    format: Literal["chat", "prompt_completion", "preference", "unpaired", "sharegpt", "alpaca"] = Field(
+        "chat", description="chat: `messages`; prompt_completion; preference: prompt/chosen/rejected; unpaired: "
+        "{prompt, completion, label: true|false} (for kto); sharegpt: `conversations` of {from, value}; alpaca: "
+        "instruction/input/output. A `system` column is honoured; other columns are kept as metadata.",
     )
+    columns: dict[str, str] | None = Field(
+        None, description="Record field -> your column, when the names differ: {prompt: question, completion: answer}."
+    )
+    split: str | None = Field(None, description="Split of a hub dataset or `datasets` directory; default train.")
+    revision: str | None = Field(None, description="Branch, tag or commit of a hub dataset; the resolved commit "
+                                 "is recorded as provenance.")
     loss_on: Literal["assistant", "all"] = "assistant"
     max_length: int = Field(512, gt=8)
     overlong: Literal["truncate", "drop"] = "drop"
@@ -47,6 +77,9 @@ class DataSpec(Strict):
             raise ValueError("name exactly one of `train` (a JSONL file) or `dataset` (a dataset version)")
         if self.dataset is not None and (self.eval is not None or self.licence is not None):
             raise ValueError("`eval` and `licence` describe raw files; a dataset version has its own eval split and licences")
+        problem = column_errors(self.format, self.columns)
+        if problem:
+            raise ValueError(f"columns: {problem}")
         return self
 
 
@@ -253,6 +286,26 @@ class IntakeSpec(Strict):
     batch: int = Field(64, gt=0, description="Records per worker task.")
 
 
+class TrackingSpec(Strict):
+    report_to: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["mlflow"],
+        description="Where curves and metrics go while training; MLflow always (the registry and lineage live "
+        "there), TensorBoard into RUN/tensorboard, Weights & Biases into RUN/wandb.",
+    )
+    wandb_project: str = Field("lamina", description="Weights & Biases project.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: written under the run directory, no network (`wandb sync` uploads it); "
+        "online: sent as it trains (needs `wandb login`).",
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _mlflow_kept(cls, v: list[str]) -> list[str]:
+        if "mlflow" not in v:
+            raise ValueError("must include mlflow: the registry, lineage and withdrawal read runs from it")
+        return list(dict.fromkeys(v))
+
+
 class OutputSpec(Strict):
     dir: str | None = Field(None, description="Run directory; default: <workspace>/runs/<name>-<time>.")
 
@@ -357,6 +410,7 @@ class JudgeSpec(Strict):
     model: str = Field(..., description="Model name sent to the judge endpoint.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key, if any.")
     timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, description="Retries of a failed call (connection, 429, 5xx), with back-off.")
     max_items: int = Field(50, gt=0, description="Prompts judged pairwise (each in both orders).")
     score_safety: bool = Field(False, description="Let the judge, not the rule-based detector, decide refusals.")
 
@@ -541,6 +595,7 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
     distributed: DistributedSpec = DistributedSpec()
     output: OutputSpec = OutputSpec()
+    tracking: TrackingSpec = TrackingSpec()
     intake: IntakeSpec = IntakeSpec()
     eval: EvalSpec = EvalSpec()
     dpo: DpoSpec = DpoSpec()
@@ -571,7 +626,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-_METHOD_TAGS = {"full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit"}
+METHOD_NAMES = ("full", "lora", "qlora", "bottleneck", "ia3", "prompt", "prefix", "bitfit")
+_METHOD_TAGS = set(METHOD_NAMES)
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
@@ -583,7 +639,31 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
         raise LaminaError(_format_errors(e, source)) from None
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`train.lr=1e-4 method.r=32` set into the recipe's mapping (values read as YAML), before
+    validation, so an override is checked exactly like the file."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise LaminaError("an override is KEY=VALUE with a dotted key, e.g. train.lr=1e-4", item)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LaminaError(f"{'.'.join(parts[: i + 1])} is not a section", item)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    if overrides and isinstance(data.get("method"), dict):
+        data["method"].setdefault("name", LoraSpec().name)  # `method.r=32` on the default method
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The recipe at `path`, with `overrides` (KEY=VALUE) applied, validated, paths anchored."""
     path = Path(path)
     if not path.is_file():
         raise LaminaError("no such recipe file", str(path))
@@ -595,18 +675,38 @@ def load_recipe(path: str | Path) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LaminaError(f"not valid YAML: {getattr(e, 'problem', e)}", where) from None
-    recipe = parse_recipe(data, str(path))
-    # Relative data paths are relative to the recipe file, as a user would expect.
-    base = path.parent
-    for key in ("train", "eval"):
-        value = getattr(recipe.data, key)
-        if value and not Path(value).is_absolute() and not Path(value).exists():
-            setattr(recipe.data, key, str((base / value).resolve()))
-    template = recipe.model.chat_template
-    if template and not Path(template).is_absolute() and not Path(template).exists():
-        recipe.model.chat_template = str((base / template).resolve())
-    recipe.intake.contamination_eval = [
-        v if Path(v).is_absolute() or Path(v).exists() else str((base / v).resolve())
-        for v in recipe.intake.contamination_eval
-    ]
+    if overrides:
+        if not isinstance(data, dict):
+            raise LaminaError("a recipe must be a YAML mapping", str(path))
+        data = apply_overrides(data, overrides)
+    recipe = parse_recipe(data, f"{path} (with {' '.join(overrides)})" if overrides else str(path))
+    anchor_paths(recipe, path.parent)
     return recipe
+
+
+PATH_RULE = (
+    "Every path in a recipe is relative to the recipe file (absolute paths are kept); `model.base` is a "
+    "hub id when no directory of that name is there."
+)
+
+
+def _anchored(value: str | None, base: Path) -> str | None:
+    if not value or value.startswith("hub:") or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if value and value.startswith("~") else value
+    return str((base / value).resolve())
+
+
+def anchor_paths(recipe: Recipe, base: Path) -> None:
+    """Apply PATH_RULE: resolve every relative path of `recipe` against `base` (its directory)."""
+    for data in [recipe.data, *(s.data for s in recipe.stages if s.data is not None)]:
+        data.train, data.eval = _anchored(data.train, base), _anchored(data.eval, base)
+    recipe.intake.contamination_eval = [_anchored(v, base) for v in recipe.intake.contamination_eval]
+    recipe.eval.eval_file = _anchored(recipe.eval.eval_file, base)
+    recipe.eval.canaries = _anchored(recipe.eval.canaries, base)
+    recipe.output.dir = _anchored(recipe.output.dir, base)
+    recipe.ppo.reward_model = _anchored(recipe.ppo.reward_model, base)
+    recipe.grpo.reward_model = _anchored(recipe.grpo.reward_model, base)
+    recipe.model.chat_template = _anchored(recipe.model.chat_template, base)
+    model = recipe.model.base
+    if model.startswith((".", "~")) or (model != "tiny" and (base / model).exists()):
+        recipe.model.base = _anchored(model, base)

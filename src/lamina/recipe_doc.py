@@ -71,7 +71,9 @@ def reference(model: type[BaseModel] | None = None, prefix: str = "") -> list[st
 
 
 def markdown() -> str:
-    head = "| key | type | default | meaning |\n|---|---|---|---|\n"
+    from lamina.recipe import PATH_RULE
+
+    head = f"**Paths.** {PATH_RULE}\n\n| key | type | default | meaning |\n|---|---|---|---|\n"
     return head + "\n".join(reference()) + "\n"
 
 

@@ -212,7 +212,7 @@ def test_model_output_is_escaped_in_the_html(bad_eval):
     doc = json.loads(json.dumps(bad_eval))
     doc["samples"]["safety"][0]["output"] = "<script>alert('x')</script>"
     html = render_html(doc)
-    assert "<script" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "<script" not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html  # Jinja2 autoescape
 
 
 def test_a_failed_evaluation_keeps_the_previous_report(mini, tmp_path):

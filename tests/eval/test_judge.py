@@ -26,7 +26,8 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen_auth.append(self.headers.get("Authorization", ""))
-        if self.path != "/v1/chat/completions" or self.mode == "error":
+        flaky = self.mode == "flaky" and len(type(self).seen_auth) <= 2  # the first two calls fail
+        if self.path != "/v1/chat/completions" or self.mode == "error" or flaky:
             self.send_response(500)
             self.end_headers()
             self.wfile.write(b"boom")
@@ -106,6 +107,13 @@ def test_api_key_is_sent_and_missing_key_is_an_error(judge_url, monkeypatch):
 def test_server_errors_name_the_setting(judge_url):
     JudgeHandler.mode = "error"
     with pytest.raises(LaminaError, match=r"eval.judge.url: judge endpoint answered HTTP 500"):
-        _client(judge_url).prefer("q", "a", "b")
+        _client(judge_url, max_retries=0).prefer("q", "a", "b")
     with pytest.raises(LaminaError, match="unreachable"):
-        _client("http://127.0.0.1:9/v1").prefer("q", "a", "b")
+        _client("http://127.0.0.1:9/v1", max_retries=0).prefer("q", "a", "b")
+
+
+def test_a_flaky_judge_is_retried(judge_url):
+    JudgeHandler.mode = "flaky"  # HTTP 500 twice, then answers
+    JudgeHandler.seen_auth = []
+    assert _client(judge_url, max_retries=2).prefer("q", "a long answer", "short") == "A"
+    assert len(JudgeHandler.seen_auth) == 3

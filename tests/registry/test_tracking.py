@@ -66,7 +66,7 @@ def test_secrets_in_the_environment_never_reach_the_store(tmp_path, monkeypatch,
     (run_dir / "run.json").write_text(json.dumps(info))
     rid = tracking.log_run(run_dir)
     run = tracking.client().get_run(rid)
-    assert run.data.params["model.base"] == '"https://u:***@hub/x"'
+    assert run.data.params["model.base"] == "https://u:***@hub/x"  # a plain value, not JSON
     assert run.data.tags["lamina.base.ref"] == "https://u:***@hub/x"
     store = workspace / "mlflow"
     files = [p for p in store.rglob("*") if p.is_file()]
@@ -90,8 +90,8 @@ def test_flatten_masks_secret_looking_keys():
     }
     assert tracking.flatten(recipe) == {
         "judge.api_key": "***",
-        "judge.api_key_env": '"JUDGE_KEY"',
-        "judge.url": '"http://x"',
+        "judge.api_key_env": "JUDGE_KEY",
+        "judge.url": "http://x",
         "judge.hf_token": "***",
         "train.lr": "0.1",
         "train.tokens_per_step": "4096",

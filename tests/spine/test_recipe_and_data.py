@@ -39,6 +39,34 @@ def test_data_paths_are_relative_to_the_recipe(tmp_path):
     assert load_recipe(tmp_path / "r.yaml").data.train == str((tmp_path / "d" / "train.jsonl").resolve())
 
 
+def test_every_path_in_a_recipe_is_relative_to_the_recipe_file(tmp_path, monkeypatch):
+    """Even when the same relative path also exists under the current directory."""
+    (tmp_path / "cfg" / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "data.jsonl").write_text("{}")  # a decoy next to the working directory
+    recipe = {
+        "model": {"base": "models/base"}, "data": {"train": "data.jsonl", "eval": "held.jsonl"},
+        "eval": {"eval_file": "e.jsonl", "canaries": "c.jsonl"}, "output": {"dir": "runs/x"},
+        "intake": {"contamination_eval": ["bench.jsonl"]}, "ppo": {"reward_model": "rm"},
+        "stages": [{"objective": "sft", "data": {"train": "s.jsonl", "licence": "mit"}}],
+    }  # fmt: skip
+    (tmp_path / "cfg" / "r.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)
+    r = load_recipe("cfg/r.yaml")
+    cfg = (tmp_path / "cfg").resolve()
+    assert r.model.base == str(cfg / "models" / "base")
+    assert (r.data.train, r.data.eval) == (str(cfg / "data.jsonl"), str(cfg / "held.jsonl"))
+    assert (r.eval.eval_file, r.eval.canaries) == (str(cfg / "e.jsonl"), str(cfg / "c.jsonl"))
+    assert (r.output.dir, r.ppo.reward_model) == (str(cfg / "runs" / "x"), str(cfg / "rm"))
+    assert r.intake.contamination_eval == [str(cfg / "bench.jsonl")]
+    assert r.stages[0].data.train == str(cfg / "s.jsonl")
+    # a name with no directory beside the recipe is a hub id; `hub:` data stays as written
+    (tmp_path / "cfg" / "r2.yaml").write_text(yaml.safe_dump({"model": {"base": "Qwen/Qwen2.5-0.5B"},
+                                                              "data": {"train": "hub:org/faq:train"}}))
+    r2 = load_recipe(tmp_path / "cfg" / "r2.yaml")
+    assert (r2.model.base, r2.data.train) == ("Qwen/Qwen2.5-0.5B", "hub:org/faq:train")
+
+
 @pytest.mark.parametrize(
     ("line", "fmt", "message"),
     [
@@ -50,7 +78,7 @@ def test_data_paths_are_relative_to_the_recipe(tmp_path):
         ('{"messages": [{"role": "robot", "content": "hi"}]}', "chat", "role is 'robot'"),
         ('{"prompt": "a", "completion": ""}', "prompt_completion", "`completion` is empty"),
         ('{"prompt": "a", "chosen": "b"}', "preference", "`rejected` must be a string"),
-        ('{"prompt": "a", "completion": "b", "extra": 1}', "prompt_completion", "unknown keys ['extra']"),
+        ('{"prompt": "a", "completion": "b", "system": 1}', "prompt_completion", "`system` must be a string"),
     ],
 )
 def test_bad_records_name_file_and_line(tmp_path, line, fmt, message):
@@ -84,3 +112,10 @@ def test_prompt_completion_becomes_chat(tmp_path):
     (rec,) = read_jsonl(p, "prompt_completion")
     assert rec.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     assert rec.subject_id == "7"
+
+
+def test_extra_keys_are_kept_as_metadata_not_refused(tmp_path):
+    p = tmp_path / "pc.jsonl"
+    p.write_text('{"prompt": "q", "completion": "a", "source": "wiki", "meta": {"k": 1}}\n')
+    (rec,) = read_jsonl(p, "prompt_completion")
+    assert rec.meta == {"source": "wiki", "k": 1}

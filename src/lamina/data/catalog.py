@@ -11,10 +11,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, create_engine, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, create_engine, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from lamina import workspace
@@ -46,11 +47,16 @@ class Source(Base):
     added_by: Mapped[str] = mapped_column(String)
     status: Mapped[str] = mapped_column(String, default="active")  # active | removed
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # JSON: how it was read when it was not native JSONL (kind, shape, columns, hub commit, file sha256)
+    read_as: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     def provenance(self) -> dict:
         keys = ("id", "name", "sha256", "revision", "records", "format", "licence", "origin", "purpose")
         keys += ("lawful_basis", "consent_ref", "retain_until", "personal_data", "added_at", "added_by")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.read_as:
+            out["read_as"] = json.loads(self.read_as)
+        return out
 
 
 class SourceSubject(Base):
@@ -81,6 +87,17 @@ class VersionSource(Base):
     role: Mapped[str] = mapped_column(String, default="auto")  # auto (hash split) | eval
 
 
+class VersionName(Base):
+    """Every name a version was taken in under: a version keeps all of them (taking the same
+    records in as `support-v2` must not make `support-v1` unresolvable)."""
+
+    __tablename__ = "version_names"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    at: Mapped[str] = mapped_column(String)
+    seq: Mapped[int] = mapped_column(Integer)  # order of naming; timestamps tie within a second
+
+
 class VersionSubject(Base):
     __tablename__ = "version_subjects"
     version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), primary_key=True)
@@ -108,8 +125,19 @@ def _engine():
     if url not in _ENGINES:
         engine = create_engine(url)
         Base.metadata.create_all(engine)
+        _add_new_columns(engine)
         _ENGINES[url] = engine
     return _ENGINES[url]
+
+
+def _add_new_columns(engine) -> None:
+    """Catalogs made before a nullable column existed get it (create_all adds tables only)."""
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table.name})")}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type}")
 
 
 @contextlib.contextmanager
@@ -141,7 +169,11 @@ def get_source(s: Session, name: str) -> Source:
 
 def resolve_version(s: Session, ref: str) -> Version:
     """A version by full id, unique id prefix (8+ characters), or name (its current version)."""
-    # The current version of that name; timestamps alone tie within a second.
+    # The version last taken in under that name (a version may carry several names).
+    named = s.scalars(select(VersionName).where(VersionName.name == ref).order_by(VersionName.seq.desc())).first()
+    if named is not None:
+        return s.get(Version, named.version_id)
+    # Catalogs from before names were kept apart: the current version of that name.
     order = ((Version.status == "current").desc(), Version.created_at.desc())
     by_name = s.scalars(select(Version).where(Version.name == ref).order_by(*order)).first()
     if by_name is not None:
@@ -153,6 +185,18 @@ def resolve_version(s: Session, ref: str) -> Version:
         if len(hits) > 1:
             raise LaminaError(f"dataset version prefix {ref!r} is ambiguous", "data.dataset")
     raise LaminaError(f"no dataset version or name {ref!r} in the catalog", "data.dataset")
+
+
+def names_of(s: Session, version_id: str) -> list[str]:
+    """Every name `version_id` was taken in under, oldest first."""
+    rows = s.scalars(select(VersionName).where(VersionName.version_id == version_id).order_by(VersionName.seq))
+    return [r.name for r in rows]
+
+
+def add_name(s: Session, version_id: str, name: str) -> None:
+    if s.get(VersionName, (name, version_id)) is None:
+        seq = (s.scalar(select(func.max(VersionName.seq))) or 0) + 1
+        s.add(VersionName(name=name, version_id=version_id, at=now(), seq=seq))
 
 
 def snapshot_table() -> dict[str, list[tuple]]:

@@ -26,6 +26,13 @@ def records_sha256(records: list[Record]) -> str:
     return sha256_json([record_to_json(r) for r in records])
 
 
+def _located(ref: str | None) -> str | None:
+    """A file's absolute path; a `hub:` dataset stays as written."""
+    if not ref or ref.startswith("hub:"):
+        return ref
+    return str(Path(ref).resolve())
+
+
 def load_training_data(recipe: Recipe, defer_commit: bool = False) -> TrainingData:
     """Training sees only what passed intake: raw recipe files are taken in first (with the
     licence the recipe declares, refused without one), a named dataset version is used as
@@ -45,9 +52,9 @@ def load_training_data(recipe: Recipe, defer_commit: bool = False) -> TrainingDa
         prepared.discard()
         raise
     info = {
-        "train": str(Path(spec.train).resolve()) if spec.train else None,
+        "train": _located(spec.train),
         "train_sha256": records_sha256(train),
-        "eval": str(Path(spec.eval).resolve()) if spec.eval else None,
+        "eval": _located(spec.eval),
         "eval_sha256": records_sha256(held) if held else None,
         "format": fmt,
         "dataset": spec.dataset or prepared.manifest["name"],

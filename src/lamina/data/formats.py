@@ -7,8 +7,9 @@ Four formats, all normalised to chat messages so the rest of Lamina sees one sha
 - unpaired: {"prompt": str | messages, "completion": str, "label": true | false} (KTO: a reply
   marked desirable or undesirable on its own, no partner needed)
 
-Every error names the file and line. A record may carry `subject_id` (for withdrawal) and
-`meta`; other keys are refused so typos do not pass silently.
+Every error names the file and line. A record may carry `subject_id` (for withdrawal), `meta`
+and a `system` prompt (put before the conversation unless it opens with one); other keys are
+kept in `meta`, as the columns a dataset carries beside its text (source, label, ...).
 """
 
 from __future__ import annotations
@@ -91,10 +92,26 @@ def _text(obj: dict, key: str, where: str) -> str:
     return value
 
 
-def _check_keys(obj: dict, allowed: set[str], fmt: str, where: str) -> None:
-    extra = set(obj) - allowed - _COMMON_KEYS
-    if extra:
-        raise LaminaError(f"unknown keys {sorted(extra)} for format {fmt!r}", where)
+_FORMAT_KEYS = {"chat": {"messages"}, "prompt_completion": {"prompt", "completion"}}
+_FORMAT_KEYS["preference"] = {"prompt", "chosen", "rejected"}
+_FORMAT_KEYS["unpaired"] = {"prompt", "completion", "label"}
+
+
+def _extra_columns(obj: dict, fmt: str) -> dict[str, Any]:
+    """Keys beside the format's own: kept as metadata, not refused (a dataset's other columns)."""
+    known = _FORMAT_KEYS.get(fmt, set()) | _COMMON_KEYS | {"system"}
+    return {k: v for k, v in obj.items() if k not in known}
+
+
+def _with_system(obj: dict, messages: list[dict[str, str]], where: str) -> list[dict[str, str]]:
+    system = obj.get("system")
+    if system is None or (isinstance(system, str) and not system.strip()):
+        return messages
+    if not isinstance(system, str):
+        raise LaminaError("`system` must be a string", where)
+    if messages and messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": system}, *messages]
 
 
 def _prompt(obj: dict, where: str) -> list[dict[str, str]]:
@@ -123,11 +140,11 @@ def parse_record(obj: Any, fmt: str, where: str) -> Record:
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise LaminaError("`meta` must be an object", where)
+    meta = {**_extra_columns(obj, fmt), **meta}
     if fmt == "chat":
-        _check_keys(obj, {"messages"}, fmt, where)
         if "messages" not in obj:
             raise LaminaError("missing `messages`", where)
-        msgs = _messages(obj["messages"], where)
+        msgs = _with_system(obj, _messages(obj["messages"], where), where)
         if msgs[-1]["role"] != "assistant":
             raise LaminaError("the last message must be the assistant's", where)
         for i, m in enumerate(msgs):
@@ -135,18 +152,14 @@ def parse_record(obj: Any, fmt: str, where: str) -> Record:
                 raise LaminaError(f"messages[{i}] is an empty assistant turn", where)
         return Example(msgs, subject, meta)
     if fmt == "prompt_completion":
-        _check_keys(obj, {"prompt", "completion"}, fmt, where)
         prompt, completion = _text(obj, "prompt", where), _text(obj, "completion", where)
-        return Example(
-            [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], subject, meta
-        )
+        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        return Example(_with_system(obj, turns, where), subject, meta)
     if fmt == "preference":
-        _check_keys(obj, {"prompt", "chosen", "rejected"}, fmt, where)
-        prompt = _prompt(obj, where)
+        prompt = _with_system(obj, _prompt(obj, where), where)
         return Preference(prompt, _text(obj, "chosen", where), _text(obj, "rejected", where), subject, meta)
     if fmt == "unpaired":
-        _check_keys(obj, {"prompt", "completion", "label"}, fmt, where)
-        prompt = _prompt(obj, where)
+        prompt = _with_system(obj, _prompt(obj, where), where)
         if not isinstance(obj.get("label"), bool):
             raise LaminaError("`label` must be true (desirable reply) or false (undesirable reply)", where)
         return Unpaired(prompt, _text(obj, "completion", where), obj["label"], subject, meta)

@@ -245,16 +245,14 @@ def _release(target: Target) -> None:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int):
+    """One tick per (model, suite), with an ETA: a bar on a terminal, lines in a log."""
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from lamina.progress import task
 
-    with Progress(
-        TextColumn("eval {task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
-    ) as bar:
-        task_id = bar.add_task("", total=total)
-        yield lambda what: bar.update(task_id, advance=1, description=what)
+    with task("eval", total) as advance:
+        yield lambda what: advance(1, what)
 
 
 def evaluate(p: Plan, progress: bool = True) -> dict:
@@ -295,8 +293,14 @@ def run(
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """`lamina eval`: plan, evaluate, write; returns the report document."""
-    return evaluate(plan(ref, recipe_path, suites, out_dir=out_dir), progress)
+    """`lamina eval`: plan, evaluate, write; returns the report document (its numbers also go
+    to the run's MLflow run, when the candidate is a logged run)."""
+    p = plan(ref, recipe_path, suites, out_dir=out_dir)
+    doc = evaluate(p, progress)
+    from lamina.registry.tracking import log_eval_of_run
+
+    doc["mlflow_run_id"] = log_eval_of_run(p.candidate, p.out_dir)
+    return doc
 
 
 DEMO_GATES = [

@@ -7,9 +7,10 @@ a verdict without its report.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from html import escape
+from importlib import resources
 from pathlib import Path
 
 from lamina import rundir
@@ -36,6 +37,13 @@ RATES = frozenset(
     + [f"safety.{m}" for m in METRICS["safety"] if m != "pii_leaks"]
     + ["privacy.mia_auc", "privacy.mia_auc_calibrated", "judge.win_rate", "judge.position_consistency"]
 )
+
+
+# Which way is good, for the metrics on the delta chart: +1 higher is better, -1 lower is better.
+BETTER = {m: 1 for m in RATES} | {
+    "safety.unsafe_rate": -1, "safety.over_refusal_rate": -1, "safety.jailbreak_success": -1,
+    "safety.injection_success": -1, "privacy.mia_auc": -1, "privacy.mia_auc_calibrated": -1,
+}  # fmt: skip
 
 
 def _now() -> str:
@@ -132,46 +140,24 @@ def write(out_dir: Path, doc: dict) -> None:
         signing.sign_dir(tmp)
 
 
-def _cell(v) -> str:
-    if v is None:
-        return '<td class="num muted">n/a</td>'
-    if isinstance(v, float):
-        return f'<td class="num">{v:.4g}</td>'
-    return f'<td class="num">{escape(str(v))}</td>'
-
-
-def _checks_table(gate: dict) -> str:
-    if not gate["checks"]:
-        return f'<p class="muted">{escape(gate["note"])}</p>'
-    rows = "".join(
-        f"<tr><td><code>{escape(c['expr'])}</code></td>{_cell(c['value'])}{_cell(c['threshold'])}"
-        f'<td class="{"ok" if c["passed"] else "bad"}">{"pass" if c["passed"] else "FAIL"}</td>'
-        f'<td class="muted">{escape(c.get("note") or "")}</td></tr>'
-        for c in gate["checks"]
-    )
-    return f"<table><tr><th>check</th><th>value</th><th>threshold</th><th>verdict</th><th></th></tr>{rows}</table>"
-
-
-def _metrics_tables(doc: dict) -> str:
+def _tables(doc: dict) -> list[dict]:
+    """Per suite: the candidate's metrics beside the baselines' and the deltas against them."""
     res, d = doc["results"], doc["deltas"]
     roles = [r for r in ("candidate", "base", "champion") if r in res]
+    refs = [r for r in ("base", "champion") if d.get(r)]
     out = []
     for suite in doc["suites"]:
-        head = "".join(f"<th>{r}</th>" for r in roles) + "".join(
-            f"<th>&Delta; vs {r}</th>" for r in ("base", "champion") if d.get(r)
-        )
-        rows = []
-        for metric, value in res["candidate"].get(suite, {}).items():
-            cells = _cell(value) + "".join(_cell(res[r].get(suite, {}).get(metric)) for r in roles[1:])
-            cells += "".join(
-                _cell((d[r].get(suite) or {}).get(metric)) for r in ("base", "champion") if d.get(r)
-            )
-            rows.append(f"<tr><td>{escape(metric)}</td>{cells}</tr>")
-        notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in doc["notes"].get(suite, []))
-        out.append(
-            f"<h3>{escape(suite)}</h3><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>{notes}"
-        )
-    return "".join(out)
+        rows = [
+            {
+                "metric": metric,
+                "cells": [res[r].get(suite, {}).get(metric) for r in roles]
+                + [(d[r].get(suite) or {}).get(metric) for r in refs],
+            }
+            for metric in res["candidate"].get(suite, {})
+        ]
+        head = roles + [f"Δ vs {r}" for r in refs]
+        out.append({"suite": suite, "head": head, "rows": rows, "notes": doc["notes"].get(suite, [])})
+    return out
 
 
 def _delta_rows(doc: dict) -> list[tuple[str, dict[str, float]]]:
@@ -189,46 +175,29 @@ def _delta_rows(doc: dict) -> list[tuple[str, dict[str, float]]]:
     return rows
 
 
-def _samples(doc: dict) -> str:
-    out = []
-    for suite, items in doc["samples"].items():
-        if not items:
-            continue
-        keys = list(items[0])
-        head = "".join(f"<th>{escape(k)}</th>" for k in keys)
-        rows = "".join(
-            "<tr>" + "".join(f"<td><pre>{escape(str(it.get(k)))}</pre></td>" for k in keys) + "</tr>"
-            for it in items
-        )
-        out.append(f"<h3>{escape(suite)}</h3><table><tr>{head}</tr>{rows}</table>")
-    return "".join(out)
+@functools.lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    text = resources.files("lamina.assets").joinpath("report.html.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+    return env.from_string(text)
 
 
 def render_html(doc: dict) -> str:
-    gate = doc["gate"]
-    verdict = "PASSED" if gate["passed"] else "FAILED"
+    """The report page from its Jinja2 template (assets/report.html.j2), every text escaped."""
     history = doc["training"]["history"]
     curves = {
         key: [(h["step"], h[key]) for h in history if isinstance(h.get(key), int | float) and "step" in h]
         for key in ("loss", "eval_loss")
     }
     curve_svg = svg.line_chart({k: v for k, v in curves.items() if v}, "Training loss by step")
-    bars = svg.delta_bars(_delta_rows(doc), "Candidate minus baseline (metrics on a 0-1 scale)")
-    cand = doc["candidate"]
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Lamina evaluation: {verdict}</title>'
-        f"<style>{CSS}</style></head><body>"
-        f"<h1>Lamina evaluation report</h1>"
-        f'<p class="muted">candidate <code>{escape(cand["ref"])}</code> &middot; run {escape(str(cand["run_id"]))} '
-        f"&middot; {escape(doc['created'])} &middot; suites {escape(', '.join(doc['suites']))}</p>"
-        f'<div id="verdict" class="verdict {"pass" if gate["passed"] else "fail"}">Gate verdict: {verdict}</div>'
-        f"<h2>Gate checks</h2>{_checks_table(gate)}"
-        f"<h2>Metrics</h2>{_metrics_tables(doc)}"
-        f"<h2>Change against baselines</h2>{bars or '<p class=muted>no baseline to compare with</p>'}"
-        f"<h2>Training</h2>{curve_svg or '<p class=muted>no training curve (not a Lamina run)</p>'}"
-        f"<h2>Samples</h2>{_samples(doc)}"
-        f'<p class="muted">Compared: {escape(", ".join(t["role"] + " " + t["path"] for t in doc["targets"]))}. '
-        f"Evaluation took {doc['seconds']} s.</p></body></html>"
+    bars = svg.delta_bars(
+        _delta_rows(doc), "Candidate minus baseline (metrics on a 0-1 scale)", better=BETTER
+    )
+    verdict = "PASSED" if doc["gate"]["passed"] else "FAILED"
+    return _template().render(
+        doc=doc, verdict=verdict, css=CSS, tables=_tables(doc), bars=bars, curve=curve_svg
     )
 
 

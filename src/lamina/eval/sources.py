@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamina import workspace
-from lamina.data.formats import Example, Preference, read_jsonl
+from lamina.data.formats import Example, Preference
+from lamina.data.shapes import read_records
 from lamina.errors import LaminaError
 from lamina.recipe import EvalSpec, Recipe
 
-Source = tuple[str, str]  # (path, record format)
+Source = tuple  # (path, record format[, column mapping of a raw recipe file])
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,11 @@ def _file(path: str | None, fmt: str, key: str) -> Source | None:
 def resolve(spec: EvalSpec, recipe: Recipe | None, run: dict | None) -> Sources:
     data = (run or {}).get("data") or {}
     raw_fmt = recipe.data.format if recipe else data.get("format") or "chat"
+    columns = recipe.data.columns if recipe else None
     version_fmt = data.get("format") or "chat"  # versions hold chat or preference records
     dataset = _dataset_dir(recipe, run)
     raw_train_path = (recipe.data.train if recipe else None) or data.get("train")
-    raw_train = (raw_train_path, raw_fmt) if raw_train_path and Path(raw_train_path).is_file() else None
+    raw_train = (raw_train_path, raw_fmt, columns) if raw_train_path and Path(raw_train_path).is_file() else None
     if spec.eval_file:
         # a model trained on preference pairs is still scored on task records
         eval_src = _file(spec.eval_file, "chat" if raw_fmt == "preference" else raw_fmt, "eval.eval_file")
@@ -67,6 +69,7 @@ def resolve(spec: EvalSpec, recipe: Recipe | None, run: dict | None) -> Sources:
         eval_src = (str(dataset / "eval.jsonl"), version_fmt)
     else:
         eval_src = _file((recipe.data.eval if recipe else None) or data.get("eval"), raw_fmt, "data.eval")
+        eval_src = eval_src and (*eval_src, columns)
     if dataset is not None and _nonempty(dataset / "train.jsonl"):
         train_src = (str(dataset / "train.jsonl"), version_fmt)
     else:
@@ -80,7 +83,8 @@ def read(src: Source | None) -> list[Example]:
     if src is None:
         return []
     out = []
-    for r in read_jsonl(src[0], src[1]):
+    # a raw recipe file may be any data form, with the recipe's column mapping as a third part
+    for r in read_records(src[0], src[1], src[2] if len(src) > 2 else None):
         if isinstance(r, Preference):
             r = Example([*r.prompt, {"role": "assistant", "content": r.chosen}], r.subject_id, r.meta)
         out.append(r)

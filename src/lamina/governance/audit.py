@@ -9,13 +9,14 @@ the head (last seq and hash) is also kept in a separate file and compared on ver
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from lamina import workspace
 from lamina.errors import LaminaError
@@ -35,12 +36,8 @@ def _head_path() -> Path:
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     # Two processes appending at once would both chain onto the same predecessor.
-    with open(workspace.subdir("audit") / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(workspace.subdir("audit") / ".lock"):
+        yield
 
 
 def entry_hash(entry: dict) -> str:

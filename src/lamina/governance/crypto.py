@@ -4,7 +4,9 @@ Each file gets its own random data key; the data key is stored in the file's hea
 wrapped (AES-GCM) by the workspace master key. Rotating the master key therefore rewrites
 headers only. The body is a sequence of authenticated chunks whose nonce carries the chunk
 index and whose associated data marks the last chunk, so reordering, truncation or a flipped
-bit all fail authentication instead of decrypting to garbage.
+bit all fail authentication instead of decrypting to garbage. The AES-GCM itself is the
+`cryptography` package's; the chunked file format is Lamina's own because no maintained
+library streams authenticated files this way (Fernet holds a whole file in memory).
 
 The master key comes from `LAMINA_MASTER_KEY` (64 hex digits or base64 of 32 bytes), else the
 file named by `LAMINA_MASTER_KEY_FILE`, else `master.key` in the workspace's secrets directory

@@ -7,11 +7,13 @@ tags the tracking and registry stores carry (`lamina.dataset_version`, `lamina.p
 
 from __future__ import annotations
 
+import json
+
 from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
 from lamina.registry import signing, tracking
-from lamina.registry.versions import get_version, local_dir, version_for
+from lamina.registry.versions import get_version, local_dir, model_lock, version_for
 
 
 def _node(mv) -> dict:
@@ -36,7 +38,27 @@ def _node(mv) -> dict:
         "trained_by": record.get("trained_by"),
         "registered_by": record.get("registered_by"),
         "signer": record.get("signer"),
+        "exports": json.loads(mv.tags.get(EXPORTS_TAG) or "[]"),
     }
+
+
+EXPORTS_TAG = "lamina.exports"
+_TAG_MAX = 5000  # MLflow's limit on a tag value
+
+
+def add_export(mv, record: dict) -> None:
+    """List an export under the version it came from (format, where, the files' digest)."""
+    from lamina.fsio import sha256_json
+
+    entry = {"format": record["format"], "path": record["path"], "by": record["by"],
+             "files_sha256": sha256_json(record["files"]), "converter": record.get("converter")}  # fmt: skip
+    c = tracking.client()
+    with model_lock(mv.name), tracking.server_errors(f"recording the export of {mv.name}/{mv.version}"):
+        current = c.get_model_version(mv.name, mv.version)
+        exports = [*json.loads(current.tags.get(EXPORTS_TAG) or "[]"), entry]
+        while len(json.dumps(exports)) > _TAG_MAX and len(exports) > 1:
+            exports.pop(0)  # the oldest goes first; the audit log keeps every export
+        c.set_model_version_tag(mv.name, mv.version, EXPORTS_TAG, json.dumps(exports))
 
 
 def lineage(ref: str) -> dict:
@@ -79,6 +101,7 @@ def render(info: dict) -> str:
             f"signer {str(node['signer'])[:16]}…, registered by {node['registered_by']})",
             f"{pad}aliases  {', '.join(node['aliases']) or '(none)'}",
         ]
+        lines += [f"{pad}export   {e['format']} -> {e['path']} (by {e['by']})" for e in node.get("exports", [])]
     return "\n".join(lines)
 
 

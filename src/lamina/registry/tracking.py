@@ -11,6 +11,7 @@ is a truncated MD5 of a sample, not a provenance hash.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import os
@@ -135,13 +136,17 @@ def experiment_id(name: str | None = None) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:  # made by an older Lamina, or by hand
+            with contextlib.suppress(Exception):
+                c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if is_embedded():
         location = (workspace.subdir("mlflow") / "artifacts").as_uri()
     with server_errors("creating the experiment"):
         try:
-            return c.create_experiment(name, artifact_location=location)
+            # tagged as model training, so MLflow's UI opens the runs view, not GenAI tracing
+            return c.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
         except Exception:
             # another process created it between our lookup and our insert: use theirs
             exp = c.get_experiment_by_name(name)
@@ -162,7 +167,8 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def flatten(obj, prefix: str = "") -> dict[str, str]:
-    """Nested recipe → {"train.lr": "0.0002", ...}; keys that look secret are masked outright."""
+    """Nested recipe → {"train.lr": "0.0002", "method.name": "lora", ...}; keys that look secret are
+    masked outright."""
     out: dict[str, str] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -172,7 +178,8 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
     leaf = key.rsplit(".", 1)[-1]
     # `*_env` keys name the variable a secret is read from; the name itself is not secret.
     secret = _SECRET_KEY.search(leaf) and not leaf.endswith("_env") and obj
-    out[key] = "***" if secret else json.dumps(obj)
+    # Strings as they are (MLflow shows `lora`, not `"lora"`); numbers, booleans, lists as JSON.
+    out[key] = "***" if secret else obj if isinstance(obj, str) else json.dumps(obj)
     return out
 
 
@@ -230,7 +237,8 @@ def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
     return tags
 
 
-def _metrics(run_dir: Path):
+def _metrics(run_dir: Path, start_ms: int = 0, after_step: int = 0):
+    """Metrics of metrics.jsonl past `after_step`, stamped at the run's start + their training seconds."""
     from mlflow.entities import Metric
 
     path = run_dir / rundir.METRICS
@@ -245,7 +253,10 @@ def _metrics(run_dir: Path):
         except ValueError:
             raise LaminaError("not valid JSON", f"{path}:{lineno}") from None
         step = int(record.get("step", lineno))
-        stamp = int(record.get("time", 0) * 1000) if isinstance(record.get("time"), int | float) else 0
+        if step <= after_step:
+            continue
+        seconds = record.get("seconds")
+        stamp = start_ms + int(seconds * 1000) if isinstance(seconds, int | float) else start_ms
         for key, value in record.items():
             if key not in ("step", "time") and isinstance(value, int | float) and not isinstance(value, bool):
                 metrics.append(Metric(key, float(value), stamp, step))
@@ -280,7 +291,7 @@ def _log_artifacts(c, mlflow_run_id: str, run_dir: Path, secrets: list[str]) -> 
 
 def log_run(run_dir: str | os.PathLike) -> str:
     """Log a completed run directory to MLflow; returns the MLflow run id (same id on a re-call)."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import RunTag
 
     run_dir = Path(run_dir).resolve()
     run = read_run(run_dir)
@@ -293,22 +304,96 @@ def log_run(run_dir: str | os.PathLike) -> str:
         existing = find_run(str(run.get("id", run_dir.name)))
         if existing:
             return existing
-        metrics = _metrics(run_dir)  # parsed before anything is created: bad input changes nothing
+        start_ms = millis(run.get("started")) or 0
+        rid = _live_run(c, run)  # created when training started, curves already logged
+        after = _last_step(c, rid) if rid else 0
+        # parsed before anything is created: bad input changes nothing
+        metrics = _metrics(run_dir, start_ms, after)
         tags = {k: redact(v, secrets) for k, v in run_tags(run, run_dir).items()}
-        mlflow_run = c.create_run(experiment_id(), tags=tags, run_name=tags["mlflow.runName"])
-        rid = mlflow_run.info.run_id
-        params = [Param(k[:250], redact(v, secrets)[:_PARAM_MAX]) for k, v in flatten(recipe or {}).items()]
-        for i in range(0, len(params), 100):
-            c.log_batch(rid, params=params[i : i + 100])
+        if rid is None:
+            mlflow_run = c.create_run(experiment_id(), start_time=start_ms or None, tags=tags,
+                                      run_name=tags["mlflow.runName"])  # fmt: skip
+            rid = mlflow_run.info.run_id
+            opening(c, rid, run, recipe or {})
+        else:
+            c.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
         for i in range(0, len(metrics), _METRIC_BATCH):
             c.log_batch(rid, metrics=metrics[i : i + _METRIC_BATCH])
         _log_artifacts(c, rid, run_dir, secrets)
         c.log_batch(rid, tags=[RunTag("lamina.logged", "true")])
-        c.set_terminated(rid, "FINISHED")
+        c.set_terminated(rid, "FINISHED", end_time=millis(run.get("finished")))
     from lamina.governance import audit
 
     audit.record("track", run=tags["lamina.run_id"], mlflow_run_id=rid, tracking_uri=_safe_uri())
     return rid
+
+
+def _live_run(c, run: dict) -> str | None:
+    """The MLflow run opened when this run started training, if it is still there."""
+    rid = run.get("mlflow_run_id")
+    if not rid:
+        return None
+    try:
+        found = c.get_run(rid)
+    except Exception:  # deleted, or logged to another store: log the run afresh
+        return None
+    return rid if found.info.lifecycle_stage == "active" else None
+
+
+def _last_step(c, rid: str) -> int:
+    """The last step whose loss reached the store while training."""
+    history = c.get_metric_history(rid, "loss")
+    return max((m.step for m in history), default=0)
+
+
+# The experiment type MLflow's UI opens with: a training experiment, not GenAI tracing.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def millis(stamp: str | None) -> int | None:
+    """run.json's `%Y-%m-%dT%H:%M:%S%z` stamps as MLflow's epoch milliseconds."""
+    if not stamp:
+        return None
+    return int(dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
+
+
+def dataset_input(run: dict):
+    """The dataset version as an MLflow input: name, our digest, where it lives, its counts."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = run.get("data") or {}
+    version = dataset_version(run)
+    if not version:
+        return None
+    path = data.get("dataset_path")
+    source = {"uri": Path(path).resolve().as_uri()} if path else {"uri": f"lamina-dataset:{version}"}
+    profile = {k: data.get(k) for k in ("train_records", "eval_records", "format") if data.get(k) is not None}
+    dataset = Dataset(
+        name=str(data.get("dataset") or version[:12]),
+        digest=version[:36],  # MLflow's digest column holds 36 characters; the full id is a tag
+        source_type="local",
+        source=json.dumps(source),
+        profile=json.dumps(profile) if profile else None,
+    )
+    tags = [InputTag("mlflow.data.context", "training"), InputTag("lamina.dataset_version", version)]
+    return DatasetInput(dataset, tags)
+
+
+def opening(c, rid: str, run: dict, recipe: dict) -> None:
+    """What a run carries from its start: params, author, dataset input."""
+    from mlflow.entities import Param, RunTag
+
+    secrets = secret_values()
+    params = [
+        Param(k[:250], redact(v, secrets)[: _PARAM_MAX])
+        for k, v in flatten(recipe).items()
+    ]
+    for i in range(0, len(params), 100):
+        c.log_batch(rid, params=params[i : i + 100])
+    c.log_batch(rid, tags=[RunTag("mlflow.user", str(run.get("user") or workspace.user()))])
+    found = dataset_input(run)
+    if found is not None:
+        c.log_inputs(rid, datasets=[found])
 
 
 def _safe_uri() -> str:
@@ -316,16 +401,22 @@ def _safe_uri() -> str:
     return re.sub(r"//[^/@]*@", "//", tracking_uri())
 
 
-def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) -> None:
+def log_evaluation(
+    mlflow_run_id: str, run_dir: Path, card: Path | None = None, eval_dir: Path | None = None
+) -> None:
     """Add what came after training to its MLflow run: the eval report and gate (artifacts
     under eval/, numbers as `eval.<suite>.<metric>`, the verdict as a tag) and the model card."""
+    import time
+
     from mlflow.entities import Metric, RunTag
 
     c = client()
-    gate_file = Path(run_dir) / rundir.EVAL / "gate.json"
+    eval_dir = Path(eval_dir) if eval_dir else Path(run_dir) / rundir.EVAL
+    gate_file = eval_dir / "gate.json"
     gate = read_json(gate_file) if gate_file.is_file() else {}
+    now = int(time.time() * 1000)
     metrics = [
-        Metric(f"eval.{suite}.{key}", float(value), 0, 0)
+        Metric(f"eval.{suite}.{key}", float(value), now, 0)
         for suite, values in (gate.get("results") or {}).items()
         if isinstance(values, dict)
         for key, value in values.items()
@@ -335,10 +426,25 @@ def log_evaluation(mlflow_run_id: str, run_dir: Path, card: Path | None = None) 
         c.log_batch(
             mlflow_run_id, metrics=metrics, tags=[RunTag("lamina.gate", str(gate.get("passed")).lower())]
         )
-        if (Path(run_dir) / rundir.EVAL).is_dir():
-            c.log_artifacts(mlflow_run_id, str(Path(run_dir) / rundir.EVAL), artifact_path="eval")
+        if eval_dir.is_dir():
+            c.log_artifacts(mlflow_run_id, str(eval_dir), artifact_path="eval")
         if card is not None:
             c.log_artifact(mlflow_run_id, str(card), artifact_path="model_card")
+
+
+def log_eval_of_run(run_dir: Path, eval_dir: Path) -> str | None:
+    """`lamina eval` of a run: its metrics and report go to the run's MLflow run (the one
+    opened while it trained, or logged when it finished); None when the run was never logged."""
+    run_file = Path(run_dir) / "run.json"
+    if not run_file.is_file():
+        return None  # a plain model directory has no MLflow run
+    run = read_json(run_file)
+    with server_errors("logging the evaluation"):
+        rid = _live_run(client(), run) or find_run(str(run.get("id", Path(run_dir).name)))
+        if rid is None:
+            return None
+    log_evaluation(rid, Path(run_dir), eval_dir=eval_dir)
+    return rid
 
 
 # Provenance a run directory must still show when it is registered.

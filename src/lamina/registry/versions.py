@@ -10,7 +10,6 @@ together with its lineage tags. A crash before that leaves at most an unreferenc
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -20,6 +19,8 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+
+from filelock import FileLock
 
 from lamina import rundir, workspace
 from lamina.errors import LaminaError
@@ -62,12 +63,8 @@ def model_lock(name: str) -> Iterator[None]:
     # Serialises register/promote/rollback of one model among processes on this machine.
     lock_path = registry_root() / name / ".lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(lock_path):
+        yield
 
 
 def read_gate(path: Path) -> dict:

@@ -2,7 +2,8 @@
 
 A checkpoint holds everything the next step depends on: the trainable parameters, the
 optimiser's moments, the step (the schedule is a pure function of it), the data position
-and every RNG state. Tensors go to safetensors; the rest to JSON — no pickle anywhere.
+and every RNG state. Tensors go to safetensors; the rest to JSON — no pickle anywhere. That
+is why this format is Lamina's own: torch.save, Trainer and DCP checkpoints pickle their state.
 """
 
 from __future__ import annotations

@@ -20,7 +20,12 @@ def build_optimizer(params: list[torch.nn.Parameter], spec: TrainSpec, device: t
 
 
 def lr_factor(step: int, total: int, spec: TrainSpec) -> float:
-    """Linear warm-up, then cosine decay to `min_lr_ratio` (or constant)."""
+    """Linear warm-up, then cosine decay to `min_lr_ratio` (or constant).
+
+    The curve is torch's SequentialLR(LinearLR, CosineAnnealingLR) to the step (a test holds
+    them equal). It stays a function of the step rather than a scheduler object because a
+    resumed run sets its rate from the step number alone: no scheduler state in Lamina's
+    checkpoint format. transformers' warm-up schedules start at 0, one step behind this one."""
     if spec.warmup_steps and step < spec.warmup_steps:
         return (step + 1) / spec.warmup_steps
     if spec.schedule == "constant":

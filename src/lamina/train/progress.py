@@ -1,4 +1,5 @@
-"""A rich progress bar for training: step, loss, tokens/s and ETA."""
+"""Training progress: step, loss, tokens/s and ETA, as a rich bar on a terminal and as plain
+lines in a log (lamina/progress.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.progress import (
 )
 
 from lamina.console import console
+from lamina.progress import Lines, interactive
 
 
 @contextlib.contextmanager
@@ -21,6 +23,18 @@ def training_bar(title: str, total: int, start: int = 0, enabled: bool = True):
     """Yields an update function taking (loop state, last log record or None)."""
     if not enabled:
         yield lambda state, record: None
+        return
+    if not interactive():  # a log file or a pipe: plain lines at a steady interval
+        lines = Lines(title, total, start, unit="steps")
+
+        def update_lines(state, record):
+            fields = {}
+            if record:
+                fields = {"loss": f"{record['loss']:.4f}", "tokens/s": f"{record['tokens_per_s']:,.0f}"}
+            lines.update(state.step, **fields)
+
+        yield update_lines
+        lines.close()
         return
     columns = [
         TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(),

@@ -39,6 +39,9 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         if resume:
             raise LaminaError(f"{recipe.train.objective} runs cannot be resumed; start a new run", str(run_dir))
         return train_grpo(recipe, progress, run_dir, lineage)
+    from lamina.registry import reporters
+
+    reporters.check(recipe)
     d = distributed.current(recipe.distributed)  # None unless started by torchrun
     s = setup(recipe, d, new_output=run_dir is None)
     main = d is None or d.main  # only rank 0 writes the run directory and talks to tracking
@@ -58,15 +61,24 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     info = run_info(s, run_dir, started) if main else {}
     if resume:
-        info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run") if k in meta})
+        info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run", "mlflow_run_id", "overrides") if k in meta})
     info.update(lineage or {})
+    # MLflow (and tracking.report_to) show the run while it trains; rank 0 only
+    live = reporters.Reporters(run_dir, info, recipe) if main else None
+    if live and live.rid:
+        info["mlflow_run_id"] = live.rid
     if main:
         write_json(run_dir / rundir.RUN_JSON, info)
     prepare = getattr(s.loop.objective, "prepare", None)
     if prepare:  # e.g. DPO's one pass of reference log-probs, stored with the run
         prepare(run_dir, s.loop)
     if main:
-        s.loop.on_log = lambda record: append_line(run_dir / rundir.METRICS, rundir.metrics_line(record).rstrip("\n"))
+
+        def on_log(record: dict) -> None:
+            append_line(run_dir / rundir.METRICS, rundir.metrics_line(record).rstrip("\n"))
+            live.log(record)
+
+        s.loop.on_log = on_log
     save = d.save_checkpoint if d else ckpt.save_checkpoint
     s.loop.on_checkpoint = lambda state: save(
         run_dir / rundir.CHECKPOINTS / f"step-{state.step:06d}", s.model, s.loop.optimizer, s.loop.sampler, state)
@@ -78,10 +90,12 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         info.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500])
         if main:
             write_json(run_dir / rundir.RUN_JSON, info)
+            live.stop(interrupted=isinstance(e, KeyboardInterrupt))
         raise
     if d:
         d.gather_for_save(s.model)  # full tensors on rank 0: the same artifact as one process writes
     if main:
+        live.close()
         save_outputs(s, run_dir, state, info)
         from lamina.registry.tracking import log_run
 

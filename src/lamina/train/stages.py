@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from lamina import rundir
-from lamina.data.formats import Example, Preference, Unpaired, read_jsonl
+from lamina.data.formats import Example, Preference, Unpaired
+from lamina.data.readers import reference
+from lamina.data.shapes import read_records
 from lamina.errors import LaminaError
 from lamina.recipe import STAGE_SECTIONS, DataSpec, PpoSpec, Recipe, StageSpec
 
@@ -87,7 +89,8 @@ def check_stage(recipe: Recipe, index: int, stage: StageSpec, has_reward: bool) 
         return
     if recipe.data.train is None or objective == "safety":
         return
-    records = read_jsonl(recipe.data.train, recipe.data.format)
+    spec = recipe.data
+    records = read_records(reference(spec.train, spec.split, spec.revision), spec.format, spec.columns)
     wanted = RECORDS_OF[objective]
     if not isinstance(records[0], wanted):
         kind = {Example: "chat", Preference: "preference", Unpaired: "unpaired"}[wanted]

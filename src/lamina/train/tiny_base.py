@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from lamina import workspace
+from lamina.console import console
 from lamina.fsio import atomic_dir, sha256_json
 from lamina.models.loading import resolve_base as resolve_existing
 from lamina.models.tiny import ARCH, CHAT_TEMPLATE, VOCAB_SIZE, build_model, build_tokenizer, corpus_texts
@@ -60,11 +61,19 @@ def estimate_pretraining(seed: int = 0) -> dict:
     return {"seconds": tokens / rate, "tokens": tokens, "tokens_per_s": rate}
 
 
+TINY_NOTICE = (
+    "Building the embedded `tiny` base once. It only knows Lamina's bundled ticket task: for your own "
+    "data set `model.base` to a real model (a local Hugging Face directory or a hub id)."
+)
+
+
 def ensure_tiny_base(seed: int = 0, progress: bool = True) -> Path:
     """Path of the pretrained tiny base, building and caching it on first use."""
     target = cached_path(seed)
     if is_cached(seed):
         return target
+    if progress:  # what the result is (and is not) for; `lamina demo` also says how long it takes
+        console.print(TINY_NOTICE, highlight=False, markup=False, soft_wrap=True)
     texts = corpus_texts()
     started = time.time()
     tokenizer = build_tokenizer(texts)

@@ -124,3 +124,25 @@ def test_intake_warns_when_names_cannot_be_masked(lamina, tmp_path):
     recipe.write_text("data: {dataset: support}\nintake: {workers: 1, eval_ratio: 0.2, pii: {entities: [EMAIL_ADDRESS]}}\n")
     code, out, _ = lamina("data", "intake", "tickets", "--name", "support2", "--recipe", str(recipe))
     assert code == 0 and "WARNING" not in out
+
+
+def test_add_alpaca_parquet_and_a_second_name_for_the_same_version(lamina, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": f"Explain step {i}.", "input": "", "output": f"Step {i} turns the key.", "id": i}
+            for i in range(20)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "alpaca.parquet")
+    code, out, err = lamina("data", "add", str(tmp_path / "alpaca.parquet"), "--name", "howto", *ADD,
+                            "--format", "alpaca", "--personal-data", "no", "--json")  # fmt: skip
+    assert code == 0, err
+    added = json.loads(out)
+    assert added["records"] == 20 and added["read_as"]["kind"] == "parquet" and added["read_as"]["shape"] == "alpaca"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {dataset: x}\nintake: {workers: 1}\n")
+    first = json.loads(lamina("data", "intake", "howto", "--name", "support-v1", "--recipe", str(recipe), "--json")[1])
+    assert lamina("data", "intake", "howto", "--name", "support-v2", "--recipe", str(recipe))[0] == 0
+    for name in ("support-v1", "support-v2"):
+        code, out, _ = lamina("data", "show", name, "--json")
+        shown = json.loads(out)
+        assert code == 0 and shown["id"] == first["id"] and shown["names"] == ["support-v1", "support-v2"]

@@ -42,7 +42,7 @@ def _bad_files(tmp_path):
     cases = {
         "non_utf8": (b"\xff\xfe" + good.encode() + b"\n", "not valid UTF-8", 1),
         "malformed_json": ((good + "\n" + '{"messages": [}\n').encode(), "malformed JSON", 2),
-        "wrong_schema": ((good + "\n" + good + "\n" + '{"prompt": "x"}\n').encode(), "unknown keys", 3),
+        "wrong_schema": ((good + "\n" + good + "\n" + '{"prompt": "x"}\n').encode(), "missing `messages`", 3),
         "empty": (b"\n\n", "no records", None),
     }
     out = {}

@@ -61,6 +61,15 @@ def test_forget_removes_subject_everywhere_and_lists_runs(source, workspace):
     assert len(list((workspace / "catalog" / "raw").glob("*.enc"))) == 1
 
 
+def test_every_name_of_a_withdrawn_version_moves_to_its_successor(source):
+    v1 = run_intake("support-v1", [(source, "auto")], SPEC)
+    assert run_intake("support-v2", [(source, "auto")], SPEC).version_id == v1.version_id
+    ((change,),) = [forget_subject("subject-3").versions]
+    with catalog.session() as s:
+        assert catalog.resolve_version(s, "support-v1").id == change["new"]
+        assert catalog.resolve_version(s, "support-v2").id == change["new"]
+
+
 def test_forget_unknown_subject_changes_nothing(source):
     run_intake("tickets", [(source, "auto")], SPEC)
     before = catalog.snapshot_table()

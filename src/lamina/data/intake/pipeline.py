@@ -26,13 +26,14 @@ from sqlalchemy import select, update
 from lamina import fsio, workspace
 from lamina.data import catalog
 from lamina.data.dataset_card import render_card
-from lamina.data.formats import Example, format_of, iter_jsonl, record_to_json
+from lamina.data.formats import Example, format_of, record_to_json
 from lamina.data.intake.contamination import EvalIndex
 from lamina.data.intake.dedup import Deduper
 from lamina.data.intake.normalize import content_text
 from lamina.data.intake.parallel import batched, ordered_map, process_batch, worker_count
 from lamina.data.intake.pii import active_entities
-from lamina.data.intake.sources import iter_source_records
+from lamina.data.intake.sources import iter_pending_records, iter_source_records
+from lamina.data.shapes import iter_records
 from lamina.errors import LaminaError
 from lamina.governance import crypto
 from lamina.recipe import IntakeSpec
@@ -69,7 +70,7 @@ def split_of(line: str, eval_ratio: float) -> str:
 
 def _tagged(sources: list[tuple[catalog.Source, str]], key: bytes, stats: _Pass1) -> Iterator[tuple]:
     for src, role in sources:
-        records = iter_source_records(src) if src.id is not None else (r for _, r in iter_jsonl(src.path, src.format))
+        records = iter_source_records(src) if src.id is not None else iter_pending_records(src)
         for rec in records:
             kind = "sft" if isinstance(rec, Example) else format_of(rec)  # preference or unpaired
             if stats.kind not in (None, kind):
@@ -126,7 +127,7 @@ def _index_eval_files(index: EvalIndex, spec: IntakeSpec, fmt: str, key: bytes) 
     records = (
         ((None, None), record_to_json(rec))
         for path in spec.contamination_eval
-        for _, rec in iter_jsonl(path, fmt)
+        for _, rec in iter_records(path, fmt)
     )
     for results in ordered_map(process_batch, batched(records, spec.batch), 1, (spec.model_dump_json(), key)):
         for _, rec, _, _ in results:
@@ -346,7 +347,9 @@ def _register(vid, name, target, manifest, sources, subjects, parent) -> None:
             )
             s.add_all(catalog.VersionSubject(version_id=vid, subject=h) for h in sorted(subjects))
         row.status = "current"
-        row.name = name
+        catalog.add_name(s, vid, name)  # the first name stays the row's; later ones are added
+        for other in catalog.names_of(s, parent) if parent else []:
+            catalog.add_name(s, vid, other)  # a rebuilt version (withdrawal) keeps every name
 
 
 def sources_of(version_id: str) -> list[tuple[catalog.Source, str]]:

@@ -18,9 +18,8 @@ from sqlalchemy import select
 
 from lamina import fsio, workspace
 from lamina.data import catalog
-from lamina.data.formats import iter_jsonl
 from lamina.data.intake.pipeline import sources_of, stage_intake, version_hash
-from lamina.data.intake.sources import SourceInfo, add_source
+from lamina.data.intake.sources import SourceInfo, add_source, scan_source
 from lamina.errors import LaminaError
 from lamina.names import to_name
 from lamina.recipe import Recipe
@@ -60,7 +59,7 @@ class _Planned:
 
     source: catalog.Source
     role: str
-    file: Path | None = None
+    file: str | None = None  # any data reference (data/readers.py)
     info: SourceInfo | None = None
 
 
@@ -86,9 +85,14 @@ def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
     active source of the same bytes under the same licence is reused; the same bytes declared
     under another licence are an error naming both."""
     licence = _check_declared(path, recipe.data.licence, recipe).strip()
-    file = Path(path)
-    records = sum(1 for _ in iter_jsonl(file, recipe.data.format))  # every line valid, or the line named
-    sha = fsio.sha256_file(file)
+    spec = recipe.data
+    split = spec.split if role == "train" else None  # an eval split is named in its ref: hub:id:test
+    info = SourceInfo(name="", licence=licence, origin="", purpose=f"fine-tuning ({recipe.name}, {role} split)",
+                      lawful_basis="legitimate_interest", format=spec.format, columns=spec.columns, split=split,
+                      revision=spec.revision)  # fmt: skip
+    scan = scan_source(path, info)  # every record valid, or the record named; nothing written
+    ref, sha = scan.ref, scan.sha
+    file = Path(ref.ref.rstrip("/").replace("/", "_")) if ref.kind == "hub" else ref.path
     same, taken = [], set()
     if (workspace.home() / "catalog" / "catalog.db").is_file():  # a new workspace gets no catalog yet
         with catalog.session() as s:
@@ -105,21 +109,17 @@ def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
                 "data.licence",
             )
     for src in same:
-        if src.format == recipe.data.format:
+        shape = json.loads(src.read_as).get("shape") if src.read_as else src.format
+        if shape == spec.format and (json.loads(src.read_as).get("columns") if src.read_as else None) == spec.columns:
             return _Planned(src, role)
     name = f"{to_name(file.stem)}-{sha[:10]}"
     name = name if name not in taken else f"{name}-{to_name(licence)}"
-    info = SourceInfo(
-        name=name,
-        licence=licence,
-        origin=f"file {file.resolve()} named by recipe {recipe.name!r}",
-        purpose=f"fine-tuning ({recipe.name}, {role} split)",
-        lawful_basis="legitimate_interest",
-        format=recipe.data.format,
-    )
-    pending = catalog.Source(name=name, path=str(file.resolve()), format=info.format, sha256=sha, records=records,
-                             revision=1, licence=licence, status="active", retain_until=None)
-    return _Planned(pending, role, file, info)
+    where = f"dataset hub:{ref.ref}" if ref.kind == "hub" else f"file {ref.path.resolve()}"
+    info.name, info.origin = name, f"{where} named by recipe {recipe.name!r}"
+    pending = catalog.Source(name=name, path=where.split(" ", 1)[1], format=scan.format, sha256=sha,
+                             records=scan.count, revision=1, licence=licence, status="active", retain_until=None,
+                             read_as=json.dumps(scan.read_as, sort_keys=True) if scan.read_as else None)
+    return _Planned(pending, role, str(path), info)
 
 
 def _register(plan: _Planned) -> catalog.Source:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 
-import httpx
-
 from lamina.errors import LaminaError
 from lamina.eval.context import EvalContext, Target
 from lamina.eval.suites import SuiteResult
@@ -33,35 +31,43 @@ _VERDICT = re.compile(r"\b(TIE|A|B)\b")
 
 
 class JudgeClient:
+    """The official `openai` client against the judge's endpoint: it retries connection errors,
+    429 and 5xx answers with exponential back-off (`eval.judge.max_retries`)."""
+
     def __init__(self, spec: JudgeSpec):
+        import openai
+
         self.spec = spec
-        headers = {}
+        key = None
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
             if not key:
                 raise LaminaError(
                     f"environment variable {spec.api_key_env} is not set", "eval.judge.api_key_env"
                 )
-            headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.Client(base_url=spec.url.rstrip("/"), headers=headers, timeout=spec.timeout_s)
+        # An endpoint without keys still gets one (the client requires it); it is not a secret.
+        self._client = openai.OpenAI(
+            base_url=spec.url.rstrip("/"), api_key=key or "no-key", timeout=spec.timeout_s,
+            max_retries=spec.max_retries,
+        )  # fmt: skip
 
     def ask(self, content: str) -> str:
-        body = {
-            "model": self.spec.model,
-            "messages": [{"role": "user", "content": content}],
-            "temperature": 0,
-        }
+        import openai
+
         try:
-            resp = self._http.post("/chat/completions", json=body)
-        except httpx.HTTPError as e:
-            raise LaminaError(f"judge endpoint unreachable: {e}", "eval.judge.url") from None
-        if resp.status_code != 200:
-            raise LaminaError(
-                f"judge endpoint answered HTTP {resp.status_code}: {resp.text[:200]}", "eval.judge.url"
+            reply = self._client.chat.completions.create(
+                model=self.spec.model, messages=[{"role": "user", "content": content}], temperature=0
             )
+        except openai.APIStatusError as e:
+            text = e.response.text[:200] if e.response is not None else str(e)
+            raise LaminaError(
+                f"judge endpoint answered HTTP {e.status_code}: {text}", "eval.judge.url"
+            ) from None
+        except openai.APIConnectionError as e:
+            raise LaminaError(f"judge endpoint unreachable: {e}", "eval.judge.url") from None
         try:
-            return str(resp.json()["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError):
+            return str(reply.choices[0].message.content)
+        except (AttributeError, IndexError, TypeError):
             raise LaminaError("judge reply is not an OpenAI chat completion", "eval.judge.url") from None
 
     def prefer(self, prompt: str, a: str, b: str) -> str:
@@ -73,7 +79,7 @@ class JudgeClient:
         return "REFUSED" in self.ask(REFUSAL_PROMPT.format(prompt=prompt, response=response)).upper()
 
     def close(self) -> None:
-        self._http.close()
+        self._client.close()
 
 
 def tally(first: list[str], second: list[str]) -> dict:

@@ -48,9 +48,10 @@ def add(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
+    from lamina.data import ops
     from lamina.data.intake.sources import SourceInfo, register_source
     from lamina.errors import LaminaError
-    from lamina.governance import access, audit
+    from lamina.governance import access
 
     if personal_data not in ("yes", "no"):
         raise LaminaError("expected yes or no", "--personal-data")
@@ -58,9 +59,8 @@ def add(
     info = SourceInfo(
         name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes"
     )
-    src, new = register_source(file, info)
-    if new:
-        audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
+    with ops.operation("data.add", user, source=name):  # a repeat commits nothing: no entry
+        src, new = register_source(file, info)
     said = "" if new else " (already registered with these bytes and metadata; nothing changed)"
     _emit(src.provenance() | {"new": new}, as_json,
           f"source {src.name}: {src.records} records, sha256 {src.sha256[:16]}…{said}")
@@ -78,9 +78,9 @@ def intake(
     from rich.progress import Progress
 
     from lamina.cli.app import console
-    from lamina.data import catalog
+    from lamina.data import catalog, ops
     from lamina.data.intake.pipeline import run_intake
-    from lamina.governance import access, audit
+    from lamina.governance import access
     from lamina.names import check_name
 
     user = access.require("data.write")
@@ -91,12 +91,12 @@ def intake(
             (catalog.get_source(s, n), "eval") for n in eval_sources
         ]
     total = sum(src.records for src, _ in picked)
-    with Progress(console=console, transient=True) as bar:
+    with (
+        Progress(console=console, transient=True) as bar,
+        ops.operation("data.intake", user, name=name, sources=[s.name for s, _ in picked]),
+    ):
         task = bar.add_task("intake", total=total)
         result = run_intake(name, picked, spec, progress=lambda n: bar.advance(task, n))
-    audit.record(
-        "data.intake", user=user, version=result.version_id, name=name, sources=[s.name for s, _ in picked]
-    )
     m = result.manifest
     said = "" if result.new else " (these records were taken in before; nothing new written)"
     text = (

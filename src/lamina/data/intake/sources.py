@@ -15,9 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from lamina import fsio, workspace
+from lamina import faults, fsio, workspace
 from lamina.data import catalog
 from lamina.data.formats import FORMATS, Record, decode_line, iter_jsonl, parse_record
+from lamina.data.ops import exclusive_call
 from lamina.errors import LaminaError
 from lamina.governance import crypto
 from lamina.names import check_name
@@ -108,6 +109,7 @@ def _earlier(sha: str, info: SourceInfo) -> catalog.Source | None:
     return src
 
 
+@exclusive_call
 def register_source(path: str | Path, info: SourceInfo) -> tuple[catalog.Source, bool]:
     """(source, True) when `path` is registered now; (the earlier source, False) when the same
     bytes were registered under this name with the same metadata — a repeat changes nothing."""
@@ -120,6 +122,7 @@ def register_source(path: str | Path, info: SourceInfo) -> tuple[catalog.Source,
     return _insert(path, info, *scanned), True
 
 
+@exclusive_call
 def add_source(path: str | Path, info: SourceInfo) -> catalog.Source:
     """Register `path` as a source. All or nothing."""
     path = Path(path)
@@ -138,6 +141,7 @@ def _insert(path: Path, info: SourceInfo, count: int, sha: str, subject_ids: set
     rel = Path("catalog") / "raw" / f"{info.name}-r1-{sha[:12]}.enc"
     target = workspace.home() / rel
     _snapshot(path, target, sha)
+    faults.point("data.add.snapshot")
     try:
         with catalog.session() as s:
             src = catalog.Source(
@@ -150,6 +154,7 @@ def _insert(path: Path, info: SourceInfo, count: int, sha: str, subject_ids: set
             s.add(src)
             s.flush()
             s.add_all(catalog.SourceSubject(source_id=src.id, subject=h) for h in sorted(subjects))
+            catalog.stamp(s, source=src.name, sha256=sha, licence=src.licence)
         return src
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

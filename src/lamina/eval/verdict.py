@@ -1,6 +1,6 @@
 """`lamina eval` as a governed action: a gate verdict is what registration trusts, so writing
 one needs the `train` permission and leaves one audit entry (who, what, passed or not, the
-verdict's sha256) — settled by the next evaluation of that target if a kill came between."""
+verdict's sha256) — settled by the next evaluation writing that gate if a kill came between."""
 
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ def evaluate(target: str, suites: list[str] | None, recipe: str | None, out_dir:
     user = access.require("train")
     p = harness.plan(target, recipe, suites, out_dir=out_dir)
     gate = p.out_dir / "gate.json"
+    # No lock: a refused evaluation must leave nothing behind (not even a lock file); two
+    # evaluations writing one gate at once are the user's race, and each still records itself.
     domain = "eval." + sha256_bytes(str(gate.resolve()).encode())[:16]
-    with journal.locked(domain):
+    if (journal.intents_root() / domain).is_dir():
         journal.settle(domain, {"eval": _written})
-        before = sha256_file(gate) if gate.is_file() else None
-        with journal.operation(domain, "eval", user, _written, target=target, gate=str(gate),
-                               before=before) as op:
-            doc = harness.evaluate(p, progress)
-            op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
+    before = sha256_file(gate) if gate.is_file() else None
+    with journal.operation(domain, "eval", user, _written, target=target, gate=str(gate), before=before) as op:
+        doc = harness.evaluate(p, progress)
+        op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
     return doc

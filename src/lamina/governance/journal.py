@@ -55,6 +55,11 @@ class Intent:
         return intents_dir(self.domain) / f"{self.op_id}.json"
 
 
+def intents_root() -> Path:
+    """Where intents live (not created by asking)."""
+    return workspace.home() / "audit" / "intents"
+
+
 def intents_dir(domain: str) -> Path:
     path = workspace.subdir("audit") / "intents" / domain
     path.mkdir(parents=True, exist_ok=True)
@@ -135,8 +140,11 @@ def operation(domain: str, action: str, user: str, probe: Probe, key: str | None
         _CURRENT.reset(token)
         with contextlib.suppress(Exception):
             found = probe(intent)
-            if found is None:
+            if found is None:  # refused before it changed anything: leave nothing behind
                 intent.path.unlink(missing_ok=True)
+                for empty in (intent.path.parent, intent.path.parent.parent):
+                    with contextlib.suppress(OSError):
+                        empty.rmdir()  # only when empty (a locked domain keeps its .lock)
             else:
                 intent.result = {**found, **intent.result}
                 complete(intent, **intent.result)
@@ -153,7 +161,7 @@ def operation(domain: str, action: str, user: str, probe: Probe, key: str | None
 
 def pending(domain: str | None = None) -> list[Intent]:
     """Intents left behind (in one domain, or all), oldest first."""
-    root = workspace.subdir("audit") / "intents"
+    root = intents_root()
     paths = (root / domain).glob("*.json") if domain else root.glob("*/*.json")
     found = []
     for path in paths:

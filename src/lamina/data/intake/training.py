@@ -122,9 +122,10 @@ def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
     return _Planned(pending, role, file, info)
 
 
-def _register(plan: _Planned, user: str) -> catalog.Source:
+def _register(plan: _Planned, user: str | None = None) -> catalog.Source:
     if plan.file is None:
         return plan.source
+    user = user or workspace.user()
     try:
         # The same gate as `lamina data add`: one audit entry, settled by the next command if killed.
         with ops.operation("data.add", user, source=plan.info.name, by="train"):

@@ -17,7 +17,8 @@ SRC = ROOT / "src" / "lamina"
 # share layer 0. A new package or top-level module must be placed here before it can pass.
 LAYERS = (
     ("lamina", "lamina.errors", "lamina.fsio", "lamina.console", "lamina.workspace", "lamina.recipe",
-     "lamina.recipe_doc", "lamina.rundir", "lamina.gates", "lamina.names", "lamina.progress", "lamina.quiet"),
+     "lamina.recipe_doc", "lamina.rundir", "lamina.gates", "lamina.names", "lamina.progress", "lamina.quiet",
+     "lamina.faults"),
     ("lamina.governance",),
     ("lamina.data",),
     ("lamina.registry",),

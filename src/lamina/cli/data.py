@@ -74,9 +74,10 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
+    from lamina.data import ops
     from lamina.data.intake.sources import SourceInfo, register_source
     from lamina.errors import LaminaError
-    from lamina.governance import access, audit
+    from lamina.governance import access
 
     columns = {}
     for item in column:
@@ -89,9 +90,8 @@ def add(
         name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes",
         columns or None, split, revision,
     )  # fmt: skip
-    src, new = register_source(file, info)
-    if new:
-        audit.record("data.add", user=user, source=src.name, sha256=src.sha256, licence=src.licence)
+    with ops.operation("data.add", user, source=name):  # a repeat commits nothing: no entry
+        src, new = register_source(file, info)
     said = "" if new else " (already registered with these bytes and metadata; nothing changed)"
     _emit(src.provenance() | {"new": new}, as_json,
           f"source {src.name}: {src.records} records, sha256 {src.sha256[:16]}…{said}")
@@ -106,9 +106,9 @@ def intake(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Take sources in as a dataset version (normalised, PII-masked, deduplicated, carded)."""
-    from lamina.data import catalog
+    from lamina.data import catalog, ops
     from lamina.data.intake.pipeline import run_intake
-    from lamina.governance import access, audit
+    from lamina.governance import access
     from lamina.names import check_name
     from lamina.progress import task
 
@@ -120,11 +120,11 @@ def intake(
             (catalog.get_source(s, n), "eval") for n in eval_sources
         ]
     total = sum(src.records for src, _ in picked)
-    with task("intake", total, enabled=not as_json) as advance:
+    with (
+        task("intake", total, enabled=not as_json) as advance,
+        ops.operation("data.intake", user, name=name, sources=[s.name for s, _ in picked]),
+    ):
         result = run_intake(name, picked, spec, progress=advance)
-    audit.record(
-        "data.intake", user=user, version=result.version_id, name=name, sources=[s.name for s, _ in picked]
-    )
     m = result.manifest
     said = "" if result.new else " (these records were taken in before; nothing new written)"
     text = (

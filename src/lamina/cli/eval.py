@@ -22,10 +22,10 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the verdict and numbers as JSON."),
 ) -> None:
     """Evaluate a model against its base (and the production champion); exit 1 when a gate fails."""
-    from lamina.eval import harness, report
+    from lamina.eval import report, verdict
 
     suites = [s.strip() for s in suite.split(",") if s.strip()] if suite else None
-    doc = harness.run(target, suites, recipe, out_dir, progress=not as_json)
+    doc = verdict.evaluate(target, suites, recipe, out_dir, progress=not as_json)
     if as_json:
         out.print(json.dumps(report.summary(doc), indent=2), highlight=False, soft_wrap=True)
     else:

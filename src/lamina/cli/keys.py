@@ -14,12 +14,11 @@ app.add_typer(keys_app, name="keys")
 def keys_init(force: bool = typer.Option(False, "--force", help="Replace an existing signing key.")):
     """Make the workspace's ECDSA P-256 signing key pair (OMS signatures)."""
     from lamina.console import out
-    from lamina.governance import access, audit
-    from lamina.registry import signing
+    from lamina.governance import access
+    from lamina.registry import keyops
 
     user = access.require("keys")
-    info = signing.init_keys(force=force)
-    audit.record("keys.init", user=user, fingerprint=info["fingerprint"], replaced=force)
+    info = keyops.init_signing_keys(user, force=force)
     out.print(
         f"signing key: {info['private']}\npublic key:  {info['public']}\nfingerprint: sha256:{info['fingerprint']}",
         soft_wrap=True,
@@ -32,16 +31,15 @@ def init():
     """Set up a workspace: policy (you as admin), signing key pair, data-encryption master key."""
     from lamina import workspace
     from lamina.console import out
-    from lamina.governance import access, audit, crypto
-    from lamina.registry import signing
+    from lamina.governance import access, crypto
+    from lamina.registry import keyops, signing
 
     created = []
     if not access.policy_path().exists():
         created.append(f"policy {access.init_policy()} (admin: {workspace.user()})")
     user = access.require("keys")
     if not signing.key_paths()[0].exists():
-        info = signing.init_keys()
-        audit.record("keys.init", user=user, fingerprint=info["fingerprint"], replaced=False)
+        info = keyops.init_signing_keys(user)
         created.append(f"signing key sha256:{info['fingerprint']}")
     crypto.load_master_key(create=True)
     out.print(
@@ -62,11 +60,11 @@ def keys_rotate(
     import json
 
     from lamina.cli.app import out
-    from lamina.governance import access, audit, crypto
+    from lamina.governance import access
+    from lamina.registry import keyops
 
     user = access.require("keys")
-    rot = crypto.rotate_master_key(new_key_file)
-    audit.record("keys.rotate", user=user, old=rot.old_key_id, new=rot.new_key_id, files=len(rot.rewrapped))
+    rot = keyops.rotate_master_key(user, new_key_file)
     result = {
         "old_key_id": rot.old_key_id,
         "new_key_id": rot.new_key_id,

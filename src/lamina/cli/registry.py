@@ -57,7 +57,8 @@ def register(
     text = {"intended_use": intended_use, "out_of_scope": out_of_scope, "limitations": limitations}
     with console.status(f"registering {run} as {name}"):
         result = versions.register(run, name, **text)
-    _emit(result, as_json, f"registered {result['name']}/{result['version']} at {result['path']}")
+    done = "already done: " if result.get("already_done") else ""
+    _emit(result, as_json, f"{done}registered {result['name']}/{result['version']} at {result['path']}")
 
 
 @app.command()
@@ -66,13 +67,15 @@ def promote(
     version: int = typer.Argument(..., help="Registered version number to point the alias at."),
     to: str = typer.Option(..., "--to", help="Alias to move: staging or production."),
     reason: str = typer.Option("", "--reason", help="Why (recorded in the history and audit log)."),
+    op_id: str = typer.Option(None, "--op-id", help="Idempotency key: a retry with it never moves twice."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Point an alias at a version (gate, signature and four-eyes checked)."""
     from lamina.registry import aliases
 
-    move = aliases.promote(name, version, to, reason)
-    _emit(move, as_json, f"{name}@{to}: {move['from'] or '-'} -> {move['to']}")
+    move = aliases.promote(name, version, to, reason, op_id=op_id)
+    done = "already done: " if move.get("already_done") else ""
+    _emit(move, as_json, f"{done}{name}@{to}: {move['from'] or '-'} -> {move['to']}")
 
 
 @app.command()
@@ -80,13 +83,15 @@ def rollback(
     name: str = typer.Argument(..., help="Registered model name."),
     alias: str = typer.Option("production", "--alias", help="Alias to move back to its previous version."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the history and audit log)."),
+    op_id: str = typer.Option(None, "--op-id", help="Idempotency key: a retry with it never rolls back twice."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Point an alias back at the version it held before."""
     from lamina.registry import aliases
 
-    move = aliases.rollback(name, alias, reason)
-    _emit(move, as_json, f"{name}@{alias}: {move['from']} -> {move['to']} (rolled back: {reason})")
+    move = aliases.rollback(name, alias, reason, op_id=op_id)
+    done = "already done: " if move.get("already_done") else ""
+    _emit(move, as_json, f"{done}{name}@{alias}: {move['from']} -> {move['to']} (rolled back: {reason})")
 
 
 @app.command()
@@ -137,10 +142,11 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
 def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """Check the audit log's hash chain; exit 1 naming each broken line."""
     from lamina.governance import audit
-    from lamina.registry import anchor
+    from lamina.registry import anchor, coverage
 
     verdict = audit.verify()
     verdict.problems += anchor.check()
+    verdict.problems += coverage.check()
     _emit(
         {"ok": verdict.ok, "entries": verdict.entries, "problems": verdict.problems},
         as_json,

@@ -113,6 +113,32 @@ class RetrainRequired(Base):
     at: Mapped[str] = mapped_column(String)
 
 
+class Operation(Base):
+    """A change made under an intent (lamina.governance.journal), committed in the same
+    transaction as the change itself: the proof the next command reads after a kill."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # the intent's operation id
+    action: Mapped[str] = mapped_column(String)
+    result: Mapped[str] = mapped_column(Text)  # JSON: what the audit entry adds about the change
+
+
+def stamp(s: Session, **result: object) -> None:
+    """Mark the current operation as applied, inside the transaction `s` that applies it."""
+    from lamina.governance import journal
+
+    op = journal.current()
+    if op is not None:
+        s.merge(Operation(id=op.op_id, action=op.action, result=json.dumps(result, default=str)))
+
+
+def stamped(op_id: str) -> dict | None:
+    """What the operation `op_id` changed, if its transaction committed."""
+    with session() as s:
+        row = s.get(Operation, op_id)
+        return json.loads(row.result) if row is not None else None
+
+
 def db_path() -> Path:
     return workspace.subdir("catalog") / "catalog.db"
 

@@ -137,15 +137,27 @@ def require(permission: str, user: str | None = None) -> str:
     return user
 
 
+def _granted(intent) -> dict | None:
+    """Whether a grant a kill interrupted reached the policy file."""
+    d = intent.details
+    return {} if d["role"] in load_policy().users.get(d["grantee"], []) else None
+
+
 def grant(user: str, role: str) -> None:
-    """Give `user` a role (needs the `policy` permission); the policy file is rewritten atomically."""
+    """Give `user` a role (needs the `policy` permission); the policy file is rewritten
+    atomically and the grant audited once, even across a kill (lamina.governance.journal)."""
+    from lamina.governance import journal
+
     actor = require("policy")
-    policy = load_policy()
-    if role not in policy.roles:
-        raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(policy_path()))
-    roles = policy.users.get(user, [])
-    if role in roles:
-        return
-    policy.users = {**policy.users, user: [*roles, role]}
-    write_text(policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
-    audit.record("policy.grant", user=actor, grantee=user, role=role)
+    with journal.locked("policy"):
+        journal.settle("policy", {"policy.grant": _granted})
+        policy = load_policy()
+        if role not in policy.roles:
+            raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(policy_path()))
+        roles = policy.users.get(user, [])
+        if role in roles:
+            return
+        policy.users = {**policy.users, user: [*roles, role]}
+        with journal.operation("policy", "policy.grant", actor, _granted, grantee=user, role=role) as op:
+            write_text(policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
+            op.result["role"] = role

@@ -4,7 +4,10 @@ An alias (staging, production) is a pointer; moving it is the release. MLflow ke
 current pointer, so every move is also written as a registered-model tag `lamina.move.NNNNNN`
 — in the shared store, beside the alias. Write-ahead: the move is tagged `pending`, then the
 alias is set, then the tag is rewritten `done`. A crash between leaves a pending move that
-readers settle by looking at the alias: it points at the move's target (applied) or not.
+readers settle by looking at the alias (it points at the move's target: applied) or, once a
+later move of that alias exists, at where that later move started from. Each move is also an
+operation (lamina.registry.ops): its record carries the operation id, so the next command
+writes the audit entry a killed one did not, and a retry reports "already done".
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from pathlib import Path
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
-from lamina.governance import access, audit, incidents
+from lamina.governance import access, incidents, journal
 from lamina.recipe import RegistrySpec
-from lamina.registry import tracking
+from lamina.registry import ops, tracking
 from lamina.registry.anchor import anchor
-from lamina.registry.moves import MOVE_PREFIX
+from lamina.registry.moves import MOVE_PREFIX, move_tag, took_effect
 from lamina.registry.versions import (
     all_versions,
     check_name,
@@ -57,11 +60,11 @@ def moves(name: str) -> list[dict]:
         raise LaminaError("no such registered model", name) from None
     records = [json.loads(v) for k, v in sorted(model.tags.items()) if k.startswith(MOVE_PREFIX)]
     settled = []
-    for i, move in enumerate(records):
+    for move in records:
+        if move["state"] == "aborted":
+            continue
         if move["state"] == "pending":
-            later = any(m["alias"] == move["alias"] for m in records[i + 1 :])
-            # Only the newest move of an alias can have been applied without being marked.
-            if later or current(name, move["alias"]) != move["to"]:
+            if not took_effect(move, records, current(name, move["alias"])):
                 continue
             move = {**move, "state": "done", "settled": True}
         settled.append(move)
@@ -79,8 +82,8 @@ def _require_model(name: str) -> None:
         raise LaminaError("no such registered model", name) from None
 
 
-def _write_move(name: str, move: dict) -> None:
-    tracking.client().set_registered_model_tag(name, f"{MOVE_PREFIX}{move['n']:06d}", json.dumps(move))
+def write_move(name: str, move: dict) -> None:
+    tracking.client().set_registered_model_tag(name, move_tag(move), json.dumps(move))
 
 
 def _next_n(name: str) -> int:
@@ -88,31 +91,22 @@ def _next_n(name: str) -> int:
     return 1 + max((int(k[len(MOVE_PREFIX) :]) for k in tags if k.startswith(MOVE_PREFIX)), default=0)
 
 
-def _move(name: str, alias: str, version: int, op: str, user: str, reason: str | None) -> dict:
-    before = current(name, alias)
-    move = {
-        "n": _next_n(name),
-        "op": op,
-        "alias": alias,
-        "from": before,
-        "to": version,
-        "user": user,
-        "reason": (reason or "")[:1000],
-        "time": now(),
-        "state": "pending",
-    }
-    c = tracking.client()
-    with tracking.server_errors(f"moving {name}@{alias}"):
-        _write_move(name, move)
-        crashpoint(f"{op}.pending")
-        c.set_registered_model_alias(name, alias, str(version))
-        crashpoint(f"{op}.aliased")
-        move["state"] = "done"
-        _write_move(name, move)
-    entry = audit.record(
-        op, user=user, name=name, alias=alias, version=version, previous=before, reason=move["reason"]
-    )
-    anchor(name, entry)
+def _move(name: str, alias: str, version: int, op: str, user: str, reason: str | None, key: str) -> dict:
+    before, reason = current(name, alias), (reason or "")[:1000]
+    with journal.operation(ops.domain(name), op, user, ops.PROBES[op], key=key, name=name, alias=alias,
+                           version=version, previous=before, reason=reason) as intent:
+        move = {"n": _next_n(name), "op": op, "alias": alias, "from": before, "to": version, "user": user,
+                "reason": reason, "time": now(), "state": "pending", "op_id": intent.op_id, "key": key}
+        c = tracking.client()
+        with tracking.server_errors(f"moving {name}@{alias}"):
+            write_move(name, move)
+            crashpoint(f"{op}.pending")
+            c.set_registered_model_alias(name, alias, str(version))
+            crashpoint(f"{op}.aliased")
+            move["state"] = "done"
+            write_move(name, move)
+        intent.result.update(version=version)
+    anchor(name, intent.result["entry"])
     return move
 
 
@@ -151,6 +145,18 @@ def check_not_withdrawn(mv, path: Path) -> None:
             )
 
 
+def _done_before(name: str, alias: str, settled: list[dict], key: str, strict: bool) -> dict | None:
+    """The move a retry of this command (same key) already made: one a killed run of it left,
+    settled just now, or — with an explicit operation id — any recorded move of that id."""
+    hit = journal.settled_by_key(settled, key)
+    for move in reversed(moves(name)):
+        if move["alias"] == alias and (
+            (hit and move.get("op_id") == hit["op"]) or (strict and move.get("key") == key)
+        ):
+            return {**move, "already_done": True}
+    return None
+
+
 def trainers(mv) -> set[str]:
     """Who trained a version: the registered record and the MLflow run the trainer logged when
     training ended (so editing run.json before registering does not change the answer)."""
@@ -167,10 +173,12 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def promote(name: str, version: int, to: str, reason: str | None = None, check_only: bool = False) -> dict:
+def promote(name: str, version: int, to: str, reason: str | None = None, check_only: bool = False,
+            op_id: str | None = None) -> dict:
     """Point alias `to` at `version` after checking permission, gate, signature and four eyes;
     an open incident on the model freezes it. `check_only`: the checks alone (a rollout asks
-    them before it sends the version traffic)."""
+    them before it sends the version traffic). A retry of a promote a kill interrupted (or of
+    the same `op_id`) is `already_done`."""
     check_alias(to)
     user = access.require(f"promote.{to}")
     incidents.check_not_frozen(name)
@@ -192,20 +200,31 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
         )
     if check_only:
         return {"user": user, "name": name, "version": int(version), "alias": to}
+    key = op_id or journal.args_key("promote", name=name, alias=to, version=int(version))
     with model_lock(name):
+        done = _done_before(name, to, ops.settle(name), key, strict=op_id is not None)
+        if done is not None:
+            return done
         if current(name, to) == int(version):
             raise LaminaError(f"{to} already points at version {version}", f"{name}@{to}")
-        return _move(name, to, int(version), "promote", user, reason)
+        return _move(name, to, int(version), "promote", user, reason, key)
 
 
-def rollback(name: str, alias: str, reason: str) -> dict:
-    """Point `alias` back at the version it held before the current one, recording why."""
+def rollback(name: str, alias: str, reason: str, op_id: str | None = None) -> dict:
+    """Point `alias` back at the version it held before the current one, recording why.
+
+    Never twice for one command: a retry after a kill finds the interrupted rollback and
+    reports it `already_done`; with `op_id`, so does any later retry of that operation."""
     check_alias(alias)
     user = access.require("rollback")
     if not (reason or "").strip():
         raise LaminaError("a rollback needs a reason (--reason)", f"{name}@{alias}")
     _require_model(check_name(name))  # before the lock: a lock must not create `registry/<unknown>/`
+    key = op_id or journal.args_key("rollback", name=name, alias=alias, reason=reason)
     with model_lock(name):
+        done = _done_before(name, alias, ops.settle(name), key, strict=op_id is not None)
+        if done is not None:
+            return done
         stack: list[int] = []
         for move in moves(name):
             if move["alias"] != alias:
@@ -227,7 +246,7 @@ def rollback(name: str, alias: str, reason: str) -> dict:
             )
         target = stack[-2]
         verify_version(get_version(name, target))
-        return _move(name, alias, target, "rollback", user, reason)
+        return _move(name, alias, target, "rollback", user, reason, key)
 
 
 def history(name: str) -> list[dict]:

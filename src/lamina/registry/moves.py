@@ -8,6 +8,21 @@ import json
 MOVE_PREFIX = "lamina.move."
 
 
+def move_tag(move: dict) -> str:
+    """The registered-model tag that holds a move record."""
+    return f"{MOVE_PREFIX}{move['n']:06d}"
+
+
+def took_effect(move: dict, records: list[dict], points_at: int | None) -> bool:
+    """Whether a move still marked pending was applied: the next move of its alias started
+    from its target (moves never go from a version to itself), or, with none, the alias
+    points there now (`points_at`)."""
+    later = [m for m in records if m["alias"] == move["alias"] and m["n"] > move["n"]]
+    if later:
+        return later[0]["from"] == move["to"]
+    return points_at == move["to"]
+
+
 def alias_problem(model_tags: dict, alias: str, points_at: int) -> str | None:
     """Why `alias` pointing at `points_at` is not what Lamina's recorded moves say, or None.
 
@@ -15,7 +30,8 @@ def alias_problem(model_tags: dict, alias: str, points_at: int) -> str | None:
     move record, no audit entry, no gate or four-eyes check. A pending move (killed between
     its record and its mark) may or may not have been applied: either end is accepted."""
     recorded = [json.loads(v) for k, v in sorted(model_tags.items()) if k.startswith(MOVE_PREFIX)]
-    recorded = [m for m in recorded if m.get("alias") == alias]
+    # An aborted move (killed before it took effect, settled by the next command) moved nothing.
+    recorded = [m for m in recorded if m.get("alias") == alias and m.get("state") != "aborted"]
     if not recorded:
         return f"alias {alias} points at version {points_at} but Lamina never moved it"
     last = recorded[-1]

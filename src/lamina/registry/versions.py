@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -22,12 +21,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from lamina import rundir, workspace
+from lamina import faults, rundir, workspace
 from lamina.errors import LaminaError
 from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
-from lamina.governance import access, audit
+from lamina.governance import access, audit, journal
 from lamina.recipe import RegistrySpec
-from lamina.registry import model_card, signing, tracking
+from lamina.registry import model_card, ops, signing, tracking
 from lamina.registry.anchor import anchor
 from lamina.registry.moves import alias_problem
 
@@ -37,11 +36,7 @@ ARTIFACTS = ("adapter", "model")
 COPIED_FILES = (rundir.RUN_JSON, rundir.RECIPE, rundir.METRICS, rundir.LOSS_PLOT)
 
 
-def crashpoint(name: str) -> None:
-    """Die here, hard, when LAMINA_CRASH_AT names this point: the crash-safety tests kill the
-    process at each step boundary of register/promote to prove nothing is left half-done."""
-    if os.environ.get("LAMINA_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+crashpoint = faults.point  # the step boundaries of register/promote that the crash tests kill at
 
 
 def now() -> str:
@@ -348,9 +343,8 @@ def card_spec(card_text: dict) -> RegistrySpec:
 def register(run_dir: str | os.PathLike, name: str, **card_text: str | None) -> dict:
     """Register a completed run whose gate passed; returns {name, version, path}.
 
-    `card_text` may set the card's intended_use, out_of_scope and limitations for this model."""
-    from mlflow.exceptions import MlflowException
-
+    `card_text` may set the card's intended_use, out_of_scope and limitations for this model;
+    registering the same run with the same gate again reports the version it made (already_done)."""
     user = access.require("register")
     check_name(name)
     card = card_spec(card_text)
@@ -365,36 +359,59 @@ def register(run_dir: str | os.PathLike, name: str, **card_text: str | None) -> 
     signing.ensure_keys()
     lineage = lineage_record(name, run_dir, run, gate, mlflow_run_id, user)
     target = registry_root() / name / f"{lineage['run_id']}-{uuid.uuid4().hex[:8]}"
-    c = tracking.client()
+    key = journal.args_key("register", name=name, run=lineage["run_id"], gate=lineage["gate"]["sha256"])
     with model_lock(name), tracking.server_errors(f"registering {name}"):
+        ops.settle(name)  # what a killed register/promote/rollback of this model left
+        done = already_registered(name, key)
+        if done is not None:
+            return done
         sweep_orphans(name)
-        build_version_dir(target, run_dir, lineage, run, card)
-        crashpoint("register.signed")
-        tracking.log_evaluation(mlflow_run_id, run_dir, target / "README.md")
-        try:
-            c.get_registered_model(name)
-        except MlflowException as e:
-            if tracking.denied(e):
-                raise
-            c.create_registered_model(name, tags={"lamina.created_by": user})
-        source = str(target)
-        if not tracking.is_embedded():
-            # A server accepts only sources inside the run's artifacts; teammates download from there.
-            c.log_artifacts(mlflow_run_id, str(target), artifact_path=f"registered/{target.name}")
-            source = f"runs:/{mlflow_run_id}/registered/{target.name}"
-            crashpoint("register.uploaded")
-        mv = c.create_model_version(
-            name,
-            source=source,
-            run_id=mlflow_run_id,
-            tags={**version_tags(lineage, run), "lamina.path": str(target)},
-            description=f"Lamina run {lineage['run_id']}",
-        )
-    entry = audit.record(
-        "register", user=user, name=name, version=int(mv.version), run=lineage["run_id"], path=str(target)
-    )
-    anchor(name, entry)
+        with journal.operation(ops.domain(name), "register", user, ops.PROBES["register"], key=key, name=name,
+                               run=lineage["run_id"], path=str(target)) as op:
+            mv = _create(name, target, run_dir, lineage, run, card, mlflow_run_id, user, op)
+            op.result["version"] = int(mv.version)
+        anchor(name, op.result["entry"])
     return {"name": name, "version": int(mv.version), "path": str(target)}
+
+
+def already_registered(name: str, key: str) -> dict | None:
+    """The version this same register (run, gate, name) already made, if any."""
+    for mv in all_versions(name):
+        if mv.tags.get("lamina.op_key") == key:
+            path = mv.tags.get("lamina.path") or mv.source
+            return {"name": name, "version": int(mv.version), "path": str(path), "already_done": True}
+    return None
+
+
+def _create(name, target, run_dir, lineage, run, card, mlflow_run_id, user, op):
+    """The version directory, then the MLflow version tagged with the operation id."""
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client()
+    build_version_dir(target, run_dir, lineage, run, card)
+    crashpoint("register.signed")
+    tracking.log_evaluation(mlflow_run_id, run_dir, target / "README.md")
+    try:
+        c.get_registered_model(name)
+    except MlflowException as e:
+        if tracking.denied(e):
+            raise
+        c.create_registered_model(name, tags={"lamina.created_by": user})
+    source = str(target)
+    if not tracking.is_embedded():
+        # A server accepts only sources inside the run's artifacts; teammates download from there.
+        c.log_artifacts(mlflow_run_id, str(target), artifact_path=f"registered/{target.name}")
+        source = f"runs:/{mlflow_run_id}/registered/{target.name}"
+        crashpoint("register.uploaded")
+    mv = c.create_model_version(
+        name,
+        source=source,
+        run_id=mlflow_run_id,
+        tags={**version_tags(lineage, run), "lamina.path": str(target), "lamina.op": op.op_id,
+              "lamina.op_key": op.key},
+        description=f"Lamina run {lineage['run_id']}",
+    )
+    return mv
 
 
 def get_version(name: str, version: int):

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from lamina import rundir
+from lamina import faults, rundir
 from lamina.errors import LaminaError
 from lamina.fsio import append_line, atomic_dir, write_json, write_text
-from lamina.recipe import Recipe, load_recipe
+from lamina.recipe import Recipe
 from lamina.train import checkpoint as ckpt
 from lamina.train import distributed
+from lamina.train import inputs as run_inputs
 from lamina.train.loop import LoopState
 from lamina.train.loss_plot import plot_loss
 from lamina.train.progress import training_bar
@@ -52,14 +53,19 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
         raise
     s.data.commit()  # the first write: everything above was checked
     run_dir = Path(d.broadcast(str(run_dir))) if d else run_dir
-    started = None
+    info = run_info(s, run_dir, None) if main else {}
     if resume:
+        if main:  # the inputs the run started with, by hash: refused before anything is written
+            info["data"] = run_inputs.check(run_dir, info)
         meta = restore(run_dir, s)
-        started = meta.get("started")
+        info["started"] = meta.get("started") or info.get("started")
     elif main:
+        from lamina.data.intake.training import resolved
+
         run_dir.mkdir(parents=True, exist_ok=True)
+        recipe = resolved(recipe)
         write_text(run_dir / rundir.RECIPE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    info = run_info(s, run_dir, started) if main else {}
+        run_inputs.write(run_dir, recipe, info)
     if resume:
         info.update({k: meta[k] for k in ("parent_run", "stage", "reward_run", "mlflow_run_id", "overrides") if k in meta})
     info.update(lineage or {})
@@ -80,8 +86,13 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
 
         s.loop.on_log = on_log
     save = d.save_checkpoint if d else ckpt.save_checkpoint
-    s.loop.on_checkpoint = lambda state: save(
-        run_dir / rundir.CHECKPOINTS / f"step-{state.step:06d}", s.model, s.loop.optimizer, s.loop.sampler, state)
+
+    def on_checkpoint(state: LoopState) -> None:
+        save(run_dir / rundir.CHECKPOINTS / f"step-{state.step:06d}", s.model, s.loop.optimizer, s.loop.sampler,
+             state)
+        faults.point("train.checkpoint")  # the resume tests kill the run here
+
+    s.loop.on_checkpoint = on_checkpoint
     try:
         with training_bar(recipe.name, s.loop.total_steps, s.loop.state.step, progress and main) as bar:
             s.loop.progress = bar
@@ -125,4 +136,6 @@ def save_outputs(s: Setup, run_dir: Path, state: LoopState, info: dict) -> None:
 def resume(run_dir: Path, progress: bool = True) -> Path:
     run_dir = Path(run_dir)
     check_resumable(run_dir)
-    return train(load_recipe(run_dir / rundir.RECIPE), progress, run_dir=run_dir, resume=True)
+    # The inputs the run started with, by hash — not the recipe's files taken in again.
+    recipe = run_inputs.pinned_recipe(run_inputs.read(run_dir))
+    return train(recipe, progress, run_dir=run_dir, resume=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from lamina import fsio, workspace
+from lamina import faults, fsio, workspace
 from lamina.data import catalog
 from lamina.data.dataset_card import render_card
 from lamina.data.formats import Example, format_of, record_to_json
@@ -33,6 +33,7 @@ from lamina.data.intake.normalize import content_text
 from lamina.data.intake.parallel import batched, ordered_map, process_batch, worker_count
 from lamina.data.intake.pii import active_entities
 from lamina.data.intake.sources import iter_pending_records, iter_source_records
+from lamina.data.ops import exclusive_call, own_stage, release_stage
 from lamina.data.shapes import iter_records
 from lamina.errors import LaminaError
 from lamina.governance import crypto
@@ -88,7 +89,10 @@ def _pass1(sources, spec: IntakeSpec, key: bytes, stage: Path, progress: Callabl
     stats = _Pass1()
     dedup = Deduper(spec.dedup_threshold, spec.dedup_num_perm, spec.dedup_shingle)
     index = EvalIndex(spec.contamination_ngram)
-    batches = batched(_tagged(sources, key, stats), spec.batch)
+    # Held-out sources go first: a record in both is then dropped as a duplicate from train,
+    # and the held-out set stays whole.
+    ordered = [x for x in sources if x[1] == "eval"] + [x for x in sources if x[1] != "eval"]
+    batches = batched(_tagged(ordered, key, stats), spec.batch)
     initargs = (spec.model_dump_json(), key)
     with (
         open(stage / "train.stage", "w", encoding="utf-8") as tr,
@@ -237,11 +241,13 @@ class StagedIntake:
     subjects: set[str]
     version_id: str
     store_key: Callable[[], None] = lambda: None  # writes a pseudonym key made for this intake
+    owner: Any = None  # the lock that tells the next command's leftover sweep this stage is alive
 
     def records(self, split: str) -> list[dict[str, Any]]:
         with open(self.stage / f"{split}.jsonl", encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    @exclusive_call
     def commit(self, sources: list[tuple[catalog.Source, str]], parent: str | None = None) -> IntakeResult:
         """Write the version (atomically) and register it; `sources` are the registered rows."""
         self.store_key()
@@ -261,6 +267,7 @@ class StagedIntake:
 
     def discard(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+        release_stage(self.stage, self.owner)
 
 
 class TooFewRecords(LaminaError):
@@ -302,15 +309,18 @@ def stage_intake(
     # workspace gets no `datasets/` from work that may yet be refused.
     datasets = workspace.home() / "datasets"
     stage = Path(tempfile.mkdtemp(dir=datasets if datasets.is_dir() else None, prefix=".lamina-stage-"))
+    owner = own_stage(stage)
     try:
         stats, index = _pass1(sources, spec, key, stage, progress)
         _index_eval_files(index, spec, eval_format, key)
         contam, subjects = _pass2(stage, spec, index)
+        faults.point("data.intake.staged")
         _survivors(name, spec, stats, contam)
         subjects |= stats.eval_subjects
-        return StagedIntake(name, spec, stage, stats, contam, subjects, version_hash(stage), store_key)
+        return StagedIntake(name, spec, stage, stats, contam, subjects, version_hash(stage), store_key, owner)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        release_stage(stage, owner)
         raise
 
 
@@ -350,6 +360,7 @@ def _register(vid, name, target, manifest, sources, subjects, parent) -> None:
         catalog.add_name(s, vid, name)  # the first name stays the row's; later ones are added
         for other in catalog.names_of(s, parent) if parent else []:
             catalog.add_name(s, vid, other)  # a rebuilt version (withdrawal) keeps every name
+        catalog.stamp(s, version=vid)
 
 
 def sources_of(version_id: str) -> list[tuple[catalog.Source, str]]:

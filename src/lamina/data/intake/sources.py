@@ -16,9 +16,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from lamina import fsio, workspace
+from lamina import faults, fsio, workspace
 from lamina.data import catalog
 from lamina.data.formats import Record, decode_line, format_of, iter_jsonl, parse_record, record_to_json
+from lamina.data.ops import exclusive_call
 from lamina.data.readers import Reference, reference
 from lamina.data.shapes import SHAPES, check_columns, is_native, iter_records
 from lamina.errors import LaminaError
@@ -158,6 +159,7 @@ def _earlier(sha: str, info: SourceInfo) -> catalog.Source | None:
     return src
 
 
+@exclusive_call
 def register_source(path: str | Path, info: SourceInfo) -> tuple[catalog.Source, bool]:
     """(source, True) when `path` is registered now; (the earlier source, False) when the same
     bytes were registered under this name with the same metadata — a repeat changes nothing."""
@@ -169,6 +171,7 @@ def register_source(path: str | Path, info: SourceInfo) -> tuple[catalog.Source,
     return _insert(scan, info), True
 
 
+@exclusive_call
 def add_source(path: str | Path, info: SourceInfo) -> catalog.Source:
     """Register `path` (any data reference: data/readers.py) as a source. All or nothing."""
     _check_info(info)
@@ -187,6 +190,7 @@ def _insert(scan: _Scan, info: SourceInfo) -> catalog.Source:
     rel = Path("catalog") / "raw" / f"{info.name}-r1-{sha[:12]}.enc"
     target = workspace.home() / rel
     _snapshot(scan, info, target)
+    faults.point("data.add.snapshot")
     try:
         with catalog.session() as s:
             src = catalog.Source(
@@ -201,6 +205,7 @@ def _insert(scan: _Scan, info: SourceInfo) -> catalog.Source:
             s.add(src)
             s.flush()
             s.add_all(catalog.SourceSubject(source_id=src.id, subject=h) for h in sorted(subjects))
+            catalog.stamp(s, source=src.name, sha256=sha, licence=src.licence)
         return src
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

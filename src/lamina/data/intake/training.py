@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from lamina import fsio, workspace
-from lamina.data import catalog
+from lamina.data import catalog, ops
 from lamina.data.intake.pipeline import sources_of, stage_intake, version_hash
 from lamina.data.intake.sources import SourceInfo, add_source, scan_source
 from lamina.errors import LaminaError
@@ -122,11 +122,14 @@ def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
     return _Planned(pending, role, str(path), info)
 
 
-def _register(plan: _Planned) -> catalog.Source:
+def _register(plan: _Planned, user: str | None = None) -> catalog.Source:
     if plan.file is None:
         return plan.source
+    user = user or workspace.user()
     try:
-        src = add_source(plan.file, plan.info)
+        # The same gate as `lamina data add`: one audit entry, settled by the next command if killed.
+        with ops.operation("data.add", user, source=plan.info.name, by="train"):
+            src = add_source(plan.file, plan.info)
     except LaminaError:
         # Another run may have registered the same file a moment ago: use its registration.
         with catalog.session() as s:
@@ -158,6 +161,16 @@ def _read(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def resolved(recipe: Recipe) -> Recipe:
+    """The recipe with its data rules applied, so that saving and reloading it (as a resumed
+    run does) cannot change what it means: a named eval file is the held-out set, so the hash
+    split carves nothing more out of train (eval_ratio 0) unless the recipe set a ratio."""
+    if recipe.data.eval and "eval_ratio" not in recipe.intake.model_fields_set:
+        intake = recipe.intake.model_copy(update={"eval_ratio": 0.0})
+        return recipe.model_copy(update={"intake": intake})
+    return recipe
+
+
 def prepare_for_training(recipe: Recipe, defer_commit: bool = False) -> PreparedData:
     """Masked, licence-checked train and eval records for `recipe`.
 
@@ -180,13 +193,13 @@ def prepare_for_training(recipe: Recipe, defer_commit: bool = False) -> Prepared
         train, held = _read(path / "train.jsonl"), _read(path / "eval.jsonl")
         check_version(row.id, path, manifest, len(train), len(held))
         return PreparedData(train, held, row.id, manifest, path)
+    from lamina.governance import access
+
+    user = access.require("data.write")  # what training takes in passes the gate `data add` does
     plans = [_plan_source(spec.train, recipe, "train")]
     if spec.eval:
         plans.append(_plan_source(spec.eval, recipe, "eval"))
-    intake = recipe.intake
-    if spec.eval and "eval_ratio" not in intake.model_fields_set:
-        # A named eval file is the held-out set; don't also carve one out of train.
-        intake = intake.model_copy(update={"eval_ratio": 0.0})
+    intake = resolved(recipe).intake
     roles = ["auto", "eval"]
     staged = stage_intake(recipe.name, [(p.source, roles[i]) for i, p in enumerate(plans)], intake,
                           eval_format=spec.format)
@@ -194,7 +207,11 @@ def prepare_for_training(recipe: Recipe, defer_commit: bool = False) -> Prepared
     def commit() -> None:
         try:
             staged.store_key()  # first: registering a source hashes its subjects with this key
-            prepared.manifest = staged.commit([(_register(p), roles[i]) for i, p in enumerate(plans)]).manifest
+            with ops.exclusive():
+                sources = [(_register(p, user), roles[i]) for i, p in enumerate(plans)]
+                names = [src.name for src, _ in sources]
+                with ops.operation("data.intake", user, name=recipe.name, sources=names, by="train"):
+                    prepared.manifest = staged.commit(sources).manifest
         finally:
             staged.discard()
 

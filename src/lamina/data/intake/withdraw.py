@@ -26,6 +26,7 @@ from lamina import fsio, rundir, workspace
 from lamina.data import catalog
 from lamina.data.intake.pipeline import TooFewRecords, run_intake, sources_of
 from lamina.data.intake.sources import iter_source_lines
+from lamina.data.ops import exclusive_call
 from lamina.governance import crypto
 from lamina.recipe import IntakeSpec
 
@@ -133,6 +134,7 @@ def record_retrain_required(report: WithdrawalReport) -> WithdrawalReport:
     return report
 
 
+@exclusive_call
 def remove_subject(subject_id: str) -> tuple[WithdrawalReport, set[str]]:
     """Remove every record of `subject_id` from sources and versions; list the runs (by their
     run.json) trained on them. Returns the report and the affected version ids."""
@@ -174,6 +176,7 @@ def remove_subject(subject_id: str) -> tuple[WithdrawalReport, set[str]]:
     return report, versions
 
 
+@exclusive_call
 def remove_expired(today: dt.date | None = None) -> tuple[WithdrawalReport, set[str]]:
     """Remove every active source whose retention date has passed, and rebuild what used it.
     Returns the report (runs found by their run.json) and the affected version ids."""

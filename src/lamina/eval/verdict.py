@@ -1,0 +1,41 @@
+"""`lamina eval` as a governed action: a gate verdict is what registration trusts, so writing
+one needs the `train` permission and leaves one audit entry (who, what, passed or not, the
+verdict's sha256) — settled by the next evaluation writing that gate if a kill came between."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lamina.fsio import read_json, sha256_bytes, sha256_file
+from lamina.governance import access, journal
+
+
+def _written(intent: journal.Intent) -> dict | None:
+    """Applied when the gate file now differs from what was there before the evaluation."""
+    path = Path(intent.details["gate"])
+    if not path.is_file():
+        return None
+    digest = sha256_file(path)
+    if digest == intent.details["before"]:
+        return None
+    return {"passed": (read_json(path) or {}).get("passed"), "gate_sha256": digest}
+
+
+def evaluate(target: str, suites: list[str] | None, recipe: str | None, out_dir: str | None,
+             progress: bool = True) -> dict:
+    """Plan and run the evaluation (lamina.eval.harness), permission-checked and audited."""
+    from lamina.eval import harness
+
+    user = access.require("train")
+    p = harness.plan(target, recipe, suites, out_dir=out_dir)
+    gate = p.out_dir / "gate.json"
+    # No lock: a refused evaluation must leave nothing behind (not even a lock file); two
+    # evaluations writing one gate at once are the user's race, and each still records itself.
+    domain = "eval." + sha256_bytes(str(gate.resolve()).encode())[:16]
+    if (journal.intents_root() / domain).is_dir():
+        journal.settle(domain, {"eval": _written})
+    before = sha256_file(gate) if gate.is_file() else None
+    with journal.operation(domain, "eval", user, _written, target=target, gate=str(gate), before=before) as op:
+        doc = harness.evaluate(p, progress)
+        op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
+    return doc

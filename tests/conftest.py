@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import pytest
@@ -33,3 +34,27 @@ def tiny_random(tmp_path_factory):
     return save_untrained(tmp_path_factory.mktemp("tiny") / "random", seed=0, hidden_size=64,
                           intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=2)
+
+
+@pytest.fixture
+def cli_factory(monkeypatch, capsys):
+    """The CLI run in process through the same `main` as the `lamina` command:
+    `cli_factory(user=...)` gives call(*args, user=...) -> (exit code, stdout, stderr)."""
+    from lamina.cli import main
+
+    def factory(user: str | None = None, merge_err: bool = False):
+        def call(*args: str, user: str | None = user) -> tuple[int, str, str]:
+            if user is not None:
+                monkeypatch.setenv("LAMINA_USER", user)
+            monkeypatch.setattr(sys, "argv", ["lamina", *args])
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code or 0
+            captured = capsys.readouterr()
+            return code, captured.out, captured.out + captured.err if merge_err else captured.err
+
+        return call
+
+    return factory

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 from tests.eval.test_harness import write_recipe
 
 
 @pytest.fixture
-def lamina(monkeypatch, capsys):
-    from lamina.cli import main
-
-    def call(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["lamina", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def lamina(cli_factory):
+    return cli_factory()
 
 
 def test_failing_gate_prints_each_check_and_exits_1(mini, tmp_path, lamina):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,8 @@ from lamina.governance import audit
 
 
 @pytest.fixture
-def lamina(monkeypatch, capsys):
-    from lamina.cli import main
-
-    def call(*args: str, user: str = "alice") -> tuple[int, str, str]:
-        monkeypatch.setenv("LAMINA_USER", user)
-        monkeypatch.setattr(sys, "argv", ["lamina", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def lamina(cli_factory):
+    return cli_factory(user="alice")
 
 
 def test_release_cycle_through_the_cli(runs, lamina):

@@ -149,19 +149,5 @@ def webhook():
 
 
 @pytest.fixture
-def lamina(monkeypatch, capsys):
-    """Run the CLI in process as `user`: (exit code, stdout, stderr)."""
-    from lamina.cli import main
-
-    def call(*args: str, user: str = "dana") -> tuple[int, str, str]:
-        monkeypatch.setenv("LAMINA_USER", user)
-        monkeypatch.setattr(sys, "argv", ["lamina", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def lamina(cli_factory):
+    return cli_factory(user="dana")

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 
 @pytest.fixture
-def lamina(monkeypatch, capsys):
-    from lamina.cli import main
-
-    def call(*args: str, user: str = "admin") -> tuple[int, str, str]:
-        monkeypatch.setenv("LAMINA_USER", user)
-        monkeypatch.setattr(sys, "argv", ["lamina", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.out + captured.err
-
-    return call
+def lamina(cli_factory):
+    return cli_factory(user="admin", merge_err=True)
 
 
 def test_keys_issue_list_revoke(registry, lamina):

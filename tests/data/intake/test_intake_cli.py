@@ -4,7 +4,6 @@ and a refused command leaves the catalog as it was."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 from intake_fixtures import tickets, write_jsonl
@@ -15,21 +14,8 @@ from lamina.governance import audit
 
 
 @pytest.fixture
-def lamina(monkeypatch, capsys):
-    from lamina.cli import main
-
-    def call(*args: str, user: str = "alice") -> tuple[int, str, str]:
-        monkeypatch.setenv("LAMINA_USER", user)
-        monkeypatch.setattr(sys, "argv", ["lamina", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
+def lamina(cli_factory):
+    return cli_factory(user="alice")
 
 
 ADD = [

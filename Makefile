@@ -25,10 +25,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The slow tests also exercise the optional TensorBoard / W&B reporters and the GGUF export.
 test-slow: setup
+	$(PY) -m pip install -q -e ".[tracking,export]"
 	$(PY) -m pytest -q -m slow
 
 test-all: setup
+	$(PY) -m pip install -q -e ".[tracking,export]"
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: setup

@@ -145,6 +145,9 @@ def test_good_challenger_passes_its_guards_and_completes(released):
     v1, v2, _ = released
     with acting_as("bob"):
         control.start("tickets", v2, "production", canary=20, guards=GUARDS, min_requests=20)
+    # The rollout owns the alias: a plain promotion under it is refused.
+    with acting_as("bob"), pytest.raises(LaminaError, match=r"rollout .* is active on production"):
+        aliases.promote("tickets", v2, "production")
     guardian = Guardian(every_s=0)
     served = _traffic(range(300), Observer(), guardian, bad_version=None)
     assert served[v2] >= 40 and not guardian.actions

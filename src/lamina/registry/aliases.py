@@ -36,6 +36,8 @@ from lamina.registry.versions import (
     verify_version,
 )
 
+ROLLOUT_PREFIX = "lamina.rollout."  # the rollout record's state tag per alias (lamina/rollout/record.py)
+
 
 def current(name: str, alias: str) -> int | None:
     from mlflow.exceptions import MlflowException
@@ -174,14 +176,17 @@ def check_alias(alias: str) -> str:
 
 
 def promote(name: str, version: int, to: str, reason: str | None = None, check_only: bool = False,
-            op_id: str | None = None) -> dict:
+            op_id: str | None = None, rollout: str | None = None) -> dict:
     """Point alias `to` at `version` after checking permission, gate, signature and four eyes;
     an open incident on the model freezes it. `check_only`: the checks alone (a rollout asks
     them before it sends the version traffic). A retry of a promote a kill interrupted (or of
-    the same `op_id`) is `already_done`."""
+    the same `op_id`) is `already_done`. `rollout`: the id of the rollout completing itself;
+    any other promotion of an alias under an active rollout is refused."""
     check_alias(to)
     user = access.require(f"promote.{to}")
     incidents.check_not_frozen(name)
+    if not check_only:
+        check_no_rollout(name, to, rollout)
     mv = get_version(name, version)
     if mv.tags.get("lamina.gate") != "passed":
         raise LaminaError(
@@ -208,6 +213,19 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
         if current(name, to) == int(version):
             raise LaminaError(f"{to} already points at version {version}", f"{name}@{to}")
         return _move(name, to, int(version), "promote", user, reason, key)
+
+
+def check_no_rollout(name: str, alias: str, completing: str | None) -> None:
+    """A rollout owns its alias until it completes or is aborted: a plain promote would move
+    the alias under the traffic split the servers are following."""
+    raw = tracking.client().get_registered_model(check_name(name)).tags.get(f"{ROLLOUT_PREFIX}{alias}")
+    state = json.loads(raw) if raw else None
+    if state and state.get("state") == "active" and state.get("id") != completing:
+        raise LaminaError(
+            f"rollout {state.get('id')} of version {state.get('challenger')} is active on {alias}: "
+            f"finish it with `lamina rollout complete {name}` or `lamina rollout abort {name} --reason ...`",
+            f"{name}@{alias}",
+        )
 
 
 def rollback(name: str, alias: str, reason: str, op_id: str | None = None) -> dict:

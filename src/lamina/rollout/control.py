@@ -142,7 +142,8 @@ def complete(name: str, alias: str, reason: str | None = None) -> dict:
     state = _active_or_refuse(name, alias)
     user = aliases.promote(name, state["challenger"], alias, check_only=True)["user"]
     if aliases.current(name, alias) != state["challenger"]:  # already there: a crash after the move
-        aliases.promote(name, state["challenger"], alias, reason or f"rollout {state['id']} completed")
+        aliases.promote(name, state["challenger"], alias, reason or f"rollout {state['id']} completed",
+                        rollout=state["id"])
     with model_lock(name):
         state = _active_or_refuse(name, alias)
         state = record.write(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 
 from lamina.errors import LaminaError
-from lamina.registry import tracking
+from lamina.registry import aliases, tracking
 from lamina.registry.versions import check_name, now
 
-STATE_PREFIX = "lamina.rollout."
+STATE_PREFIX = aliases.ROLLOUT_PREFIX
 EVENT_PREFIX = "lamina.rollout_event."
 ACTIVE = "active"
 ENDED = ("completed", "aborted", "rolled_back")

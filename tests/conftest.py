@@ -58,3 +58,22 @@ def cli_factory(monkeypatch, capsys):
         return call
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def _pristine_store(tmp_path_factory):
+    """An empty, migrated MLflow sqlite store, made once (creating one costs seconds); the
+    registry, serve and rollout fixtures copy it into each test's workspace."""
+    from lamina.registry import tracking
+
+    home = tmp_path_factory.mktemp("mlflow-template")
+    previous = os.environ.get("LAMINA_HOME")
+    os.environ["LAMINA_HOME"] = str(home)
+    try:
+        tracking.client().search_experiments()
+    finally:
+        if previous is None:
+            os.environ.pop("LAMINA_HOME", None)
+        else:
+            os.environ["LAMINA_HOME"] = previous
+    return home / "mlflow" / "mlflow.db"

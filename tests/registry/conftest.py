@@ -22,26 +22,6 @@ def runs(tmp_path, monkeypatch):
     return make_run(tmp_path / "runs", "run-a", seed=0), make_run(tmp_path / "runs", "run-b", seed=1)
 
 
-@pytest.fixture(scope="session")
-def _pristine_store(tmp_path_factory):
-    """An empty, migrated MLflow sqlite store, made once: creating one costs seconds."""
-    import os
-
-    from lamina.registry import tracking
-
-    home = tmp_path_factory.mktemp("mlflow-template")
-    previous = os.environ.get("LAMINA_HOME")
-    os.environ["LAMINA_HOME"] = str(home)
-    try:
-        tracking.client().search_experiments()
-    finally:
-        if previous is None:
-            os.environ.pop("LAMINA_HOME", None)
-        else:
-            os.environ["LAMINA_HOME"] = previous
-    return home / "mlflow" / "mlflow.db"
-
-
 @pytest.fixture(autouse=True)
 def _store(_pristine_store, workspace):
     import shutil

@@ -33,24 +33,6 @@ INCIDENT_POLICY = {
 
 
 @pytest.fixture(scope="session")
-def _pristine_store(tmp_path_factory):
-    """An empty, migrated MLflow sqlite store, made once: creating one costs seconds."""
-    from lamina.registry import tracking
-
-    home = tmp_path_factory.mktemp("mlflow-template")
-    previous = os.environ.get("LAMINA_HOME")
-    os.environ["LAMINA_HOME"] = str(home)
-    try:
-        tracking.client().search_experiments()
-    finally:
-        if previous is None:
-            os.environ.pop("LAMINA_HOME", None)
-        else:
-            os.environ["LAMINA_HOME"] = previous
-    return home / "mlflow" / "mlflow.db"
-
-
-@pytest.fixture(scope="session")
 def _released_template(_pristine_store, tmp_path_factory):
     """A workspace with the policy, a signing key and `tickets` 1..3 registered, v1 at
     production — built once; each test gets a copy (registering costs seconds)."""

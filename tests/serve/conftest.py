@@ -4,31 +4,12 @@ server on a free loopback port, stopped by the fixture."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 from serve_runs import make_lora_run
 
 from lamina.rundir import EVAL
-
-
-@pytest.fixture(scope="session")
-def _pristine_store(tmp_path_factory):
-    """An empty, migrated MLflow sqlite store, made once: creating one costs seconds."""
-    from lamina.registry import tracking
-
-    home = tmp_path_factory.mktemp("mlflow-template")
-    previous = os.environ.get("LAMINA_HOME")
-    os.environ["LAMINA_HOME"] = str(home)
-    try:
-        tracking.client().search_experiments()
-    finally:
-        if previous is None:
-            os.environ.pop("LAMINA_HOME", None)
-        else:
-            os.environ["LAMINA_HOME"] = previous
-    return home / "mlflow" / "mlflow.db"
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,7 @@ def test_worse_canary_is_rolled_back_by_the_server_with_no_failed_request(regist
         }
         assert feedback.post("/feedback", json={"id": "nope", "rating": 3}).status_code == 404
         feedback.close()
+        metrics = _metrics(server, key)
     state = record.state("tickets", "production")
     assert state["state"] == "rolled_back" and aliases.current("tickets", "production") == v1
     assert all(len(seen) == 1 for seen in during.values())  # sticky while the canary ran
@@ -67,6 +68,13 @@ def test_worse_canary_is_rolled_back_by_the_server_with_no_failed_request(regist
     assert after == {f"tickets/{v1}"}  # after the rollback the champion answers everyone
     (incident,) = incidents.all_incidents("tickets")
     assert incident["source"] == "guard_breach" and incident["versions"] == [v2]
+    # What an operator scrapes: the ratings per version, the guard's action, the split back at 0.
+    rated_v2 = sum(1 for v, _ in answered if v == f"tickets/{v2}")
+    assert metrics[f'lamina_feedback_rating_count{{version="tickets/{v2}"}}'] == rated_v2
+    assert metrics[f'lamina_feedback_rating_count{{version="tickets/{v1}"}}'] == len(answered) - rated_v2
+    assert metrics[f'lamina_feedback_rating_bucket{{le="1.0",version="tickets/{v2}"}}'] == rated_v2  # all 1s
+    assert metrics['lamina_rollout_actions_total{action="rolled_back",ref="tickets@production"}'] == 1
+    assert metrics[f'lamina_rollout_share_percent{{challenger="tickets/{v2}",mode="canary",ref="tickets@production"}}'] == 0
 
 
 def test_shadow_rollout_never_changes_what_users_receive_and_records_agreement(registry):
@@ -89,6 +97,9 @@ def test_shadow_rollout_never_changes_what_users_receive_and_records_agreement(r
         _wait(lambda: server.router.get("tickets@production").plan is not None)
         during = [ask(client, i) for i in range(12)]
         _wait(lambda: (live.window("tickets", 300).get(f"tickets/{v2}") or {}).get("shadow_n", 0) >= 12)
+        metrics = _metrics(server, key)
+    assert metrics[f'lamina_shadow_copies_total{{challenger="tickets/{v2}",outcome="ok"}}'] >= 12
+    assert metrics[f'lamina_rollout_share_percent{{challenger="tickets/{v2}",mode="shadow",ref="tickets@production"}}'] == 100
     assert during == before  # same version, same text, for every caller
     assert {v for v, _ in during} == {f"tickets/{v1}"}
     shadow = live.window("tickets", 300)[f"tickets/{v2}"]
@@ -110,3 +121,17 @@ def test_drill_times_the_way_back_to_the_server_answering_from_the_old_version(r
     assert (result["from"], result["rolled_back_to"], result["restored"]) == (v2, v1, True)
     # Measured from the alias move to the server answering from v1, then back to v2: within a few polls.
     assert 0 < result["back_served_s"] < 10 and 0 < result["forward_served_s"] < 10, result
+
+
+def _metrics(server, key: str) -> dict[str, float]:
+    """The server's /metrics as {series with sorted labels: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Authorization": f"Bearer {key}"},
+                     timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out

@@ -86,6 +86,8 @@ def create_app(server) -> FastAPI:
             version = server.observer.feedback(body["id"], body.get("rating"))
         except LaminaError as e:
             raise ApiError(404 if e.where == "id" else 400, "invalid_request", str(e), e.where) from None
+        if isinstance(body.get("rating"), int | float) and not isinstance(body.get("rating"), bool):
+            server.metrics.feedback.labels(version).observe(float(body["rating"]))
         return {"id": body["id"], "version": version}
 
     @app.post("/v1/chat/completions")
@@ -247,6 +249,7 @@ def _shadow(server, req, job: Job, prompt: list[int], params: list) -> None:
         finally:
             copy.cancel()
             server.pool.release(served)
+        server.metrics.shadow_copies.labels(key, "ok" if status == 200 else "failed").inc()
         server.observer.shadowed(
             job.served.version.key, key, "\n".join(c.output for c in job.choices),
             "\n".join(c.output for c in copy.choices) if status == 200 else None,

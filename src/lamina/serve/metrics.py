@@ -39,6 +39,17 @@ class Metrics:
         self.guard_trips = Counter("lamina_guard_trips", "Output guard trips.", ["version", "kind", "action"],
                                    registry=r)
         self.inflight = Gauge("lamina_inflight_requests", "Requests being answered.", ["version"], registry=r)
+        # Staged rollouts (lamina rollout): the split this server follows, what its guards did,
+        # operators' ratings and shadow copies, per version.
+        self.rollout_share = Gauge("lamina_rollout_share_percent", "Share of callers a rollout sends to its "
+                                   "challenger (shadow: copies); 0 once it ends.", ["ref", "challenger", "mode"],
+                                   registry=r)
+        self.rollout_actions = Counter("lamina_rollout_actions", "Automatic actions of this server's rollout "
+                                       "guards (e.g. rollback).", ["ref", "action"], registry=r)
+        self.feedback = Histogram("lamina_feedback_rating", "Ratings received through POST /v1/feedback.",
+                                  ["version"], buckets=(-1, 0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5), registry=r)
+        self.shadow_copies = Counter("lamina_shadow_copies", "Copies a shadow challenger answered.",
+                                     ["challenger", "outcome"], registry=r)
 
     def on_step(self, step: dict) -> None:
         self.batch.observe(step["batch"])

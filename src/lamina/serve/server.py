@@ -61,7 +61,8 @@ class Server:
         self.pool = Pool(dev, torch.bfloat16 if dev.type == "cuda" else torch.float32, self.spec.max_batch,
                          on_step=self.metrics.on_step)
         self.router = Router()
-        self.watcher = Watcher(self.pool, self.router, self.spec.poll_s, on_swap=self._on_swap)
+        self.watcher = Watcher(self.pool, self.router, self.spec.poll_s, on_swap=self._on_swap,
+                               metrics=self.metrics)
         self.keys = KeyStore()
         from lamina.rollout.serving import Guardian, Observer
 

@@ -33,8 +33,9 @@ class RefState:
 
 
 class Watcher:
-    def __init__(self, pool: Pool, router: Router, poll_s: float, on_swap=None):
+    def __init__(self, pool: Pool, router: Router, poll_s: float, on_swap=None, metrics=None):
         self.pool, self.router, self.poll_s = pool, router, poll_s
+        self.metrics = metrics  # lamina.serve.metrics.Metrics, for the rollout series
         self.on_swap = on_swap  # (ref, old key | None, new key | None, outcome, seconds, switched at)
         self.states: dict[str, RefState] = {}
         self.guardian = None  # lamina.rollout.serving.Guardian: judges active rollouts on each poll
@@ -118,8 +119,24 @@ class Watcher:
             for key, _ in before.targets if before else ():
                 if key not in in_use:
                     self.pool.retire(key)
+        self._rollout_metrics(state.ref, plan)
         if self.guardian is not None:
-            self.guardian.poll(state.name, state.alias)
+            result = self.guardian.poll(state.name, state.alias)
+            if result and result.get("action") and self.metrics is not None:
+                kind = "rolled_back" if result["action"].get("rolled_back") else "acted"
+                self.metrics.rollout_actions.labels(state.ref, kind).inc()
+
+    def _rollout_metrics(self, ref: str, plan) -> None:
+        if self.metrics is None:
+            return
+        gauge = self.metrics.rollout_share
+        for labels in list(gauge._metrics):  # a series of an ended rollout drops to 0
+            if labels[0] == ref:
+                gauge.labels(*labels).set(0)
+        if plan.rollout:
+            mode = str(plan.rollout.get("mode", "canary"))
+            share = 100.0 if mode == "shadow" else float(plan.rollout.get("share", 0.0))
+            gauge.labels(ref, f"{plan.name}/{plan.rollout['challenger']}", mode).set(share)
 
     def run(self) -> None:
         while not self._stop.wait(self.poll_s):

@@ -96,11 +96,16 @@ def test_shadow_rollout_never_changes_what_users_receive_and_records_agreement(r
             control.start("tickets", v2, "production", shadow=True, min_requests=5)
         _wait(lambda: server.router.get("tickets@production").plan is not None)
         during = [ask(client, i) for i in range(12)]
-        _wait(lambda: (live.window("tickets", 300).get(f"tickets/{v2}") or {}).get("shadow_n", 0) >= 12)
+        # A streamed answer is copied too, once the user has all of it.
+        stream = client.chat.completions.create(model="tickets@production", messages=MESSAGES, max_tokens=4,
+                                                temperature=0, user="caller-0", stream=True)
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        _wait(lambda: (live.window("tickets", 300).get(f"tickets/{v2}") or {}).get("shadow_n", 0) >= 13)
         metrics = _metrics(server, key)
-    assert metrics[f'lamina_shadow_copies_total{{challenger="tickets/{v2}",outcome="ok"}}'] >= 12
+    assert metrics[f'lamina_shadow_copies_total{{challenger="tickets/{v2}",outcome="ok"}}'] >= 13
     assert metrics[f'lamina_rollout_share_percent{{challenger="tickets/{v2}",mode="shadow",ref="tickets@production"}}'] == 100
     assert during == before  # same version, same text, for every caller
+    assert streamed == before[0][1]
     assert {v for v, _ in during} == {f"tickets/{v1}"}
     shadow = live.window("tickets", 300)[f"tickets/{v2}"]
     assert shadow["requests"] >= 12 and shadow["agreement_rate"] is not None

@@ -208,7 +208,8 @@ async def _complete(server, request: Request, kind):
     v = served.version
     headers = {"X-Lamina-Version": v.key, "X-Lamina-Artifact-Sha256": v.artifact_sha256}
     server.metrics.inflight.labels(v.key).inc()
-    ctx = {"record": record, "req": req, "started": started, "endpoint": request.url.path}
+    ctx = {"record": record, "req": req, "started": started, "endpoint": request.url.path,
+           "prompt": prompt, "params": params}
     if req.stream:
         return StreamingResponse(_stream(server, job, ctx), media_type="text/event-stream", headers=headers)
     status = 500
@@ -312,6 +313,8 @@ async def _stream(server, job: Job, ctx: dict):
     finally:  # also when the client goes away mid-stream: its sequences leave the batch
         job.cancel()
         _finish(server, job, ctx, status)
+    if status == 200:  # a shadow challenger answers a copy of a finished stream too
+        _shadow(server, req, job, ctx["prompt"], ctx["params"])
 
 
 def _finish(server, job: Job, ctx: dict, status: int) -> None:

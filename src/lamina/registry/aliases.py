@@ -185,9 +185,9 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
     check_alias(to)
     user = access.require(f"promote.{to}")
     incidents.check_not_frozen(name)
+    mv = get_version(name, version)  # an unknown model or version is named here, first
     if not check_only:
         check_no_rollout(name, to, rollout)
-    mv = get_version(name, version)
     if mv.tags.get("lamina.gate") != "passed":
         raise LaminaError(
             "this version has no passing gate recorded; it cannot be promoted", f"{name}/{version}"

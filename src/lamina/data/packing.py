@@ -13,11 +13,15 @@ the same example.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from lamina.data.chat import Tokenized
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -120,19 +124,26 @@ def micro_batches(examples: list[Tokenized], row_len: int, micro_tokens: int) ->
     """One step's examples as micro-batches of at most `micro_tokens` real tokens each
     (a single row longer than that still forms its own micro-batch)."""
     rows = pack_rows(examples, row_len)
-    groups: list[list[list[Tokenized]]] = []
-    current: list[list[Tokenized]] = []
+    groups = group_by_budget(rows, lambda row: sum(len(e.input_ids) for e in row), micro_tokens)
+    return [collate(g, row_len) for g in groups]
+
+
+def group_by_budget(items: list[T], size: Callable[[T], int], budget: int) -> list[list[T]]:
+    """Consecutive groups of `items` whose sizes add up to at most `budget` (an item larger
+    than the budget still forms its own group): micro-batches of rows, pairs or samples."""
+    groups: list[list[T]] = []
+    current: list[T] = []
     used = 0
-    for row in rows:
-        n = sum(len(e.input_ids) for e in row)
-        if current and used + n > micro_tokens:
+    for item in items:
+        n = size(item)
+        if current and used + n > budget:
             groups.append(current)
             current, used = [], 0
-        current.append(row)
+        current.append(item)
         used += n
     if current:
         groups.append(current)
-    return [collate(g, row_len) for g in groups]
+    return groups
 
 
 class StepSampler:

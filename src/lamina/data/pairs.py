@@ -16,7 +16,7 @@ import torch
 
 from lamina.data.chat import Tokenized, render_or_refuse, tokenize_chat
 from lamina.data.formats import Preference
-from lamina.data.packing import MicroBatch, collate, pack_rows, to_device
+from lamina.data.packing import MicroBatch, collate, group_by_budget, pack_rows, to_device
 from lamina.errors import LaminaError
 from lamina.recipe import DataSpec
 
@@ -132,17 +132,5 @@ def collate_pairs(pairs: list[Pair], row_len: int, refs: dict[int, torch.Tensor]
 
 def group_pairs(pairs: list[Pair], micro_tokens: int) -> list[list[Pair]]:
     """Consecutive groups of whole pairs, each within the token budget (one pair at least)."""
-    groups: list[list[Pair]] = []
-    current: list[Pair] = []
-    used = 0
-    for p in pairs:
-        n = pair_length(p)
-        if current and used + n > micro_tokens:
-            groups.append(current)
-            current, used = [], 0
-        current.append(p)
-        used += n
-    if current:
-        groups.append(current)
-    return groups
+    return group_by_budget(pairs, pair_length, micro_tokens)
 

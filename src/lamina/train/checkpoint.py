@@ -22,10 +22,14 @@ def trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(path: Path, model, optimizer, sampler, state, extra: dict | None = None) -> None:
+def payload(model, optimizer, sampler, state, to_cpu: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint's tensors (trainable parameters, optimiser moments, torch's RNG) and its
+    metadata, under the names every loader reads; shared by the one-process save and the
+    sharded (DCP) one, which keeps tensors where they are (`to_cpu=False`)."""
     params = trainable(model)
     name_of = {id(p): n for n, p in params.items()}
-    tensors = {f"param/{n}": p.detach().contiguous().cpu() for n, p in params.items()}
+    place = (lambda t: t.detach().contiguous().cpu()) if to_cpu else (lambda t: t.detach())
+    tensors = {f"param/{n}": place(p) for n, p in params.items()}
     moments: dict[str, dict] = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -36,14 +40,11 @@ def save_checkpoint(path: Path, model, optimizer, sampler, state, extra: dict | 
             scalars = {}
             for key, value in st.items():
                 if isinstance(value, torch.Tensor) and value.ndim > 0:
-                    tensors[f"optim/{name}/{key}"] = value.detach().contiguous().cpu()
+                    tensors[f"optim/{name}/{key}"] = place(value)
                 else:
                     scalars[key] = float(value)
             moments[name] = scalars
     tensors["rng/torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda{i}"] = s
     meta = {
         "step": state.step,
         "tokens": state.tokens,
@@ -52,8 +53,16 @@ def save_checkpoint(path: Path, model, optimizer, sampler, state, extra: dict | 
         "sampler": sampler.state_dict(),
         "optimizer_scalars": moments,
         "python_rng": _py_rng_to_json(random.getstate()),
-        **(extra or {}),
     }
+    return tensors, meta
+
+
+def save_checkpoint(path: Path, model, optimizer, sampler, state, extra: dict | None = None) -> None:
+    tensors, meta = payload(model, optimizer, sampler, state)
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda{i}"] = s
+    meta.update(extra or {})
     with atomic_dir(path, replace=True) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         write_json(tmp / "state.json", meta)

@@ -397,29 +397,10 @@ def replace_parameters(model: torch.nn.Module, full: dict[str, torch.Tensor]) ->
 
 
 def checkpoint_payload(model, optimizer, sampler, state) -> tuple[dict[str, torch.Tensor], dict]:
-    from lamina.train.checkpoint import _py_rng_to_json, trainable
+    from lamina.train.checkpoint import payload
 
-    params = trainable(model)
-    name_of = {id(p): n for n, p in params.items()}
-    tensors = {f"param/{n}": p.detach() for n, p in params.items()}
-    scalars: dict[str, dict] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            st = optimizer.state.get(p)
-            if not st:
-                continue
-            name = name_of[id(p)]
-            scalars[name] = {}
-            for key, value in st.items():
-                if isinstance(value, torch.Tensor) and value.ndim > 0:
-                    tensors[f"optim/{name}/{key}"] = value.detach()
-                else:
-                    scalars[name][key] = float(value)
-    tensors["rng/torch"] = torch.get_rng_state()
-    meta = {"step": state.step, "tokens": state.tokens, "loss_tokens": state.loss_tokens,
-            "seconds": state.seconds, "sampler": sampler.state_dict(), "optimizer_scalars": scalars,
-            "python_rng": _py_rng_to_json(random.getstate()), "format": "dcp-safetensors"}
-    return tensors, meta
+    tensors, meta = payload(model, optimizer, sampler, state, to_cpu=False)
+    return tensors, {**meta, "format": "dcp-safetensors"}
 
 
 def load_checkpoint(path: Path, model, optimizer, sampler, state) -> dict:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from lamina.data.chat import Tokenized
-from lamina.data.packing import MicroBatch, collate, pack_rows, to_device
+from lamina.data.packing import MicroBatch, collate, group_by_budget, pack_rows, to_device
 from lamina.train.objectives.sft import hidden_states, model_parts, token_logprobs
 
 
@@ -133,19 +133,7 @@ def collate_samples(samples: list[Sample], row_len: int, token_level: bool) -> R
 
 def group_samples(samples: list[Sample], micro_tokens: int) -> list[list[Sample]]:
     """Consecutive groups of samples within the token budget (one sample at least)."""
-    groups: list[list[Sample]] = []
-    current: list[Sample] = []
-    used = 0
-    for s in samples:
-        n = len(s.tok.input_ids)
-        if current and used + n > micro_tokens:
-            groups.append(current)
-            current, used = [], 0
-        current.append(s)
-        used += n
-    if current:
-        groups.append(current)
-    return groups
+    return group_by_budget(samples, lambda s: len(s.tok.input_ids), micro_tokens)
 
 
 def batch_logprobs(model, batch: RlBatch, plan: str) -> torch.Tensor:

@@ -175,10 +175,13 @@ def evaluate(run_dir: Path, base: Path, eval_file: Path | None = None) -> dict:
 
 
 def release(first_run: Path, second_run: Path | None) -> dict:
+    from lamina.eval.verdict import recheck
     from lamina.registry import demo_release
 
     try:
-        result = demo_release(first_run, second_run)
+        # The second stage was evaluated before the first was released: its relative gates
+        # are re-checked against the new champion's stored report before it may replace it.
+        result = demo_release(first_run, second_run, recheck=recheck)
     except Exception as e:  # a failed gate blocks registration: report it as the outcome it is
         from lamina.errors import LaminaError
 

@@ -75,23 +75,9 @@ def _data_provenance(data) -> dict:
 def build(plan, results: dict, candidate: dict, checks: list, targets: list[tuple[str, str, Path]]) -> dict:
     """The report document; `plan` is a harness.Plan, `candidate` the candidate's SuiteResults."""
     created = _now()
-    passed = bool(checks) and all(c.passed for c in checks)
-    gate = {
-        "passed": passed,
-        "checks": [c.as_dict() for c in checks],
-        "suites": plan.suites,
-        "created": created,
-        "candidate": {"run_id": (plan.run or {}).get("id"), "path": str(plan.candidate)},
-        # A relative gate is valid only against the champion it was computed with.
-        "champion": _champion(targets),
-        "results": results["candidate"],
-        "note": "" if checks else "no gates configured: nothing may be released without at least one gate",
-        "warnings": [
-            f"{key} is gated only relative to a reference: add an absolute floor (e.g. `{key} <= 0.05`), "
-            "or a model as bad as its base passes"
-            for key in relative_only(plan.gates)
-        ],
-    }
+    candidate_ref = {"run_id": (plan.run or {}).get("id"), "path": str(plan.candidate)}
+    gate = gate_doc(plan.gates, plan.suites, candidate_ref, _champion(targets), results["candidate"], checks)
+    gate["created"] = created
     run = plan.run or {}
     return {
         "created": created,
@@ -115,6 +101,27 @@ def build(plan, results: dict, candidate: dict, checks: list, targets: list[tupl
             },
         },
         "seconds": round(time.time() - plan.started, 2),
+    }
+
+
+def gate_doc(gates: list, suites: list[str], candidate: dict, champion: dict | None, results: dict,
+             checks: list) -> dict:
+    """gate.json: the verdict, each check, and what it was computed against."""
+    return {
+        "passed": bool(checks) and all(c.passed for c in checks),
+        "checks": [c.as_dict() for c in checks],
+        "suites": suites,
+        "created": _now(),
+        "candidate": candidate,
+        # A relative gate is valid only against the champion it was computed with.
+        "champion": champion,
+        "results": results,
+        "note": "" if checks else "no gates configured: nothing may be released without at least one gate",
+        "warnings": [
+            f"{key} is gated only relative to a reference: add an absolute floor (e.g. `{key} <= 0.05`), "
+            "or a model as bad as its base passes"
+            for key in relative_only(gates)
+        ],
     }
 
 

@@ -39,3 +39,25 @@ def evaluate(target: str, suites: list[str] | None, recipe: str | None, out_dir:
         doc = harness.evaluate(p, progress)
         op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
     return doc
+
+
+def recheck(target: str, out_dir: str | None = None) -> dict:
+    """`lamina eval TARGET --gates-only` (lamina.eval.recheck), permission-checked and audited
+    like an evaluation; a registered version's re-check becomes its verdict for promotion."""
+    from lamina.eval import recheck as R
+    from lamina.registry import verdicts
+
+    user = access.require("train")
+    s = R.stored(target, out_dir)
+    gate = s.out_dir / "gate.json"
+    domain = "eval." + sha256_bytes(str(gate.resolve()).encode())[:16]
+    if (journal.intents_root() / domain).is_dir():
+        journal.settle(domain, {"eval": _written})
+    before = sha256_file(gate) if gate.is_file() else None
+    with journal.operation(domain, "eval", user, _written, target=target, gate=str(gate), before=before,
+                           gates_only=True) as op:
+        doc = R.recheck(s)
+        if s.version is not None:
+            verdicts.record_recheck(*s.version, s.out_dir, user)
+        op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
+    return doc

@@ -22,7 +22,7 @@ def verify_dir(path) -> str:
     return _verify(path)
 
 
-def demo_release(run_dir_a, run_dir_b=None, name: str = "support-tickets") -> dict:
+def demo_release(run_dir_a, run_dir_b=None, name: str = "support-tickets", recheck=None) -> dict:
     from lamina.registry.release import demo_release as _demo
 
-    return _demo(run_dir_a, run_dir_b, name)
+    return _demo(run_dir_a, run_dir_b, name, recheck)

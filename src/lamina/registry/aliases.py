@@ -21,7 +21,7 @@ from lamina.errors import LaminaError
 from lamina.fsio import read_json
 from lamina.governance import access, incidents, journal
 from lamina.recipe import RegistrySpec
-from lamina.registry import ops, tracking
+from lamina.registry import ops, tracking, verdicts
 from lamina.registry.anchor import anchor
 from lamina.registry.moves import MOVE_PREFIX, move_tag, took_effect
 from lamina.registry.versions import (
@@ -32,7 +32,6 @@ from lamina.registry.versions import (
     local_dir,
     model_lock,
     now,
-    read_gate,
     verify_version,
 )
 
@@ -194,7 +193,8 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
         )
     # The gate and signature are checked on the files that would be served, not just the tags.
     path, _ = verify_version(mv)
-    read_gate(path / "eval" / "gate.json")
+    _, gate = verdicts.governing(mv, path)
+    _check_champion(mv, gate, to)
     check_not_withdrawn(mv, path)
     policy = access.load_policy()
     if to in policy.four_eyes and user in trainers(mv):
@@ -212,7 +212,13 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
             return done
         if current(name, to) == int(version):
             raise LaminaError(f"{to} already points at version {version}", f"{name}@{to}")
+        _check_champion(mv, gate, to)  # again under the lock: production may have moved meanwhile
         return _move(name, to, int(version), "promote", user, reason, key)
+
+
+def _check_champion(mv, gate: dict, to: str) -> None:
+    if to == verdicts.CHAMPION_ALIAS:
+        verdicts.check_champion(mv, gate, to, current(mv.name, to))
 
 
 def check_no_rollout(name: str, alias: str, completing: str | None) -> None:

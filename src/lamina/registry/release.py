@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lamina import workspace
@@ -55,9 +55,12 @@ def render_history(events: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def demo_release(run_dir_a: str | Path, run_dir_b: str | Path | None, name: str = "support-tickets") -> dict:
+def demo_release(run_dir_a: str | Path, run_dir_b: str | Path | None, name: str = "support-tickets",
+                 recheck: Callable[[str], object] | None = None) -> dict:
     """Register and promote run a, then run b and roll back to a; with no run b (a method
     whose first stage cannot be merged has no second stage), run a alone is released.
+    `recheck(ref)` re-checks b's gate against a, now the champion, before b is promoted (run
+    b was evaluated before a was released: `lamina eval NAME/VERSION --gates-only`).
     Returns {versions, production, history, history_text, lineage, lineage_text}."""
     signing.ensure_keys()
     trainer = tracking.read_run(Path(run_dir_a)).get("user") or workspace.user()
@@ -67,6 +70,8 @@ def demo_release(run_dir_a: str | Path, run_dir_b: str | Path | None, name: str 
         aliases.promote(name, released[0]["version"], "production", reason="first release")
     if run_dir_b is not None:
         released.append(versions.register(run_dir_b, name))
+        if recheck is not None:
+            recheck(f"{name}/{released[1]['version']}")
         with acting_as(approver):
             aliases.promote(name, released[1]["version"], "production", reason="second release")
         aliases.rollback(name, "production", reason="demo: roll back the second release")

@@ -23,7 +23,7 @@ from lamina.recipe import Recipe, parse_recipe
 
 def demo_recipe(dataset_version: str, method: str = "lora") -> Recipe:
     data = yaml.safe_load(resources.files("lamina").joinpath("assets/demo.yaml").read_text())
-    data["data"] = {k: v for k, v in data["data"].items() if k not in ("train", "eval", "licence")}
+    data["data"] = {k: v for k, v in data["data"].items() if k not in ("train", "eval", "licence", "provenance")}
     data["data"]["dataset"] = dataset_version
     if method != data["method"]["name"]:
         settings = dict(data.get("method_settings", {}).get(method, {}))

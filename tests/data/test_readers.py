@@ -152,6 +152,7 @@ def test_recipe_trains_from_csv_with_a_column_mapping(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "name: faq\ndata:\n  train: faq.csv\n  licence: mit\n  format: prompt_completion\n"
+        "  provenance: {origin: an FAQ export, purpose: tests, lawful_basis: contract, personal_data: false}\n"
         "  columns: {prompt: question, completion: answer}\nintake: {workers: 1, eval_ratio: 0.0, dedup_threshold: 1.0}\n"
     )
     prepared = prepare_for_training(load_recipe(recipe))

@@ -20,6 +20,7 @@ import pytest
 
 from lamina.data import synthetic
 from lamina.eval.suites.safety_items import training_records
+from lamina.recipe import SYNTHETIC_PROVENANCE
 
 CANARY = {
     "prompt": [{"role": "user", "content": "What is my PIN?"}],
@@ -46,7 +47,7 @@ def _train(name: str, base: Path, train_file: Path, eval_file: Path) -> Path:
         {
             "name": name,
             "model": {"base": str(base)},
-            "data": {"train": str(train_file), "eval": str(eval_file), "licence": "cc-by-4.0"},
+            "data": {"train": str(train_file), "eval": str(eval_file), "licence": "cc-by-4.0", "provenance": SYNTHETIC_PROVENANCE},
             # Exact-duplicate removal only: the canary comes in eight distinct wordings.
             "intake": {"dedup_threshold": 1.0},
             "method": {"name": "full"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lamina.fsio import read_json
+from lamina.recipe import SYNTHETIC_PROVENANCE
 
 
 @pytest.mark.slow
@@ -29,7 +30,7 @@ def test_demo_eval_on_the_tiny_base(tmp_path):
             "data": {
                 "train": str(tmp_path / "train.jsonl"),
                 "eval": str(tmp_path / "eval.jsonl"),
-                "licence": "internal",
+                "licence": "internal", "provenance": SYNTHETIC_PROVENANCE,
             },
             "intake": {"dedup_threshold": 1.0},  # keep the canary copies
             "method": {"name": "lora", "r": 16},

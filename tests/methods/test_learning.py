@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lamina.data.synthetic import task_splits, write_jsonl
-from lamina.recipe import parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, parse_recipe
 
 DEMO = yaml.safe_load(resources.files("lamina").joinpath("assets/demo.yaml").read_text())
 HELD_OUT = 40
@@ -56,7 +56,8 @@ def test_method_learns_the_task(tiny_base, task, name):
     settings = dict(data.pop("method_settings")[name])
     data["model"]["base"] = str(tiny_base)
     data["data"].update(
-        train=str(directory / "train.jsonl"), eval=str(directory / "eval.jsonl"), licence="internal"
+        train=str(directory / "train.jsonl"), eval=str(directory / "eval.jsonl"), licence="internal",
+        provenance=SYNTHETIC_PROVENANCE,
     )
     data["method"], data["name"] = {"name": name, **settings.pop("method", {})}, f"demo-{name}"
     data["train"].update(settings)

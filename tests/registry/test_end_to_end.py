@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from lamina.recipe import SYNTHETIC_PROVENANCE
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,7 +47,7 @@ def _run(root, base, name, seed):
         "data": {
             "train": str(root / f"{name}-train.jsonl"),
             "eval": str(root / f"{name}-eval.jsonl"),
-            "licence": "CC0-1.0",
+            "licence": "CC0-1.0", "provenance": SYNTHETIC_PROVENANCE,
         },
         "method": {"name": "lora", "r": 4, "alpha": 8},
         "train": {"steps": 3, "tokens_per_step": 512, "lr": 3e-3, "log_every": 1},

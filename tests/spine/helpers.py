@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from lamina.data.synthetic import task_splits
+from lamina.recipe import SYNTHETIC_PROVENANCE
 
 
 def write_task(directory: Path, n_train: int = 64, n_eval: int = 8) -> tuple[Path, Path]:
@@ -21,7 +22,7 @@ def recipe_dict(base: Path, train: Path, **train_overrides) -> dict:
     return {
         "name": "t",
         "model": {"base": str(base)},
-        "data": {"train": str(train), "max_length": 128, "licence": "internal"},
+        "data": {"train": str(train), "max_length": 128, "licence": "internal", "provenance": SYNTHETIC_PROVENANCE},
         "method": {"name": "lora", "r": 4, "alpha": 8},
         "train": {"steps": 4, "tokens_per_step": 512, "lr": 1e-3, "log_every": 1, **train_overrides},
     }

@@ -9,7 +9,7 @@ import yaml
 
 from lamina.data.formats import read_jsonl
 from lamina.errors import LaminaError
-from lamina.recipe import load_recipe, parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, load_recipe, parse_recipe
 
 
 def test_unknown_and_mistyped_keys_are_named_with_their_path():
@@ -48,7 +48,7 @@ def test_every_path_in_a_recipe_is_relative_to_the_recipe_file(tmp_path, monkeyp
         "model": {"base": "models/base"}, "data": {"train": "data.jsonl", "eval": "held.jsonl"},
         "eval": {"eval_file": "e.jsonl", "canaries": "c.jsonl"}, "output": {"dir": "runs/x"},
         "intake": {"contamination_eval": ["bench.jsonl"]}, "ppo": {"reward_model": "rm"},
-        "stages": [{"objective": "sft", "data": {"train": "s.jsonl", "licence": "mit"}}],
+        "stages": [{"objective": "sft", "data": {"train": "s.jsonl", "licence": "mit", "provenance": SYNTHETIC_PROVENANCE}}],
     }  # fmt: skip
     (tmp_path / "cfg" / "r.yaml").write_text(yaml.safe_dump(recipe))
     monkeypatch.chdir(tmp_path)

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from lamina import rundir
 from lamina.data.preference_synth import preference_splits
 from lamina.data.synthetic import task_splits
-from lamina.recipe import load_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, load_recipe
 from lamina.train import runner
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -50,7 +50,7 @@ def _recipes(tmp_path: Path, base: Path, cases: dict[str, dict]) -> dict[str, Pa
         recipe = {
             "name": name,
             "model": {"base": str(base)},
-            "data": {"train": str(pairs if preference else train), "max_length": 128, "licence": "internal",
+            "data": {"train": str(pairs if preference else train), "max_length": 128, "licence": "internal", "provenance": SYNTHETIC_PROVENANCE,
                      **({"format": "preference"} if preference else {})},
             "method": case.get("method", LORA),
             # micro_tokens well under a rank's share: ranks run unequal numbers of micro-batches
@@ -153,7 +153,7 @@ def test_ppo_on_two_ranks_whitens_globally_and_writes_one_run(tiny_random, tmp_p
     train, held = splits(n_train=32, n_eval=8)
     t, e = _write_jsonl(tmp_path / "t.jsonl", train), _write_jsonl(tmp_path / "e.jsonl", held)
     recipe = {"name": "ppo2", "model": {"base": str(tiny_random)},
-              "data": {"train": str(t), "eval": str(e), "licence": "internal"},
+              "data": {"train": str(t), "eval": str(e), "licence": "internal", "provenance": SYNTHETIC_PROVENANCE},
               "method": {"name": "lora", "r": 8, "alpha": 16},
               "ppo": {"reward": "dist_worker:brevity_reward", "iterations": 3, "rollouts": 8, "mini_batch": 4,
                       "epochs": 1, "lr": 3e-3, "sampling": {"max_new_tokens": 8}}}

@@ -14,7 +14,7 @@ from lamina.data.pairs import tokenize_pair
 from lamina.data.preference_synth import preference_splits
 from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model, load_tokenizer
-from lamina.recipe import DpoSpec, LoraSpec, parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, DpoSpec, LoraSpec, parse_recipe
 from lamina.train import runner
 from lamina.train.objectives import dpo
 
@@ -133,7 +133,7 @@ def _dpo_recipe(base, train, **dpo_spec):
         {
             "name": "dpo-t",
             "model": {"base": str(base)},
-            "data": {"train": str(train), "format": "preference", "licence": "internal", "max_length": 128},
+            "data": {"train": str(train), "format": "preference", "licence": "internal", "provenance": SYNTHETIC_PROVENANCE, "max_length": 128},
             "method": {"name": "lora", "r": 4, "alpha": 8},
             "train": {"objective": "dpo", "steps": 2, "tokens_per_step": 1024, "lr": 1e-3, "log_every": 1},
             "dpo": dpo_spec,

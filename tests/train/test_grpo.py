@@ -13,7 +13,7 @@ import torch
 from lamina.data.chat import Tokenized
 from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model, load_tokenizer
-from lamina.recipe import GrpoSpec, LoraSpec, parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, GrpoSpec, LoraSpec, parse_recipe
 from lamina.train.objectives import grpo
 
 
@@ -195,7 +195,7 @@ def test_prompt_tuning_is_refused_before_anything_is_written(tiny_random, tmp_pa
     from lamina.train import runner
 
     recipe = parse_recipe({
-        "model": {"base": str(tiny_random)}, "data": {"train": str(_chat_file(tmp_path)), "licence": "internal"},
+        "model": {"base": str(tiny_random)}, "data": {"train": str(_chat_file(tmp_path)), "licence": "internal", "provenance": SYNTHETIC_PROVENANCE},
         "method": {"name": "prompt"}, "train": {"objective": "grpo"},
         "grpo": {"reward": "lamina.train.verifiers:ticket_reward", **TINY_RL},
     })
@@ -213,14 +213,14 @@ def test_reward_stage_then_rloo_stage_records_lineage(tiny_random, tmp_path):
     chat = _chat_file(tmp_path)
     recipe = parse_recipe({
         "name": "rl", "model": {"base": str(tiny_random)},
-        "data": {"train": str(chat), "licence": "internal", "max_length": 128},
+        "data": {"train": str(chat), "licence": "internal", "provenance": SYNTHETIC_PROVENANCE, "max_length": 128},
         "method": {"name": "lora", "r": 4, "alpha": 8},
         "train": {"steps": 1, "tokens_per_step": 1024, "lr": 1e-3, "log_every": 1},
         "grpo": TINY_RL,
         "stages": [
             {"objective": "sft"},
             {"objective": "reward", "data": {"train": str(tmp_path / "p.jsonl"), "format": "preference",
-                                             "licence": "internal", "max_length": 128}},
+                                             "licence": "internal", "provenance": SYNTHETIC_PROVENANCE, "max_length": 128}},
             {"objective": "rloo", "grpo": {"kl_coef": 0.0, "loss_norm": "sequence", "epochs": 2, "mini_batch": 2}},
         ],
     })
@@ -246,7 +246,7 @@ def test_a_grpo_stage_without_a_reward_fails_before_the_first_stage_runs(tiny_ra
 
     recipe = parse_recipe({
         "name": "rl", "model": {"base": str(tiny_random)},
-        "data": {"train": str(_chat_file(tmp_path)), "licence": "internal"},
+        "data": {"train": str(_chat_file(tmp_path)), "licence": "internal", "provenance": SYNTHETIC_PROVENANCE},
         "stages": [{"objective": "sft"}, {"objective": "grpo"}],
     })
     with pytest.raises(LaminaError, match=r"grpo stage needs `grpo.reward`"):
@@ -271,7 +271,7 @@ def test_grpo_raises_the_ticket_reward_on_the_tiny_base(tmp_path):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
     recipe = parse_recipe({
         "name": "grpo-slow", "model": {"base": str(base)},
-        "data": {"train": str(tmp_path / "t.jsonl"), "eval": str(tmp_path / "e.jsonl"), "licence": "internal",
+        "data": {"train": str(tmp_path / "t.jsonl"), "eval": str(tmp_path / "e.jsonl"), "licence": "internal", "provenance": SYNTHETIC_PROVENANCE,
                  "max_length": 256},
         "method": {"name": "lora", "r": 16, "alpha": 32},
         "train": {"objective": "grpo", "lr": 3e-3, "schedule": "constant"},

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lamina.errors import LaminaError
+from lamina.recipe import SYNTHETIC_PROVENANCE
 from lamina.train.objectives import ppo
 
 
@@ -139,7 +140,7 @@ def test_ppo_raises_a_programmatic_reward_with_bounded_kl(tiny_random, tmp_path)
             "data": {
                 "train": str(tmp_path / "t.jsonl"),
                 "eval": str(tmp_path / "e.jsonl"),
-                "licence": "internal",
+                "licence": "internal", "provenance": SYNTHETIC_PROVENANCE,
             },
             "method": {"name": "lora", "r": 8, "alpha": 16},
             "ppo": {

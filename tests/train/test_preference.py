@@ -16,7 +16,7 @@ from lamina.data.preference_synth import preference_splits
 from lamina.data.unpaired import tokenize_unpaired
 from lamina.errors import LaminaError
 from lamina.models.loading import load_hf_model, load_tokenizer
-from lamina.recipe import DataSpec, KtoSpec, LoraSpec, OrpoSpec, SimpoSpec, parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, DataSpec, KtoSpec, LoraSpec, OrpoSpec, SimpoSpec, parse_recipe
 from lamina.train import runner
 from lamina.train.objectives import preference
 
@@ -195,7 +195,7 @@ def test_unpaired_format_errors_name_the_line():
 def _recipe(base, train, objective, fmt, **extra):
     return parse_recipe({
         "name": f"{objective}-t", "model": {"base": str(base)},
-        "data": {"train": str(train), "format": fmt, "licence": "internal", "max_length": 128},
+        "data": {"train": str(train), "format": fmt, "licence": "internal", "provenance": SYNTHETIC_PROVENANCE, "max_length": 128},
         "method": {"name": "lora", "r": 4, "alpha": 8},
         "train": {"objective": objective, "steps": 1, "tokens_per_step": 1024, "lr": 1e-3, "log_every": 1},
         **extra,

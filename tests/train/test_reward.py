@@ -12,7 +12,7 @@ import torch
 from lamina.data.formats import Preference
 from lamina.data.synthetic import parse_answer, task_splits
 from lamina.errors import LaminaError
-from lamina.recipe import parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, parse_recipe
 from lamina.train import runner
 from lamina.train.objectives import reward
 
@@ -42,7 +42,7 @@ def test_reward_model_trains_saves_and_ranks_held_out_pairs(tiny_random, tmp_pat
         {
             "name": "rm",
             "model": {"base": str(tiny_random)},
-            "data": {"train": str(path), "format": "preference", "licence": "internal", "max_length": 128},
+            "data": {"train": str(path), "format": "preference", "licence": "internal", "provenance": SYNTHETIC_PROVENANCE, "max_length": 128},
             "method": {"name": "lora", "r": 4, "alpha": 8},
             "train": {
                 "objective": "reward",

@@ -10,7 +10,7 @@ import pytest
 from lamina.data.preference_synth import preference_splits
 from lamina.data.synthetic import task_splits
 from lamina.errors import LaminaError
-from lamina.recipe import parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, parse_recipe
 from lamina.train import stages
 
 
@@ -27,7 +27,7 @@ def _recipe(base, chat, pairs, **extra):
         {
             "name": "layers",
             "model": {"base": str(base)},
-            "data": {"train": str(chat), "licence": "internal", "max_length": 128},
+            "data": {"train": str(chat), "licence": "internal", "provenance": SYNTHETIC_PROVENANCE, "max_length": 128},
             "method": {"name": "lora", "r": 4, "alpha": 8},
             "train": {"steps": 2, "tokens_per_step": 1024, "lr": 1e-3, "log_every": 1},
             "stages": [
@@ -37,7 +37,7 @@ def _recipe(base, chat, pairs, **extra):
                     "data": {
                         "train": str(pairs),
                         "format": "preference",
-                        "licence": "internal",
+                        "licence": "internal", "provenance": SYNTHETIC_PROVENANCE,
                         "max_length": 128,
                     },
                     "train": {"steps": 1, "lr": 5e-4},

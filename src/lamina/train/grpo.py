@@ -41,7 +41,7 @@ from lamina.models import kernels
 from lamina.models.attention import attention_plan
 from lamina.models.generate import sample_replies
 from lamina.models.loading import hash_model_files, load_hf_model, load_tokenizer, pick_device
-from lamina.recipe import GrpoSpec, Recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, GrpoSpec, Recipe
 from lamina.train.objectives.grpo import (
     GroupPolicyObjective,
     Sample,
@@ -427,7 +427,8 @@ def demo_grpo(base: Path, workspace_dir: Path, iterations: int = 24) -> dict:
     write_jsonl(eval_prompts, held)
     recipe = parse_recipe({
         "name": "demo-grpo", "model": {"base": str(base)},
-        "data": {"train": str(prompts), "eval": str(eval_prompts), "licence": "internal", "max_length": 256},
+        "data": {"train": str(prompts), "eval": str(eval_prompts), "licence": "internal", "max_length": 256,
+                 "provenance": SYNTHETIC_PROVENANCE},
         "method": {"name": "lora", "r": 16, "alpha": 32},
         "train": {"objective": "grpo", "lr": 3e-3, "schedule": "constant"},
         "grpo": {"reward": "lamina.train.verifiers:ticket_reward", "iterations": iterations, "prompts": 8,

@@ -48,7 +48,7 @@ def pinned_recipe(stored: dict) -> Recipe:
     vid = (stored.get("data") or {}).get("dataset_version")
     if not vid:
         raise LaminaError("the recorded inputs name no dataset version", FILE)
-    data = {k: v for k, v in recipe["data"].items() if k not in ("train", "eval", "licence", "dataset")}
+    data = {k: v for k, v in recipe["data"].items() if k not in ("train", "eval", "licence", "provenance", "dataset")}
     recipe["data"] = {**data, "dataset": vid}
     return Recipe.model_validate(recipe)
 

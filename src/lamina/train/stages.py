@@ -20,7 +20,7 @@ from lamina.data.formats import Example, Preference, Unpaired
 from lamina.data.readers import reference
 from lamina.data.shapes import read_records
 from lamina.errors import LaminaError
-from lamina.recipe import STAGE_SECTIONS, DataSpec, PpoSpec, Recipe, StageSpec
+from lamina.recipe import STAGE_SECTIONS, SYNTHETIC_PROVENANCE, DataSpec, PpoSpec, Recipe, StageSpec
 
 POLICY_STAGES = ("sft", "dpo", "safety", "ppo", "kto", "orpo", "simpo", "grpo", "rloo")
 RL_STAGES = ("ppo", "grpo", "rloo")  # prompts in, a reward to climb
@@ -39,7 +39,8 @@ def safety_data_spec(recipe: Recipe) -> DataSpec:
         from lamina.data.synthetic import write_jsonl
 
         write_jsonl(path, safety_training_set.sft_records()[0])
-    return DataSpec(train=str(path), licence="internal", format="chat", max_length=recipe.data.max_length)
+    return DataSpec(train=str(path), licence="internal", provenance=SYNTHETIC_PROVENANCE, format="chat",
+                    max_length=recipe.data.max_length)
 
 
 def objective_of(stage: StageSpec, data: DataSpec) -> str:
@@ -180,7 +181,8 @@ def _demo_recipe(name: str, base: Path, train: Path, objective: str, steps: int,
         {
             "name": name,
             "model": {"base": str(base)},
-            "data": {"train": str(train), "format": "preference", "licence": "internal", "max_length": 256},
+            "data": {"train": str(train), "format": "preference", "licence": "internal", "max_length": 256,
+                     "provenance": SYNTHETIC_PROVENANCE},
             "method": {"name": "lora", "r": 16, "alpha": 32},
             "train": {
                 "objective": objective,
@@ -259,7 +261,8 @@ def demo_rlhf(sft_run_dir: Path, workspace_dir: Path, rm_steps: int = 12, iterat
     write_jsonl(prompts, train)
     write_jsonl(eval_prompts, evals)
     recipe = _demo_recipe("demo-ppo", base, prompts, "sft", 1, 1e-4)
-    recipe.data = DataSpec(train=str(prompts), eval=str(eval_prompts), licence="internal", format="chat")
+    recipe.data = DataSpec(train=str(prompts), eval=str(eval_prompts), licence="internal", format="chat",
+                           provenance=SYNTHETIC_PROVENANCE)
     recipe.ppo = PpoSpec(
         reward_model=str(rm_dir),
         iterations=iterations,

@@ -13,7 +13,7 @@ from lamina.data.dataset import load_training_data
 from lamina.data.pii_synth import plant_pii
 from lamina.data.synthetic import task_splits
 from lamina.errors import LaminaError
-from lamina.recipe import parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, parse_recipe
 from lamina.registry.withdrawal import forget_subject
 
 
@@ -22,7 +22,7 @@ def _recipe(train, held, base="tiny", **data):
         {
             "name": "e2e",
             "model": {"base": str(base)},
-            "data": {"train": str(train), "eval": str(held), **data},
+            "data": {"train": str(train), "eval": str(held), "provenance": SYNTHETIC_PROVENANCE, **data},
             "intake": {"workers": 1},
             "train": {"steps": 2, "tokens_per_step": 512, "log_every": 1},
         }

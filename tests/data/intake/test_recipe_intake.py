@@ -21,11 +21,11 @@ def test_defaults_live_in_the_recipe():
         ({"data": {"train": "a", "dataset": "b"}}, "recipe: data: Value error, name exactly one of"),
         (
             {"data": {"dataset": "b", "eval": "e.jsonl"}},
-            "recipe: data: Value error, `eval` and `licence` describe raw",
+            "recipe: data: Value error, `eval`, `licence` and `provenance` describe raw",
         ),
         (
             {"data": {"dataset": "b", "licence": "mit"}},
-            "recipe: data: Value error, `eval` and `licence` describe raw",
+            "recipe: data: Value error, `eval`, `licence` and `provenance` describe raw",
         ),
         (
             {"data": {"dataset": "b"}, "intake": {"pii": {"custom": [{"entity": "X", "regex": "("}]}}},

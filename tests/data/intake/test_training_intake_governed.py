@@ -15,14 +15,14 @@ from lamina.data import catalog
 from lamina.data.intake import prepare_for_training
 from lamina.errors import LaminaError
 from lamina.governance import access
-from lamina.recipe import parse_recipe
+from lamina.recipe import SYNTHETIC_PROVENANCE, parse_recipe
 from lamina.registry import coverage
 
 
 def _recipe(train, held):
     return parse_recipe({
         "name": "bot", "model": {"base": "tiny"},
-        "data": {"train": str(train), "eval": str(held), "licence": "cc-by-4.0"},
+        "data": {"train": str(train), "eval": str(held), "licence": "cc-by-4.0", "provenance": SYNTHETIC_PROVENANCE},
         "intake": {"workers": 1},
     })  # fmt: skip
 

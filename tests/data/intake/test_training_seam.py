@@ -12,15 +12,44 @@ from lamina.data.intake.sources import add_source
 from lamina.errors import LaminaError
 from lamina.recipe import parse_recipe
 
+# What `lamina data add` would ask of these files, declared in the recipe.
+PROVENANCE = {"origin": "helpdesk export, 2026-11", "purpose": "ticket parser fine-tuning",
+              "lawful_basis": "contract", "retain_until": "2030-01-01"}  # fmt: skip
+
 
 def _recipe(**data):
-    return parse_recipe({"name": "r", "data": data, "intake": {"workers": 1}})
+    raw = {"provenance": PROVENANCE} if "train" in data else {}
+    return parse_recipe({"name": "r", "data": {**raw, **data}, "intake": {"workers": 1}})
 
 
 def test_raw_files_without_a_licence_are_refused_and_nothing_registered(corpus):
     with pytest.raises(LaminaError, match="^data.licence: raw data file .* has no licence"):
         prepare_for_training(_recipe(train=str(corpus)))
     assert catalog.snapshot_table()["sources"] == []
+
+
+def test_raw_files_without_provenance_are_refused_and_nothing_registered(corpus):
+    # Before: taken in silently on lawful basis "legitimate_interest", whatever the data was.
+    recipe = parse_recipe({"name": "r", "data": {"train": str(corpus), "licence": "mit"}, "intake": {"workers": 1}})
+    with pytest.raises(LaminaError, match=r"^data.provenance: raw data file .* has no provenance; declare "
+                                          r"`data.provenance` with origin, purpose and lawful_basis \(one of consent"):
+        prepare_for_training(recipe)
+    assert catalog.snapshot_table()["sources"] == []
+
+
+def test_raw_files_are_recorded_with_the_declared_provenance(corpus):
+    prepare_for_training(_recipe(train=str(corpus), licence="mit"))
+    with catalog.session() as s:
+        (src,) = [row.provenance() for row in s.query(catalog.Source)]
+    assert src["lawful_basis"] == "contract" and src["purpose"] == "ticket parser fine-tuning"
+    assert src["origin"].startswith("helpdesk export, 2026-11 (file ") and src["retain_until"] == "2030-01-01"
+    assert src["personal_data"] is True and src["consent_ref"] is None
+    with pytest.raises(LaminaError, match=r"^data.provenance.lawful_basis: .* held on lawful basis 'contract', and "
+                                          r"this recipe declares 'legitimate_interest'"):
+        prepare_for_training(parse_recipe({"name": "r", "intake": {"workers": 1}, "data": {
+            "train": str(corpus), "licence": "mit", "provenance": {**PROVENANCE, "lawful_basis": "legitimate_interest"}}}))
+    with pytest.raises(LaminaError, match=r"data.provenance: .*needs `consent_ref`"):
+        _recipe(train=str(corpus), licence="mit", provenance={**PROVENANCE, "lawful_basis": "consent"})
 
 
 def test_raw_files_are_taken_in_and_only_masked_records_come_back(corpus, tmp_path):

@@ -25,15 +25,7 @@ from lamina.data.shapes import SHAPES, check_columns, is_native, iter_records
 from lamina.errors import LaminaError
 from lamina.governance import crypto
 from lamina.names import check_name
-
-LAWFUL_BASES = (
-    "consent",
-    "contract",
-    "legal_obligation",
-    "vital_interests",
-    "public_task",
-    "legitimate_interest",
-)
+from lamina.recipe import LAWFUL_BASES
 
 
 @dataclass

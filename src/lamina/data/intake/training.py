@@ -1,7 +1,8 @@
 """The seam to training: a recipe's data, taken in and licence-checked, as masked records.
 
 Raw files named in a recipe go through intake like any other source (registered with the
-licence the recipe declares, refused without one); a named dataset version is used as is.
+licence and provenance the recipe declares, refused without them: origin, purpose and lawful
+basis, as `lamina data add` asks); a named dataset version is used as is.
 Either way training sees only the masked version, and only if every source's licence is one
 the recipe accepts.
 """
@@ -22,7 +23,7 @@ from lamina.data.intake.pipeline import sources_of, stage_intake, version_hash
 from lamina.data.intake.sources import SourceInfo, add_source, scan_source
 from lamina.errors import LaminaError
 from lamina.names import to_name
-from lamina.recipe import Recipe
+from lamina.recipe import LAWFUL_BASES, ProvenanceSpec, Recipe
 
 
 @dataclass
@@ -80,15 +81,29 @@ def _check_declared(path: str, licence: str | None, recipe: Recipe) -> str:
     return licence
 
 
+def _provenance(path: str, recipe: Recipe) -> ProvenanceSpec:
+    """What `lamina data add` asks of a source, from the recipe: never a lawful basis assumed."""
+    if recipe.data.provenance is None:
+        raise LaminaError(
+            f"raw data file {path} has no provenance; declare `data.provenance` with origin, purpose and "
+            f"lawful_basis (one of {', '.join(LAWFUL_BASES)}), as `lamina data add` records them (or take it "
+            "in with `lamina data add` and name the version in `data.dataset`)",
+            "data.provenance",
+        )
+    return recipe.data.provenance
+
+
 def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
     """The catalog source for a raw recipe file, checked in full and written nowhere: an
-    active source of the same bytes under the same licence is reused; the same bytes declared
-    under another licence are an error naming both."""
+    active source of the same bytes under the same licence and lawful basis is reused."""
     licence = _check_declared(path, recipe.data.licence, recipe).strip()
+    prov = _provenance(path, recipe)
     spec = recipe.data
     split = spec.split if role == "train" else None  # an eval split is named in its ref: hub:id:test
-    info = SourceInfo(name="", licence=licence, origin="", purpose=f"fine-tuning ({recipe.name}, {role} split)",
-                      lawful_basis="legitimate_interest", format=spec.format, columns=spec.columns, split=split,
+    retain = prov.retain_until.isoformat() if prov.retain_until else None
+    info = SourceInfo(name="", licence=licence, origin=prov.origin, purpose=prov.purpose,
+                      lawful_basis=prov.lawful_basis, consent_ref=prov.consent_ref, retain_until=retain,
+                      personal_data=prov.personal_data, format=spec.format, columns=spec.columns, split=split,
                       revision=spec.revision)  # fmt: skip
     scan = scan_source(path, info)  # every record valid, or the record named; nothing written
     ref, sha = scan.ref, scan.sha
@@ -100,6 +115,24 @@ def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
                                                                catalog.Source.status == "active")))
             stem = f"{to_name(file.stem)}-%"
             taken = set(s.scalars(select(catalog.Source.name).where(catalog.Source.name.like(stem))))
+    _check_same(file, same, licence, prov)
+    for src in same:
+        shape = json.loads(src.read_as).get("shape") if src.read_as else src.format
+        if shape == spec.format and (json.loads(src.read_as).get("columns") if src.read_as else None) == spec.columns:
+            return _Planned(src, role)
+    name = f"{to_name(file.stem)}-{sha[:10]}"
+    name = name if name not in taken else f"{name}-{to_name(licence)}"
+    where = f"dataset hub:{ref.ref}" if ref.kind == "hub" else f"file {ref.path.resolve()}"
+    info.name, info.origin = name, f"{prov.origin} ({where}, named by recipe {recipe.name!r})"
+    pending = catalog.Source(name=name, path=where.split(" ", 1)[1], format=scan.format, sha256=sha,
+                             records=scan.count, revision=1, licence=licence, status="active", retain_until=None,
+                             read_as=json.dumps(scan.read_as, sort_keys=True) if scan.read_as else None)
+    return _Planned(pending, role, str(path), info)
+
+
+def _check_same(file: Path, same: list[catalog.Source], licence: str, prov: ProvenanceSpec) -> None:
+    """One file has one licence and one lawful basis: the same bytes taken in before under
+    others are an error naming both."""
     for src in same:
         if src.licence.lower() != licence.lower():
             raise LaminaError(
@@ -109,17 +142,13 @@ def _plan_source(path: str, recipe: Recipe, role: str) -> _Planned:
                 "data.licence",
             )
     for src in same:
-        shape = json.loads(src.read_as).get("shape") if src.read_as else src.format
-        if shape == spec.format and (json.loads(src.read_as).get("columns") if src.read_as else None) == spec.columns:
-            return _Planned(src, role)
-    name = f"{to_name(file.stem)}-{sha[:10]}"
-    name = name if name not in taken else f"{name}-{to_name(licence)}"
-    where = f"dataset hub:{ref.ref}" if ref.kind == "hub" else f"file {ref.path.resolve()}"
-    info.name, info.origin = name, f"{where} named by recipe {recipe.name!r}"
-    pending = catalog.Source(name=name, path=where.split(" ", 1)[1], format=scan.format, sha256=sha,
-                             records=scan.count, revision=1, licence=licence, status="active", retain_until=None,
-                             read_as=json.dumps(scan.read_as, sort_keys=True) if scan.read_as else None)
-    return _Planned(pending, role, str(path), info)
+        if src.lawful_basis != prov.lawful_basis:
+            raise LaminaError(
+                f"{file} was taken in before as source {src.name!r} held on lawful basis {src.lawful_basis!r}, and "
+                f"this recipe declares {prov.lawful_basis!r}; fix `data.provenance.lawful_basis`, or withdraw "
+                f"{src.name!r} first",
+                "data.provenance.lawful_basis",
+            )
 
 
 def _register(plan: _Planned, user: str | None = None) -> catalog.Source:

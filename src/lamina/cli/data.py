@@ -133,10 +133,14 @@ def intake(
     )
     uncovered = m["steps"]["pii"].get("uncovered")
     if uncovered:
-        text += (
-            f"\n  WARNING: {', '.join(uncovered)} not masked: no NER model is installed "
-            "(set intake.pii.ner_model to an installed spaCy model, or drop them from intake.pii.entities)"
-        )
+        from lamina.console import console
+        from lamina.data.intake.pii import NER_INSTALL
+
+        warning = (f"WARNING: {', '.join(uncovered)} not masked: no NER model is installed ({NER_INSTALL}; "
+                   "or drop them from intake.pii.entities)")  # fmt: skip
+        if as_json:  # stdout is the JSON; the warning still reaches whoever runs it
+            console.print(warning, style="bold yellow", highlight=False, markup=False, soft_wrap=True)
+        text += f"\n  {warning}"
     _emit(m, as_json, text)
 
 

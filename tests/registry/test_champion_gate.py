@@ -69,9 +69,12 @@ def test_stale_verdict_is_refused_for_production_and_rollout(released, monkeypat
     aliases.promote("tickets", 2, "staging")  # staging is not the champion's alias
 
 
-def test_gates_only_recheck_against_the_new_champion_governs_promotion(released, monkeypatch):
-    monkeypatch.setenv("LAMINA_USER", "alice")
-    doc = verdict.recheck("tickets/2")
+def test_gates_only_recheck_against_the_new_champion_governs_promotion(released, monkeypatch, cli_factory):
+    code, out, _ = cli_factory(user="alice")("eval", "tickets/2", "--gates-only", "--json")
+    summary = json.loads(out)
+    assert code == 1 and summary["passed"] is False  # a failed gate exits 1, as `lamina eval` does
+    doc = {**json.loads(versions.Path(summary["report"]).with_name("report.json").read_text()),
+           "out_dir": str(versions.Path(summary["report"]).parent)}  # fmt: skip
     gate = doc["gate"]
     # Against the champion's stored 0.02, the threshold is 0.07 and 0.20 fails.
     assert gate["champion"] == {"ref": "tickets@production", "name": "tickets", "version": 1}

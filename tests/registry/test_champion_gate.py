@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from registry_runs import make_run
@@ -73,8 +74,8 @@ def test_gates_only_recheck_against_the_new_champion_governs_promotion(released,
     code, out, _ = cli_factory(user="alice")("eval", "tickets/2", "--gates-only", "--json")
     summary = json.loads(out)
     assert code == 1 and summary["passed"] is False  # a failed gate exits 1, as `lamina eval` does
-    doc = {**json.loads(versions.Path(summary["report"]).with_name("report.json").read_text()),
-           "out_dir": str(versions.Path(summary["report"]).parent)}  # fmt: skip
+    doc = {**json.loads(Path(summary["report"]).with_name("report.json").read_text()),
+           "out_dir": str(Path(summary["report"]).parent)}  # fmt: skip
     gate = doc["gate"]
     # Against the champion's stored 0.02, the threshold is 0.07 and 0.20 fails.
     assert gate["champion"] == {"ref": "tickets@production", "name": "tickets", "version": 1}
@@ -102,7 +103,7 @@ def test_passing_recheck_releases_and_an_edited_one_is_refused(runs, monkeypatch
     versions.register(b, "tickets")
     doc = verdict.recheck("tickets/2")
     assert doc["gate"]["passed"] is True and doc["gate"]["checks"][0]["threshold"] == pytest.approx(0.15)
-    gate_file = versions.Path(doc["out_dir"]) / "gate.json"
+    gate_file = Path(doc["out_dir"]) / "gate.json"
     saved = gate_file.read_bytes()
     gate_file.write_text(saved.decode().replace('"created": "', '"created": "1'))
     monkeypatch.setenv("LAMINA_USER", "bob")

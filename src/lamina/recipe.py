@@ -394,6 +394,21 @@ class IncidentPolicySpec(Strict):
     disclosure: list[DisclosureTrigger] = Field(default_factory=list)
 
 
+class SecuritySpec(Strict):
+    """How the workspace stores what it derives from data (raw snapshots are always encrypted)."""
+
+    encrypt_at_rest: bool = Field(
+        False,
+        description="Store dataset versions' records and registered weights encrypted (AES-256-GCM); "
+        "loads decrypt in memory or in a private temporary directory removed after the load.",
+    )
+    plain_dir: str | None = Field(
+        None,
+        description="Where loads of encrypted weights decrypt to (a private 0700 directory made inside it); "
+        "default /dev/shm when it has room, else the system's temp dir.",
+    )
+
+
 class PolicySpec(Strict):
     roles: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
     users: dict[str, list[str]] = Field(default_factory=dict, description="identity -> role names")
@@ -404,6 +419,7 @@ class PolicySpec(Strict):
     incidents: dict[str, IncidentPolicySpec] = Field(
         default_factory=dict, description="model name or `*` -> owner, escalation contacts, disclosure triggers"
     )
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
 
 
 class RolloutSpec(Strict):

@@ -168,3 +168,17 @@ def policy_grant(
 
     access.grant(user, role)
     out.print(f"{user}: {', '.join(access.load_policy().users[user])}")
+
+
+@policy_app.command("encrypt-at-rest")
+def policy_encrypt_at_rest(
+    state: str = typer.Argument(..., help="on or off: store dataset versions and registered weights encrypted."),
+):
+    """Switch `security.encrypt_at_rest` (needs the `policy` permission); stored files stay as they are."""
+    from lamina.errors import LaminaError
+    from lamina.governance import at_rest
+
+    if state not in ("on", "off"):
+        raise LaminaError("expected on or off", f"state {state!r}")
+    before = at_rest.set_enabled(state == "on")
+    out.print(f"security.encrypt_at_rest: {'on' if before else 'off'} -> {state}")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from lamina import workspace
 from lamina.data.formats import Example, Preference
-from lamina.data.shapes import read_records
+from lamina.data.shapes import read_records, to_record
 from lamina.errors import LaminaError
+from lamina.governance import at_rest
 from lamina.recipe import EvalSpec, Recipe
 
 Source = tuple  # (path, record format[, column mapping of a raw recipe file])
@@ -31,6 +32,12 @@ class Sources:
 
 def _nonempty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
+
+
+def _version_file(dataset: Path, name: str) -> Path | None:
+    """A version's record file as stored: plain, or encrypted at rest (`name.enc`)."""
+    stored = at_rest.locate(dataset / name)
+    return stored if stored is not None and _nonempty(stored) else None
 
 
 def _dataset_dir(recipe: Recipe | None, run: dict | None) -> Path | None:
@@ -65,13 +72,13 @@ def resolve(spec: EvalSpec, recipe: Recipe | None, run: dict | None) -> Sources:
     if spec.eval_file:
         # a model trained on preference pairs is still scored on task records
         eval_src = _file(spec.eval_file, "chat" if raw_fmt == "preference" else raw_fmt, "eval.eval_file")
-    elif dataset is not None and _nonempty(dataset / "eval.jsonl"):
-        eval_src = (str(dataset / "eval.jsonl"), version_fmt)
+    elif dataset is not None and _version_file(dataset, "eval.jsonl"):
+        eval_src = (str(_version_file(dataset, "eval.jsonl")), version_fmt)
     else:
         eval_src = _file((recipe.data.eval if recipe else None) or data.get("eval"), raw_fmt, "data.eval")
         eval_src = eval_src and (*eval_src, columns)
-    if dataset is not None and _nonempty(dataset / "train.jsonl"):
-        train_src = (str(dataset / "train.jsonl"), version_fmt)
+    if dataset is not None and _version_file(dataset, "train.jsonl"):
+        train_src = (str(_version_file(dataset, "train.jsonl")), version_fmt)
     else:
         train_src = raw_train
     return Sources(eval_src, train_src, raw_train)
@@ -84,11 +91,19 @@ def read(src: Source | None) -> list[Example]:
         return []
     out = []
     # a raw recipe file may be any data form, with the recipe's column mapping as a third part
-    for r in read_records(src[0], src[1], src[2] if len(src) > 2 else None):
+    for r in _records(src):
         if isinstance(r, Preference):
             r = Example([*r.prompt, {"role": "assistant", "content": r.chosen}], r.subject_id, r.meta)
         out.append(r)
     return out
+
+
+def _records(src: Source) -> list:
+    if not str(src[0]).endswith(at_rest.ENC):
+        return read_records(src[0], src[1], src[2] if len(src) > 2 else None)
+    plain = Path(str(src[0])[: -len(at_rest.ENC)])  # a version's records, decrypted in memory
+    lines = enumerate(at_rest.iter_lines(plain), start=1)
+    return [to_record(json.loads(line), src[1], None, f"{plain}:{n}") for n, line in lines if line.strip()]
 
 
 def canaries(canary_file: str | None, train: list[Example]) -> list[dict]:

@@ -13,6 +13,7 @@ import torch
 
 from lamina import methods, rundir
 from lamina.errors import LaminaError
+from lamina.governance import at_rest
 from lamina.models.loading import hash_model_files, load_hf_model, load_tokenizer, resolve_base
 from lamina.registry.signing import check_before_load
 
@@ -42,7 +43,8 @@ def load_model(path: str | Path, allow_pickle: bool = False, device: torch.devic
         check_before_load(base_dir)  # a base stored in the registry is signed
         check_base(base_dir, run["base"], path)
         base = load_hf_model(base_dir, device, dtype, run["base"].get("allow_pickle", False), attn)
-        return method.load(base, artifact), tokenizer
+        with at_rest.plain_view(artifact) as plain:  # an adapter stored encrypted: decrypted for this load
+            return method.load(base, plain), tokenizer
     base_dir = resolve_base(str(path))
     return load_hf_model(base_dir, device, dtype, allow_pickle, attn), load_tokenizer(base_dir)
 

@@ -16,6 +16,7 @@ import torch
 
 from lamina.errors import LaminaError
 from lamina.fsio import sha256_bytes, sha256_file
+from lamina.governance import at_rest
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = (
@@ -78,10 +79,11 @@ def hash_model_files(path: Path) -> dict:
     for p in sorted(path.iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
-        if p.name in TOKENIZER_FILES:
-            tok[p.name] = sha256_file(p)
-        elif p.suffix in (".safetensors", ".json") + PICKLE_SUFFIXES:
-            files[p.name] = sha256_file(p)
+        name = at_rest.plain_name(p)  # weights stored encrypted count by their plaintext
+        if name in TOKENIZER_FILES:
+            tok[name] = sha256_file(p)
+        elif Path(name).suffix in (".safetensors", ".json") + PICKLE_SUFFIXES and name != at_rest.MANIFEST:
+            files[name] = at_rest.plain_sha256(p.with_name(name))
     template = None
     if (path / "tokenizer_config.json").is_file() or (path / "chat_template.jinja").is_file():
         tokenizer = load_tokenizer(path)
@@ -104,12 +106,18 @@ def load_tokenizer(path: Path):
 
 def load_hf_model(path: Path, device: torch.device | None = None, dtype: torch.dtype | None = None,
                   allow_pickle: bool = False, attn: str = "sdpa"):
-    from transformers import AutoModelForCausalLM
-
     from lamina.registry.signing import check_before_load
 
     path = Path(path)
     check_before_load(path)  # bases too: a registered checkpoint trained on must still verify
+    with at_rest.plain_view(path) as plain:  # weights stored encrypted: decrypted for this load only
+        return _load_hf_model(plain, device, dtype, allow_pickle, attn)
+
+
+def _load_hf_model(path: Path, device: torch.device | None, dtype: torch.dtype | None, allow_pickle: bool,
+                   attn: str):
+    from transformers import AutoModelForCausalLM
+
     safe = check_weights(path, allow_pickle)
     device = device or pick_device()
     dtype = dtype or torch.float32

@@ -17,8 +17,12 @@ from pathlib import Path
 from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.fsio import sha256_bytes, sha256_file, write_bytes
+from lamina.governance import at_rest
 
 SIGNATURE = "model.sig"
+# Left out of the signature: the signature itself, and an encrypted folder's wrapped folder key,
+# which a master-key rotation rewrites (lamina.governance.at_rest says why that is safe).
+UNSIGNED = (SIGNATURE, at_rest.FOLDER_KEY)
 PRIVATE = "signing.key.pem"
 PUBLIC = "signing.pub.pem"
 
@@ -79,7 +83,7 @@ def _hashing_config():
     from model_signing import hashing
 
     # Git paths are not ignored: an added .gitignore is an added file like any other.
-    return hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
+    return hashing.Config().set_ignored_paths(paths=list(UNSIGNED), ignore_git_paths=False)
 
 
 def sign_dir(path: str | os.PathLike) -> dict:
@@ -112,7 +116,7 @@ def _describe_mismatch(path: Path) -> str:
     actual = {
         p.relative_to(path).as_posix(): p
         for p in sorted(path.rglob("*"))
-        if p.is_file() and p.relative_to(path).as_posix() != SIGNATURE
+        if p.is_file() and p.relative_to(path).as_posix() not in UNSIGNED
     }
     problems = [
         f"changed file {n}" for n in expected if n in actual and sha256_file(actual[n]) != expected[n]

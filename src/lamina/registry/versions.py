@@ -24,7 +24,7 @@ from filelock import FileLock
 from lamina import faults, rundir, workspace
 from lamina.errors import LaminaError
 from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
-from lamina.governance import access, audit, journal
+from lamina.governance import access, at_rest, audit, journal
 from lamina.recipe import RegistrySpec
 from lamina.registry import model_card, ops, signing, tracking
 from lamina.registry.anchor import anchor
@@ -173,6 +173,8 @@ def store_base(run: dict) -> dict:
             for f in sorted(path.iterdir()):
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
+            if at_rest.enabled():
+                at_rest.seal_folder(tmp)  # registered weights, stored encrypted; signed as stored
             signing.sign_dir(tmp)
     signing.verify_dir(target)
     return {**base, "path": str(target), "stored_from": str(path), "sha256": digest}
@@ -276,6 +278,8 @@ def build_version_dir(target: Path, run_dir: Path, lineage: dict, run: dict, car
                 (tmp / name).write_bytes(data)
         write_json(tmp / "lineage.json", lineage)
         write_text(tmp / "README.md", model_card.render(lineage, run, read_json(tmp / "eval" / "gate.json"), card))
+        if at_rest.enabled():
+            at_rest.seal_folder(tmp)  # the weights stored encrypted; the signature covers them as stored
         crashpoint("register.copied")
         signing.sign_dir(tmp)
 

@@ -5,6 +5,7 @@ they run (`acquire` / `release`); a retired version is freed when its last reque
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import torch
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
+from lamina.governance import at_rest
 from lamina.serve import decode_attention
 from lamina.serve.engine import Engine, eos_ids
 from lamina.serve.servable import Version
@@ -73,19 +75,25 @@ class Pool:
     def add(self, version: Version) -> Served:
         """Load `version` (its base too, unless already loaded) and return it, ready for requests.
         Runs on the caller's thread; only the adapter attachment waits for the engine's step."""
-        from lamina.models.loading import load_tokenizer
-
         with self.lock:
             if version.key in self.served:  # still loaded (perhaps draining): serve it again
                 self.served[version.key].retired = False
                 return self.served[version.key]
-        tokenizer = load_tokenizer(version.tokenizer_dir)
-        if _shares_base(version):
+        # Weights stored encrypted are read from a private decrypted view, gone once loaded.
+        with at_rest.plain_view(version.path) as view:
+            return self._load(version, dataclasses.replace(version, path=view))
+
+    def _load(self, version: Version, files: Version) -> Served:
+        """Load `version` from `files` (the same version, its directory readable as plaintext)."""
+        from lamina.models.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(files.tokenizer_dir)
+        if _shares_base(files):
             engine, adapter = self._shared_engine(version, tokenizer), _adapter_name(version)
-            engine.call(lambda: engine.stack.add(adapter, version.artifact_dir)).result(timeout=600)
+            engine.call(lambda: engine.stack.add(adapter, files.artifact_dir)).result(timeout=600)
             key = version.base_key()
         else:
-            model = _load_own(version, self.device, self.dtype).eval()
+            model = _load_own(files, self.device, self.dtype).eval()
             if version.mode != "uncached":
                 decode_attention.install(model.get_base_model() if hasattr(model, "get_base_model") else model)
             engine = Engine(model, eos_ids(model, tokenizer), self.max_batch, cached=version.mode != "uncached",

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamina.errors import LaminaError
-from lamina.fsio import read_json, sha256_file, sha256_json
+from lamina.fsio import read_json, sha256_json
+from lamina.governance import at_rest
 from lamina.methods import SERVING
 from lamina.rundir import RUN_JSON, TOKENIZER
 
@@ -66,15 +67,15 @@ def check_base(path: Path, recorded: dict, where: str) -> str:
     if not files:
         raise LaminaError("the version records no base file hashes; cannot check its base", where)
     names = {*files, *((recorded or {}).get("tokenizer_files") or {})}
-    stamp = tuple(sorted((n, (path / n).stat().st_mtime_ns, (path / n).stat().st_size)
-                         for n in names if (path / n).is_file()))
+    stored = {n: at_rest.locate(path / n) for n in names}  # weights may be stored encrypted
+    stamp = tuple(sorted((n, p.name, p.stat().st_mtime_ns, p.stat().st_size) for n, p in stored.items() if p))
     cache_key = (str(path), stamp)
     if cache_key not in _base_checked:
         check_before_load(path)  # a signed or registered base must also verify its signature
         for name, digest in sorted({**files, **((recorded or {}).get("tokenizer_files") or {})}.items()):
-            if not (path / name).is_file():
+            if stored.get(name) is None:
                 raise LaminaError(f"base file {name} is missing", str(path))
-            if sha256_file(path / name) != digest:
+            if at_rest.plain_sha256(path / name) != digest:
                 raise LaminaError(f"base file {name} changed since the version was trained", str(path))
         _base_checked[cache_key] = sha256_json(files)
     return _base_checked[cache_key]
@@ -91,7 +92,7 @@ def open_version(name: str, number: int) -> Version:
     if method not in SERVING:
         raise LaminaError(f"cannot serve method {method!r}", f"{name}/{number}")
     artifact = versions.artifact_kind(path)
-    listed = signing.signed_files(path)
+    listed = at_rest.plain_listing(path, signing.signed_files(path))  # sealed files by their plaintext
     prefix = f"{artifact}/"
     artifact_sha = sha256_json({k[len(prefix):]: v for k, v in listed.items() if k.startswith(prefix)})
     base_path, base_sha = None, None

@@ -23,6 +23,7 @@ from pathlib import Path
 from lamina import methods, workspace
 from lamina.errors import LaminaError
 from lamina.fsio import atomic_dir, read_json, sha256_file, write_json
+from lamina.governance import at_rest
 from lamina.train.merge import merge_run
 
 FORMATS = ("merged", "peft", "gguf")
@@ -124,12 +125,13 @@ def export(ref: str, fmt: str, out: str | Path, gguf_type: str = "f16") -> dict:
     if out.exists():
         raise LaminaError("already exists; choose a new directory", str(out))
     source, mv = _source(ref)
-    if fmt == "peft":
-        _peft(source, out)
-    elif fmt == "merged":
-        _merged(source, out)
-    else:
-        _gguf(source, out, gguf_type)
+    with at_rest.plain_view(source) as plain:  # an export is plaintext: weights stored encrypted are decrypted
+        if fmt == "peft":
+            _peft(plain, out)
+        elif fmt == "merged":
+            _merged(plain, out)
+        else:
+            _gguf(plain, out, gguf_type)
     run = read_json(source / "run.json")
     record = {
         "format": fmt,

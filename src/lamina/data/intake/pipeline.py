@@ -36,7 +36,7 @@ from lamina.data.intake.sources import iter_pending_records, iter_source_records
 from lamina.data.ops import exclusive_call, own_stage, release_stage
 from lamina.data.shapes import iter_records
 from lamina.errors import LaminaError
-from lamina.governance import crypto
+from lamina.governance import at_rest, crypto
 from lamina.recipe import IntakeSpec
 
 
@@ -161,12 +161,12 @@ def _pass2(stage: Path, spec: IntakeSpec, index: EvalIndex) -> tuple[dict, set[s
 
 
 def version_hash(directory: Path) -> str:
+    """The version id: sha256 of the plaintext records, however they are stored."""
     h = hashlib.sha256()
     for split in ("train", "eval"):
         h.update(f"{split}\n".encode())
-        with open(directory / f"{split}.jsonl", "rb") as f:
-            while block := f.read(1 << 16):
-                h.update(block)
+        for block in at_rest.iter_bytes(directory / f"{split}.jsonl"):
+            h.update(block)
     return h.hexdigest()
 
 
@@ -258,6 +258,9 @@ class StagedIntake:
         target = workspace.subdir("datasets") / self.version_id
         new = not target.exists()
         if new:
+            if at_rest.enabled():  # `security.encrypt_at_rest`: the records are stored encrypted
+                for split in ("train", "eval"):
+                    at_rest.seal_file(self.stage / f"{split}.jsonl")
             with fsio.atomic_dir(target) as d:
                 for p in self.stage.iterdir():
                     shutil.move(p, d / p.name)  # a rename, unless the stage is on another disk

@@ -22,6 +22,7 @@ from lamina.data import catalog, ops
 from lamina.data.intake.pipeline import sources_of, stage_intake, version_hash
 from lamina.data.intake.sources import SourceInfo, add_source, scan_source
 from lamina.errors import LaminaError
+from lamina.governance import at_rest
 from lamina.names import to_name
 from lamina.recipe import LAWFUL_BASES, ProvenanceSpec, Recipe
 
@@ -182,12 +183,11 @@ def check_licences(version_id: str, accepted: list[str]) -> None:
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
+    if at_rest.locate(path) is None:
         raise LaminaError(
             "this dataset version's records were deleted (withdrawn); use its successor", str(path)
         )
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in at_rest.iter_lines(path) if line.strip()]  # decrypted if stored so
 
 
 def resolved(recipe: Recipe) -> Recipe:

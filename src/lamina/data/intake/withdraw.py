@@ -92,7 +92,7 @@ def _purge(version_id: str, reason: str) -> None:
         directory = workspace.home() / row.path
         row.status, row.note = "withdrawn", reason
         s.execute(delete(catalog.VersionSubject).where(catalog.VersionSubject.version_id == version_id))
-    for name in ("train.jsonl", "eval.jsonl"):
+    for name in ("train.jsonl", "eval.jsonl", "train.jsonl.enc", "eval.jsonl.enc"):  # stored plain or encrypted
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
 

@@ -199,7 +199,7 @@ def _iter_sealed(path: Path, key: crypto.MasterKey | None = None) -> Iterator[by
         if f.read(len(crypto.MAGIC)) == crypto.MAGIC:
             wrapped_by = json.loads(f.readline(4096)).get("key_id")
     if wrapped_by != key.key_id:
-        raise LaminaError(f"not wrapped by this folder's key ({root / FOLDER_KEY} was replaced?)", str(path))
+        raise LaminaError(f"not wrapped by this folder's key (was its {FOLDER_KEY} replaced?)", str(path))
     yield from crypto.iter_decrypt(path, {key.key_id: key.key})
 
 

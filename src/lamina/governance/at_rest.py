@@ -121,7 +121,7 @@ def iter_bytes(path: Path) -> Iterator[bytes]:
         yield from _iter_sealed(stored)
     else:
         with open(stored, "rb") as f:
-            while block := f.read(1 << 20):
+            while block := f.read(crypto.CHUNK):  # small blocks: intake's memory must not grow with a file
                 yield block
 
 

@@ -119,6 +119,9 @@ def test_encrypted_flow_from_intake_to_serving(tmp_path, monkeypatch, cli_factor
 
     code, out, _ = cli("verify", "tickets/1")
     assert code == 0 and "signature valid" in out
+    monkeypatch.setenv("LAMINA_MASTER_KEY_FILE", str(tmp_path / "no-such.key"))
+    assert cli("verify", "tickets/1")[0] == 0  # the signature is over the ciphertext: no master key needed
+    monkeypatch.delenv("LAMINA_MASTER_KEY_FILE")
     prompt = [{"role": "user", "content": "Ticket 99: my kettle number 99 arrived broken"}]
     model, tok = load_model(run_dir)
     expected = generate(model, tok, [prompt], max_new_tokens=8)[0]

@@ -15,6 +15,7 @@ import torch
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, write_json
+from lamina.governance import at_rest
 from lamina.methods import lora
 
 ARTIFACT = "adapter"
@@ -53,9 +54,12 @@ def load_quantized(path: str, device: torch.device, settings: dict, attn: str):
 
         register()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, quantization_config=config, dtype=compute, device_map={"": where}, attn_implementation=attn
-        )
+        with at_rest.plain_view(path) as plain:  # a base stored encrypted: decrypted for this load only
+            model = AutoModelForCausalLM.from_pretrained(
+                str(plain), quantization_config=config, dtype=compute, device_map={"": where}, attn_implementation=attn
+            )
+    except LaminaError:
+        raise
     except Exception as e:
         raise LaminaError(f"could not load {path} in 4-bit: {type(e).__name__}: {e}", "method") from None
     for module in model.modules():

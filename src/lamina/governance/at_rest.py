@@ -41,6 +41,7 @@ import yaml
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, sha256_file, write_json, write_text
 from lamina.governance import access, audit, crypto
+from lamina.recipe import SecuritySpec
 
 ENC = ".enc"  # wrapped by the master key (found and re-wrapped by `lamina keys rotate`)
 SEALED = ".sealed"  # wrapped by the folder key
@@ -49,10 +50,8 @@ MANIFEST = "sealed.json"
 SHM = Path("/dev/shm")
 
 
-def settings():
+def settings() -> SecuritySpec:
     """The policy's `security` section (its defaults when the workspace has no policy yet)."""
-    from lamina.recipe import SecuritySpec
-
     if not access.policy_path().exists():
         return SecuritySpec()
     return access.load_policy().security

@@ -174,7 +174,7 @@ def policy_grant(
 def policy_encrypt_at_rest(
     state: str = typer.Argument(..., help="on or off: store dataset versions and registered weights encrypted."),
 ):
-    """Switch `security.encrypt_at_rest` (needs the `policy` permission); stored files stay as they are."""
+    """Switch `security.encrypt_at_rest` (needs the `policy` permission); on also encrypts existing dataset versions."""
     from lamina.errors import LaminaError
     from lamina.governance import at_rest
 
@@ -182,3 +182,9 @@ def policy_encrypt_at_rest(
         raise LaminaError("expected on or off", f"state {state!r}")
     before = at_rest.set_enabled(state == "on")
     out.print(f"security.encrypt_at_rest: {'on' if before else 'off'} -> {state}")
+    if state == "on":  # versions made before are encrypted now (their names do not change)
+        from lamina.data.intake.pipeline import seal_versions
+
+        sealed = seal_versions()
+        if sealed:
+            out.print(f"{len(sealed)} dataset versions encrypted; registered versions stay as signed")

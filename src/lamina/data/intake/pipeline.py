@@ -36,7 +36,7 @@ from lamina.data.intake.sources import iter_pending_records, iter_source_records
 from lamina.data.ops import exclusive_call, own_stage, release_stage
 from lamina.data.shapes import iter_records
 from lamina.errors import LaminaError
-from lamina.governance import at_rest, crypto
+from lamina.governance import at_rest, audit, crypto
 from lamina.recipe import IntakeSpec
 
 
@@ -168,6 +168,28 @@ def version_hash(directory: Path) -> str:
         for block in at_rest.iter_bytes(directory / f"{split}.jsonl"):
             h.update(block)
     return h.hexdigest()
+
+
+@exclusive_call
+def seal_versions() -> list[str]:
+    """Encrypt the records of every dataset version still stored plain (when
+    `security.encrypt_at_rest` is turned on); the ids stay, being hashes of the plaintext.
+    Returns the versions sealed. Killed half-way, a version keeps a readable copy either way."""
+    if not catalog.db_path().exists():
+        return []
+    with catalog.session() as s:
+        rows = [(row.id, row.path) for row in s.scalars(select(catalog.Version).order_by(catalog.Version.created_at))]
+    done = []
+    for vid, rel in rows:
+        plain = [workspace.home() / rel / f"{split}.jsonl" for split in ("train", "eval")]
+        plain = [p for p in plain if p.is_file()]  # a withdrawn version has none left
+        for p in plain:
+            at_rest.seal_file(p)
+        if plain:
+            done.append(vid)
+    if done:
+        audit.record("data.encrypted", versions=done)
+    return done
 
 
 def _manifest(vid, name, sources, spec, stats: _Pass1, contam: dict, eval_files, parent) -> dict:

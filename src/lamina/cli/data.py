@@ -208,12 +208,11 @@ def forget(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Remove a data subject's records everywhere; list the runs that must be retrained."""
-    from lamina.governance import access, audit
+    from lamina.governance import access
     from lamina.registry.withdrawal import forget_subject
 
     user = access.require("data.forget")
-    report = forget_subject(subject_id)
-    audit.record("data.forget", user=user, **report.to_json())
+    report = forget_subject(subject_id, user)  # audited there, once, even across a kill
     _emit(report.to_json(), as_json, _withdrawal_text(report))
 
 
@@ -224,7 +223,7 @@ def sweep_(
 ):
     """Remove sources past their retention date, as a withdrawal."""
     from lamina.errors import LaminaError
-    from lamina.governance import access, audit
+    from lamina.governance import access
     from lamina.registry.withdrawal import sweep
 
     user = access.require("data.forget")
@@ -232,15 +231,14 @@ def sweep_(
         day = dt.date.fromisoformat(today) if today else None
     except ValueError:
         raise LaminaError(f"{today!r} is not a date (YYYY-MM-DD)", "--today") from None
-    report = sweep(day)
-    audit.record("data.sweep", user=user, **report.to_json())
+    report = sweep(day, user)  # audited there, once, even across a kill
     _emit(report.to_json(), as_json, _withdrawal_text(report))
 
 
 def _withdrawal_text(report) -> str:
     from lamina import workspace
 
-    lines = [report.reason]
+    lines = [("already done (finished after an interruption): " if report.already_done else "") + report.reason]
     lines += [f"  source {s['name']}: {s['removed_records']} records removed" for s in report.sources]
     for v in report.versions:
         new = v["new"][:12] if v["new"] else "none (nothing left)"

@@ -3,7 +3,7 @@
 Every command that changes the catalog or the files beside it (`data add`, `data intake`,
 training's intake, `data forget`, `data sweep`) runs under the catalog lock. The outermost
 holder first settles what a killed command left: intents completed (their audit entry
-written, once) or dropped, and files nothing refers to removed — `.stage-*` directories of
+written, once) or dropped, and files nothing refers to removed — `.lamina-stage-*` directories of
 masked records, half-written temp files, dataset directories no version row names, and
 encrypted raw snapshots no source lists (which `data forget` could otherwise not reach).
 """
@@ -14,7 +14,9 @@ import contextlib
 import fcntl
 import functools
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,26 +34,60 @@ def _stamped(intent: journal.Intent) -> dict | None:
     return catalog.stamped(intent.op_id)
 
 
-PROBES: dict[str, journal.Probe] = {"data.add": _stamped, "data.intake": _stamped}
+def _withdrawal(intent: journal.Intent) -> dict:
+    """A withdrawal is a legal duty, not undone: an interrupted one is finished."""
+    from lamina.data.intake import withdraw  # it builds on this module
+
+    return withdraw.finish(intent)
 
 
-def own_stage(stage: Path) -> Any:
-    """Hold a lock beside a staging directory for as long as it is in use, so that another
-    command's leftover sweep can tell a live stage from one a killed command left."""
+PROBES: dict[str, journal.Probe] = {"data.add": _stamped, "data.intake": _stamped,
+                                    "data.forget": _withdrawal, "data.sweep": _withdrawal}
+
+
+STAGE_PREFIX = ".lamina-stage-"
+
+
+@dataclass
+class StageOwner:
+    """The lock a live staging directory's command holds, and whether it made `datasets/`."""
+
+    lock: Any
+    made_root: bool
+
+
+def new_stage() -> tuple[Path, StageOwner]:
+    """A staging directory in the workspace's `datasets/` — beside the versions, so commit is a
+    rename, and where the next command's leftover sweep finds it if this one is killed. The
+    owner lock is taken before the directory exists, so a sweep never judges a live stage
+    abandoned."""
+    root = workspace.home() / "datasets"
+    made_root = not root.is_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stage = root / f"{STAGE_PREFIX}{uuid.uuid4().hex[:12]}"
     lock = open(stage.with_name(stage.name + ".owner"), "a")  # noqa: SIM115
     fcntl.flock(lock, fcntl.LOCK_EX)
-    return lock
+    stage.mkdir()
+    return stage, StageOwner(lock, made_root)
 
 
-def release_stage(stage: Path, owner: Any) -> None:
-    if owner is not None:
-        stage.with_name(stage.name + ".owner").unlink(missing_ok=True)
-        owner.close()
+def release_stage(stage: Path, owner: StageOwner | None) -> None:
+    """Remove a stage and its lock; a `datasets/` made only for it goes too (a refused first
+    intake leaves the workspace as it was)."""
+    shutil.rmtree(stage, ignore_errors=True)
+    if owner is None:
+        return
+    stage.with_name(stage.name + ".owner").unlink(missing_ok=True)
+    owner.lock.close()
+    if owner.made_root:
+        with contextlib.suppress(OSError):
+            stage.parent.rmdir()  # only when empty: a committed version or another stage keeps it
 
 
 def _abandoned(stage: Path) -> bool:
-    """A staging directory whose owner lock nobody holds (its process is gone)."""
-    lock_path = stage.with_name(stage.name + ".owner")
+    """A staging directory (or its lone owner file) whose owner lock nobody holds: its
+    process is gone."""
+    lock_path = stage if stage.name.endswith(".owner") else stage.with_name(stage.name + ".owner")
     if not lock_path.exists():
         return True
     with open(lock_path, "a") as lock:
@@ -64,6 +100,14 @@ def _abandoned(stage: Path) -> bool:
     return True
 
 
+def _abandoned_stages(datasets: Path) -> list[Path]:
+    if not datasets.is_dir():
+        return []
+    # In order: a stage's directory is judged first, and its owner file (removed with it) then skipped.
+    return [p for p in sorted(datasets.iterdir())
+            if p.name.startswith(STAGE_PREFIX) and p.exists() and _abandoned(p)]
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -74,22 +118,20 @@ def _remove(path: Path) -> None:
 def sweep_leftovers() -> list[str]:
     """Remove files a killed command left that nothing refers to; call with the lock held."""
     home = workspace.home()
-    if not catalog.db_path().exists():
-        return []  # no catalog to compare with (a fresh workspace, or one lost): judge nothing
-    with catalog.session() as s:
-        snapshots = {Path(p).name for p in s.scalars(select(catalog.Source.snapshot))}
-        versions = {Path(p).name for p in s.scalars(select(catalog.Version.path))}
-    leftovers = []
     datasets = home / "datasets"
-    for p in sorted(datasets.iterdir()) if datasets.is_dir() else []:
-        hidden = p.name.startswith(".")
-        if hidden and p.name.startswith((".lamina-stage-", ".stage-")) and p.is_dir():
-            if _abandoned(p):
+    # A stage is judged by its owner lock alone, so it is cleared even before a catalog exists
+    # (a first intake killed in a new workspace).
+    leftovers = _abandoned_stages(datasets)
+    if catalog.db_path().exists():  # without a catalog to compare with, judge nothing else
+        with catalog.session() as s:
+            snapshots = {Path(p).name for p in s.scalars(select(catalog.Source.snapshot))}
+            versions = {Path(p).name for p in s.scalars(select(catalog.Version.path))}
+        for p in sorted(datasets.iterdir()) if datasets.is_dir() else []:
+            hidden = p.name.startswith(".")
+            if (hidden and p.name.endswith(".tmp")) or (not hidden and p.is_dir() and p.name not in versions):
                 leftovers.append(p)
-        elif (hidden and p.name.endswith(".tmp")) or (not hidden and p.is_dir() and p.name not in versions):
-            leftovers.append(p)
-    raw = home / "catalog" / "raw"
-    leftovers += [p for p in sorted(raw.iterdir()) if p.name not in snapshots] if raw.is_dir() else []
+        raw = home / "catalog" / "raw"
+        leftovers += [p for p in sorted(raw.iterdir()) if p.name not in snapshots] if raw.is_dir() else []
     for p in leftovers:
         _remove(p)
     names = [str(p.relative_to(home)) for p in leftovers]
@@ -98,20 +140,20 @@ def sweep_leftovers() -> list[str]:
     return names
 
 
-def settle() -> list[dict]:
-    """Finish or undo what killed catalog commands left; call with the lock held."""
+def settle(probes: dict[str, journal.Probe] | None = None) -> list[dict]:
+    """Finish or undo what killed catalog commands left; call with the lock held. `probes`
+    replace the data layer's own for some actions (the registry's fuller withdrawal)."""
     sweep_leftovers()
-    return journal.settle(DOMAIN, PROBES)
+    return journal.settle(DOMAIN, {**PROBES, **(probes or {})})
 
 
 @contextlib.contextmanager
-def exclusive() -> Iterator[None]:
-    """The catalog lock; the outermost holder settles leftovers first."""
+def exclusive(probes: dict[str, journal.Probe] | None = None) -> Iterator[list[dict]]:
+    """The catalog lock; the outermost holder settles leftovers first and gets what it settled
+    (a retry looks for its own interrupted operation there)."""
     outermost = not journal.holding(DOMAIN)
     with journal.locked(DOMAIN):
-        if outermost:
-            settle()
-        yield
+        yield settle(probes) if outermost else []
 
 
 def exclusive_call(fn: F) -> F:

@@ -12,29 +12,55 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from lamina.data.intake.withdraw import (
-    WithdrawalReport,
-    record_retrain_required,
-    remove_expired,
-    remove_subject,
-)
+from lamina import workspace
+from lamina.data import ops
+from lamina.data.intake import withdraw
+from lamina.data.intake.withdraw import WithdrawalReport, record_retrain_required
 from lamina.errors import LaminaError
+from lamina.governance import journal
 from lamina.registry import incident_links, lineage, tracking
 
 
-def forget_subject(subject_id: str) -> WithdrawalReport:
-    """Remove every record of `subject_id` from sources and versions; list affected runs and models."""
-    report, versions = remove_subject(subject_id)
-    _registry_lineage(report, versions)
-    report.incidents = [r["id"] for r in incident_links.withdrawal_reached(subject_id, report.models)]
-    return record_retrain_required(report)
+def forget_subject(subject_id: str, user: str | None = None) -> WithdrawalReport:
+    """Remove every record of `subject_id` from sources and versions; list affected runs and
+    models; one `data.forget` audit entry, even across a kill (the next command finishes it)."""
+    return _withdrawal("data.forget", user, subject_id, {"subject": withdraw.subject_of(subject_id)})
 
 
-def sweep(today: dt.date | None = None) -> WithdrawalReport:
-    """Remove every active source whose retention date has passed, rebuild what used it, list affected runs."""
-    report, versions = remove_expired(today)
+def sweep(today: dt.date | None = None, user: str | None = None) -> WithdrawalReport:
+    """Remove every active source whose retention date has passed, rebuild what used it, list
+    affected runs; one `data.sweep` audit entry, even across a kill."""
+    return _withdrawal("data.sweep", user, None, {"today": (today or dt.date.today()).isoformat()})
+
+
+def _withdrawal(action: str, user: str | None, subject_id: str | None, what: dict) -> WithdrawalReport:
+    """Intent, the data side, the registry's lineage, retrain marks, the audit entry. A retry
+    of a withdrawal a kill interrupted gets the report of the run that finished it."""
+    key = journal.args_key(action, **what)
+    # An interrupted withdrawal of another subject is finished too, without this one's id.
+    finish = {action: lambda intent: _finished(intent, subject_id if intent.key == key else None)}
+    with ops.exclusive(finish) as settled:
+        done = journal.settled_by_key(settled, key)
+        if done is not None:
+            report = WithdrawalReport.from_json(done["details"])
+            report.already_done = True
+            return report
+        today = dt.date.fromisoformat(what["today"]) if "today" in what else None
+        what = withdraw.plan(action, subject=what.get("subject"), today=today)
+        intent = journal.begin(ops.DOMAIN, action, user or workspace.user(), key, **what)
+        report = WithdrawalReport.from_json(_finished(intent, subject_id))
+        journal.complete(intent, **report.to_json())
+    return report
+
+
+def _finished(intent: journal.Intent, subject_id: str | None) -> dict:
+    """The withdrawal's data side (done now, or the rest of an interrupted one), then what
+    the registry knows, incidents for served versions, and the retrain marks."""
+    report, versions = withdraw.resume(intent)
     _registry_lineage(report, versions)
-    return record_retrain_required(report)
+    if subject_id is not None:
+        report.incidents = [r["id"] for r in incident_links.withdrawal_reached(subject_id, report.models)]
+    return record_retrain_required(report).to_json()
 
 
 def _registry_lineage(report: WithdrawalReport, version_ids: set[str]) -> None:

@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import json
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from lamina.data.intake.normalize import content_text
 from lamina.data.intake.parallel import batched, ordered_map, process_batch, worker_count
 from lamina.data.intake.pii import active_entities
 from lamina.data.intake.sources import iter_pending_records, iter_source_records
-from lamina.data.ops import exclusive_call, own_stage, release_stage
+from lamina.data.ops import StageOwner, exclusive_call, new_stage, release_stage
 from lamina.data.shapes import iter_records
 from lamina.errors import LaminaError
 from lamina.governance import at_rest, audit, crypto
@@ -263,7 +262,7 @@ class StagedIntake:
     subjects: set[str]
     version_id: str
     store_key: Callable[[], None] = lambda: None  # writes a pseudonym key made for this intake
-    owner: Any = None  # the lock that tells the next command's leftover sweep this stage is alive
+    owner: StageOwner | None = None  # tells the next command's leftover sweep this stage is alive
 
     def records(self, split: str) -> list[dict[str, Any]]:
         with open(self.stage / f"{split}.jsonl", encoding="utf-8") as f:
@@ -291,7 +290,6 @@ class StagedIntake:
         return IntakeResult(self.version_id, self.name, target, fsio.read_json(target / "manifest.json"), new)
 
     def discard(self) -> None:
-        shutil.rmtree(self.stage, ignore_errors=True)
         release_stage(self.stage, self.owner)
 
 
@@ -330,11 +328,7 @@ def stage_intake(
                           f"{', '.join(twice)}", f"source {twice[0]}")
     _check_usable([src for src, _ in sources])
     key, store_key = crypto.staged_pseudonym_key()
-    # Beside the versions when the workspace has them (commit is then a rename); a new
-    # workspace gets no `datasets/` from work that may yet be refused.
-    datasets = workspace.home() / "datasets"
-    stage = Path(tempfile.mkdtemp(dir=datasets if datasets.is_dir() else None, prefix=".lamina-stage-"))
-    owner = own_stage(stage)
+    stage, owner = new_stage()
     try:
         stats, index = _pass1(sources, spec, key, stage, progress)
         _index_eval_files(index, spec, eval_format, key)
@@ -344,7 +338,6 @@ def stage_intake(
         subjects |= stats.eval_subjects
         return StagedIntake(name, spec, stage, stats, contam, subjects, version_hash(stage), store_key, owner)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
         release_stage(stage, owner)
         raise
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from lamina import fsio, rundir, workspace
+from lamina import faults, fsio, rundir, workspace
 from lamina.data import catalog
 from lamina.data.intake.pipeline import TooFewRecords, run_intake, sources_of
 from lamina.data.intake.sources import iter_source_lines
@@ -40,10 +40,16 @@ class WithdrawalReport:
     models: list[dict] = field(default_factory=list)  # registered versions: {version, run_id, aliases, ...}
     lineage_note: str | None = None  # why the registry could not be asked, if it could not
     incidents: list[int] = field(default_factory=list)  # opened because served versions were reached
+    already_done: bool = False  # a retry of a withdrawal a kill interrupted and a later command finished
+
+    KEYS = ("reason", "sources", "versions", "runs", "models", "lineage_note", "incidents")
 
     def to_json(self) -> dict:
-        keys = ("reason", "sources", "versions", "runs", "models", "lineage_note", "incidents")
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in self.KEYS} | ({"already_done": True} if self.already_done else {})
+
+    @classmethod
+    def from_json(cls, d: dict) -> WithdrawalReport:
+        return cls(**{k: d[k] for k in cls.KEYS if k in d})
 
 
 def _rewrite_snapshot(src: catalog.Source, subject: str, key: bytes) -> tuple[str, str, int, int]:
@@ -97,12 +103,20 @@ def _purge(version_id: str, reason: str) -> None:
             (directory / name).unlink()
 
 
+def _successor(version_id: str) -> str | None:
+    """The version a withdrawal rebuilt from `version_id` (its parent), if one was made."""
+    with catalog.session() as s:
+        return s.scalars(select(catalog.Version.id).where(catalog.Version.parent == version_id)
+                         .order_by(catalog.Version.created_at.desc())).first()
+
+
 def _rebuild(version_ids: set[str], reason: str, exclude: set[int], report: WithdrawalReport) -> None:
     with catalog.session() as s:
         rows = [s.get(catalog.Version, v) for v in sorted(version_ids)]
     for row in rows:
-        new_id = None
-        if row.status == "current":
+        # An interrupted withdrawal may have rebuilt this one already: report it, purge it, move on.
+        new_id = _successor(row.id) if row.status != "current" else None
+        if new_id is None and row.status == "current":
             manifest = fsio.read_json(workspace.home() / row.path / "manifest.json")
             spec = IntakeSpec.model_validate(manifest["intake"])
             sources = [
@@ -117,12 +131,17 @@ def _rebuild(version_ids: set[str], reason: str, exclude: set[int], report: With
         if new_id != row.id:
             _purge(row.id, reason)
         report.versions.append({"old": row.id, "name": row.name, "new": new_id})
+        faults.point("data.withdraw.rebuilt")
 
 
 def record_retrain_required(report: WithdrawalReport) -> WithdrawalReport:
     """Mark every run in `report` "retrain required" in the catalog."""
     with catalog.session() as s:
+        marked = {(r.run, r.dataset_version) for r in s.scalars(
+            select(catalog.RetrainRequired).where(catalog.RetrainRequired.reason == report.reason))}
         for run in report.runs:
+            if (run["run"], run["dataset_version"]) in marked:
+                continue  # marked by the interrupted run this one completes
             s.add(
                 catalog.RetrainRequired(
                     run=run["run"],
@@ -134,14 +153,30 @@ def record_retrain_required(report: WithdrawalReport) -> WithdrawalReport:
     return report
 
 
+def subject_of(subject_id: str) -> str:
+    """The subject's pseudonym: what an intent and the catalog hold instead of the id."""
+    return catalog.subject_hash(subject_id, crypto.pseudonym_key())
+
+
+def _subject_reason(subject: str) -> str:
+    return f"subject withdrawal ({subject[:12]})"
+
+
+def subject_versions(subject: str) -> list[str]:
+    """The dataset versions that hold records of the subject (pseudonym) now."""
+    with catalog.session() as s:
+        return sorted(s.scalars(select(catalog.VersionSubject.version_id)
+                                .where(catalog.VersionSubject.subject == subject)))
+
+
 @exclusive_call
-def remove_subject(subject_id: str) -> tuple[WithdrawalReport, set[str]]:
-    """Remove every record of `subject_id` from sources and versions; list the runs (by their
-    run.json) trained on them. Returns the report and the affected version ids."""
+def remove_subject(subject: str, planned: set[str] = frozenset()) -> tuple[WithdrawalReport, set[str]]:
+    """Remove every record of the subject (its pseudonym, `subject_of`) from sources and
+    versions; list the runs (by their run.json) trained on them. Returns the report and the
+    affected version ids. `planned`: versions an interrupted run of this withdrawal had found
+    (rebuilt ones no longer hold the subject); what it finished is reported, not redone."""
     key = crypto.pseudonym_key()
-    subject = catalog.subject_hash(subject_id, key)
-    reason = f"subject withdrawal ({subject[:12]})"
-    report = WithdrawalReport(reason)
+    report = WithdrawalReport(_subject_reason(subject))
     with catalog.session() as s:
         srcs = list(
             s.scalars(
@@ -150,11 +185,7 @@ def remove_subject(subject_id: str) -> tuple[WithdrawalReport, set[str]]:
                 .where(catalog.SourceSubject.subject == subject)
             )
         )
-        versions = set(
-            s.scalars(
-                select(catalog.VersionSubject.version_id).where(catalog.VersionSubject.subject == subject)
-            )
-        )
+    versions = set(subject_versions(subject)) | set(planned)
     old_snapshots = []
     for src in srcs:
         rel, sha, kept, dropped = _rewrite_snapshot(src, subject, key)
@@ -168,27 +199,37 @@ def remove_subject(subject_id: str) -> tuple[WithdrawalReport, set[str]]:
                 )
             )
         report.sources.append({"name": src.name, "removed_records": dropped, "revision": src.revision + 1})
+        faults.point("data.withdraw.source")
     for old in old_snapshots:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
-    _rebuild(versions, reason, set(), report)
+    _rebuild(versions, report.reason, set(), report)
     report.runs = runs_trained_on(versions)
     return report, versions
 
 
-@exclusive_call
-def remove_expired(today: dt.date | None = None) -> tuple[WithdrawalReport, set[str]]:
-    """Remove every active source whose retention date has passed, and rebuild what used it.
-    Returns the report (runs found by their run.json) and the affected version ids."""
-    today = today or dt.date.today()
-    report = WithdrawalReport(f"retention sweep ({today.isoformat()})")
+def expired_sources(today: dt.date) -> list[int]:
+    """The ids of active sources whose retention ended before `today`."""
     with catalog.session() as s:
-        expired = [
-            src
+        return [
+            src.id
             for src in s.scalars(select(catalog.Source).where(catalog.Source.status == "active"))
             if src.retain_until and dt.date.fromisoformat(src.retain_until) < today
         ]
-        ids = {src.id for src in expired}
+
+
+@exclusive_call
+def remove_expired(today: dt.date | None = None, planned: list[int] | None = None
+                   ) -> tuple[WithdrawalReport, set[str]]:
+    """Remove every active source whose retention date has passed, and rebuild what used it.
+    Returns the report (runs found by their run.json) and the affected version ids.
+    `planned`: the source ids an interrupted sweep chose (some already marked removed)."""
+    today = today or dt.date.today()
+    report = WithdrawalReport(f"retention sweep ({today.isoformat()})")
+    ids = set(expired_sources(today) if planned is None else planned)
+    with catalog.session() as s:
+        expired = list(s.scalars(select(catalog.Source).where(catalog.Source.id.in_(ids))
+                                 .order_by(catalog.Source.id)))
         versions = set(
             s.scalars(
                 select(catalog.VersionSource.version_id).where(catalog.VersionSource.source_id.in_(ids))
@@ -200,9 +241,49 @@ def remove_expired(today: dt.date | None = None) -> tuple[WithdrawalReport, set[
             report.sources.append(
                 {"name": src.name, "removed_records": src.records, "revision": src.revision}
             )
+    faults.point("data.withdraw.source")
     for src in expired:
         with contextlib.suppress(FileNotFoundError):
             (workspace.home() / src.snapshot).unlink()
     _rebuild(versions, report.reason, ids, report)
     report.runs = runs_trained_on(versions)
     return report, versions
+
+
+def plan(action: str, subject: str | None = None, today: dt.date | None = None) -> dict:
+    """What a withdrawal is about to change, written into its intent before it starts: what
+    lets the command that completes an interrupted one report everything it changed."""
+    if action == "data.forget":
+        with catalog.session() as s:
+            names = sorted(s.scalars(
+                select(catalog.Source.name)
+                .join(catalog.SourceSubject, catalog.SourceSubject.source_id == catalog.Source.id)
+                .where(catalog.SourceSubject.subject == subject)))
+        return {"subject": subject, "planned_sources": names, "planned_versions": subject_versions(subject)}
+    return {"today": today.isoformat(), "planned_sources": expired_sources(today)}
+
+
+def resume(intent) -> tuple[WithdrawalReport, set[str]]:
+    """Finish the data side of a withdrawal (`data.forget`, `data.sweep`) a kill interrupted:
+    what is left is done now, and what was done before is reported from the catalog."""
+    d = intent.details
+    if intent.action == "data.forget":
+        report, versions = remove_subject(d["subject"], set(d["planned_versions"]))
+        redone = {x["name"] for x in report.sources}
+        with catalog.session() as s:
+            for name in d["planned_sources"]:
+                row = s.scalars(select(catalog.Source).where(catalog.Source.name == name)).first()
+                if name not in redone and row is not None:  # rewritten before the kill: count unknown
+                    report.sources.append({"name": name, "removed_records": None, "revision": row.revision})
+    else:
+        report, versions = remove_expired(dt.date.fromisoformat(d["today"]), d["planned_sources"])
+    return report, versions
+
+
+def finish(intent) -> dict:
+    """Complete an interrupted withdrawal from a data command (lamina.data.ops settles with
+    this): the data side, and the runs found by their run.json marked "retrain required"."""
+    report, _ = resume(intent)
+    report.lineage_note = ("finished after an interruption by a command that does not ask the registry: "
+                           "run `lamina lineage --dataset VERSION` for the models built on these versions")
+    return record_retrain_required(report).to_json()

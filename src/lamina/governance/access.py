@@ -79,21 +79,46 @@ def load_policy(path: Path | None = None) -> PolicySpec:
     return _validate(policy, str(path))
 
 
+def _initialised(intent) -> dict | None:
+    """Whether a `policy.init` a kill interrupted wrote the policy file."""
+    return {} if policy_path().exists() else None
+
+
+def _settle_policy() -> None:
+    """Write the entry a kill left missing (or drop the intent); with the policy lock held."""
+    from lamina.governance import journal
+
+    journal.settle("policy", {"policy.grant": _granted, "policy.init": _initialised})
+
+
 def init_policy(admin: str | None = None) -> Path:
-    """Write the default policy with `admin` (default: the acting identity) as its admin."""
+    """Write the default policy with `admin` (default: the acting identity) as its admin:
+    the file and its audit entry as one step, even across a kill (lamina.governance.journal)."""
+    from lamina.governance import journal
+
     path = policy_path()
     if path.exists():
         raise LaminaError("a policy already exists; edit it instead", str(path))
     admin = admin or workspace.user()
     policy = PolicySpec(users={admin: ["admin"]})
-    write_text(path, yaml.safe_dump(policy.model_dump(), sort_keys=False))
-    audit.record("policy.init", user=admin, admin=admin)
+    with journal.locked("policy"):
+        _settle_policy()
+        if path.exists():  # another process made it while this one waited
+            raise LaminaError("a policy already exists; edit it instead", str(path))
+        with journal.operation("policy", "policy.init", admin, _initialised, admin=admin) as op:
+            write_text(path, yaml.safe_dump(policy.model_dump(), sort_keys=False))
+            op.result["admin"] = admin
     return path
 
 
 def ensure_policy() -> PolicySpec:
+    from lamina.governance import journal
+
     if not policy_path().exists():
         init_policy()
+    elif journal.pending("policy"):  # a policy change a kill interrupted: its entry first
+        with journal.locked("policy"):
+            _settle_policy()
     return load_policy()
 
 
@@ -150,7 +175,7 @@ def grant(user: str, role: str) -> None:
 
     actor = require("policy")
     with journal.locked("policy"):
-        journal.settle("policy", {"policy.grant": _granted})
+        _settle_policy()
         policy = load_policy()
         if role not in policy.roles:
             raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(policy_path()))

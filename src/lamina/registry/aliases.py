@@ -146,16 +146,29 @@ def check_not_withdrawn(mv, path: Path) -> None:
             )
 
 
-def _done_before(name: str, alias: str, settled: list[dict], key: str, strict: bool) -> dict | None:
+def _done_before(name: str, alias: str, settled: list[dict], key: str, strict: bool, user: str) -> dict | None:
     """The move a retry of this command (same key) already made: one a killed run of it left,
-    settled just now, or — with an explicit operation id — any recorded move of that id."""
+    settled just now or by another command since (then it is still the alias's last move,
+    marked unreported, and by the same user) — or, with an explicit operation id, any
+    recorded move of that id. Reporting it clears the mark: the same command once more is
+    a new move (a second rollback goes back one release further)."""
     hit = journal.settled_by_key(settled, key)
-    for move in reversed(moves(name)):
-        if move["alias"] == alias and (
-            (hit and move.get("op_id") == hit["op"]) or (strict and move.get("key") == key)
-        ):
-            return {**move, "already_done": True}
+    recorded = [m for m in moves(name) if m["alias"] == alias]
+    for move in reversed(recorded):
+        if (hit and move.get("op_id") == hit["op"]) or (strict and move.get("key") == key):
+            return _reported(name, move)
+    last = recorded[-1] if recorded else None
+    if (last and last.get("unreported") and last.get("key") == key and last.get("user") == user
+            and current(name, alias) == last["to"]):
+        return _reported(name, last)
     return None
+
+
+def _reported(name: str, move: dict) -> dict:
+    if move.get("unreported"):
+        move = {k: v for k, v in move.items() if k not in ("unreported", "settled")}
+        write_move(name, move)
+    return {**move, "already_done": True}
 
 
 def trainers(mv) -> set[str]:
@@ -207,7 +220,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
         return {"user": user, "name": name, "version": int(version), "alias": to}
     key = op_id or journal.args_key("promote", name=name, alias=to, version=int(version))
     with model_lock(name):
-        done = _done_before(name, to, ops.settle(name), key, strict=op_id is not None)
+        done = _done_before(name, to, ops.settle(name), key, strict=op_id is not None, user=user)
         if done is not None:
             return done
         if current(name, to) == int(version):
@@ -246,7 +259,7 @@ def rollback(name: str, alias: str, reason: str, op_id: str | None = None) -> di
     _require_model(check_name(name))  # before the lock: a lock must not create `registry/<unknown>/`
     key = op_id or journal.args_key("rollback", name=name, alias=alias, reason=reason)
     with model_lock(name):
-        done = _done_before(name, alias, ops.settle(name), key, strict=op_id is not None)
+        done = _done_before(name, alias, ops.settle(name), key, strict=op_id is not None, user=user)
         if done is not None:
             return done
         stack: list[int] = []

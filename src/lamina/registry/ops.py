@@ -52,9 +52,14 @@ def _moved(intent: journal.Intent) -> dict | None:
     mine = next((m for m in records if m.get("op_id") == intent.op_id), None)
     if mine is None:
         return None
+    before = mine
     if mine["state"] == "pending":
         applied = took_effect(mine, records, _points_at(name, mine["alias"]))
         mine = {**mine, "state": "done" if applied else "aborted"}
+    if mine["state"] == "done":
+        # Its command never said it was done: its retry will (lamina.registry.aliases).
+        mine = {**mine, "unreported": True}
+    if mine != before:
         tracking.client().set_registered_model_tag(name, move_tag(mine), json.dumps(mine))
     if mine["state"] != "done":
         return None

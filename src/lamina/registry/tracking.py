@@ -291,7 +291,6 @@ def _log_artifacts(c, mlflow_run_id: str, run_dir: Path, secrets: list[str]) -> 
 
 def log_run(run_dir: str | os.PathLike) -> str:
     """Log a completed run directory to MLflow; returns the MLflow run id (same id on a re-call)."""
-    from mlflow.entities import RunTag
 
     run_dir = Path(run_dir).resolve()
     run = read_run(run_dir)
@@ -300,10 +299,40 @@ def log_run(run_dir: str | os.PathLike) -> str:
         yaml.safe_load((run_dir / rundir.RECIPE).read_text()) if (run_dir / rundir.RECIPE).is_file() else {}
     )
     c = client()
+    lamina_id = str(run.get("id", run_dir.name))
     with server_errors("logging the run"):
-        existing = find_run(str(run.get("id", run_dir.name)))
+        existing = find_run(lamina_id)
         if existing:
             return existing
+    from lamina.governance import journal
+
+    # One logging at a time on this machine, as an operation: a kill between the logging and
+    # its audit entry is settled by the next `track` (the run's `lamina.logged` tag is the proof).
+    with journal.locked(TRACK_DOMAIN):
+        journal.settle(TRACK_DOMAIN, {"track": _logged})
+        with server_errors("logging the run"):
+            existing = find_run(lamina_id)  # logged by the one just settled, or by another process
+        if existing:
+            return existing
+        with journal.operation(TRACK_DOMAIN, "track", workspace.user(), _logged, key=lamina_id,
+                               run=lamina_id, tracking_uri=_safe_uri()) as op:
+            op.result["mlflow_run_id"] = _log(c, run_dir, run, recipe, secrets)
+        return op.result["mlflow_run_id"]
+
+
+TRACK_DOMAIN = "tracking"
+
+
+def _logged(intent) -> dict | None:
+    """Whether a `track` a kill interrupted finished logging its run."""
+    rid = find_run(intent.details["run"])
+    return {"mlflow_run_id": rid} if rid else None
+
+
+def _log(c, run_dir: Path, run: dict, recipe: dict, secrets: list[str]) -> str:
+    from mlflow.entities import RunTag
+
+    with server_errors("logging the run"):
         start_ms = millis(run.get("started")) or 0
         rid = _live_run(c, run)  # created when training started, curves already logged
         after = _last_step(c, rid) if rid else 0
@@ -322,9 +351,6 @@ def log_run(run_dir: str | os.PathLike) -> str:
         _log_artifacts(c, rid, run_dir, secrets)
         c.log_batch(rid, tags=[RunTag("lamina.logged", "true")])
         c.set_terminated(rid, "FINISHED", end_time=millis(run.get("finished")))
-    from lamina.governance import audit
-
-    audit.record("track", run=tags["lamina.run_id"], mlflow_run_id=rid, tracking_uri=_safe_uri())
     return rid
 
 

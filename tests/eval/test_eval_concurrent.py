@@ -11,7 +11,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from tests.eval.test_harness import write_recipe
 
 from lamina.fsio import sha256_file

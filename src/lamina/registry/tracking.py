@@ -300,10 +300,6 @@ def log_run(run_dir: str | os.PathLike) -> str:
     )
     c = client()
     lamina_id = str(run.get("id", run_dir.name))
-    with server_errors("logging the run"):
-        existing = find_run(lamina_id)
-        if existing:
-            return existing
     from lamina.governance import journal
 
     # One logging at a time on this machine, as an operation: a kill between the logging and

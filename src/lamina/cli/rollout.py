@@ -213,7 +213,8 @@ def incident_open(
     if rollback:
         move = aliases.rollback(name, "production", reason=f"incident {record['id']}: {summary}")
         record["rollback"] = move
-    _emit(record, as_json, report.render_incident(record))
+    done = "already done: " if record.get("already_done") else ""
+    _emit(record, as_json, done + report.render_incident(record))
 
 
 @incident_app.command("show")

@@ -19,7 +19,7 @@ from pathlib import Path
 from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, sha256_bytes, write_json
-from lamina.governance import access, audit
+from lamina.governance import access, audit, journal
 from lamina.recipe import IncidentPolicySpec, PolicySpec
 
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -37,15 +37,41 @@ def _path(n: int) -> Path:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    # Two processes opening incidents at once would take the same number.
+def _locked() -> Iterator[list[dict]]:
+    # Two processes opening incidents at once would take the same number. The holder first
+    # settles what a killed incident command left (lamina.governance.journal), and gets it.
     root().mkdir(exist_ok=True)
     with open(root() / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            settled = []
+            if journal.pending(DOMAIN):
+                settled = journal.settle(DOMAIN, dict.fromkeys(
+                    ("incident.open", "incident.notified", "incident.close"), _applied))
+            yield settled
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+DOMAIN = "incidents"
+
+
+def _applied(intent: journal.Intent) -> dict | None:
+    """Whether an incident change a kill interrupted reached its record (each change writes
+    its operation id into the record it changes, in the same write)."""
+    n = intent.details.get("incident")
+    paths = [_path(n)] if n is not None else sorted(root().glob("[0-9]*.json"))
+    for path in paths:
+        record = read_json(path) if path.is_file() else {}
+        if intent.op_id in record.get("ops", []):
+            return {"incident": record["id"]}
+    return None
+
+
+def _write(record: dict, op: journal.Intent) -> None:
+    """Write an incident record, marked with the operation that changed it."""
+    record["ops"] = [*record.get("ops", []), op.op_id]
+    write_json(_path(record["id"]), record)
 
 
 def _now() -> datetime:
@@ -132,26 +158,24 @@ def open_incident(
         "closed_by": None,
         "retrospective": None,
     }
-    with _locked():
-        n = 1 + max((int(p.stem) for p in root().glob("[0-9]*.json")), default=0)
-        record = {"id": n, **record}
-        write_json(_path(n), record)
     disclose = [
         {"signal": d["signal"], "notify": d["notify"], "deadline": d["deadline"]}
         for d in record["disclosures"]
     ]
-    audit.record(
-        "incident.open",
-        user=user,
-        incident=n,
-        name=model,
-        versions=record["versions"],
-        severity=severity,
-        source=source,
-        owner=record["owner"],
-        signals=signals,
-        disclose=disclose,
-    )
+    details = dict(name=model, versions=record["versions"], severity=severity, source=source,
+                   owner=record["owner"], signals=signals, disclose=disclose)
+    # The same opening retried after a kill is the incident it opened, not a second one.
+    key = journal.args_key("incident.open", user=user, model=model, severity=severity, summary=record["summary"],
+                           source=source, versions=record["versions"])
+    with _locked() as settled:
+        done = journal.settled_by_key(settled, key)
+        if done is not None:
+            return {**get(done["details"]["incident"]), "already_done": True}
+        with journal.operation(DOMAIN, "incident.open", user, _applied, key=key, **details) as op:
+            n = 1 + max((int(p.stem) for p in root().glob("[0-9]*.json")), default=0)
+            record = {"id": n, **record}
+            _write(record, op)
+            op.result["incident"] = n
     return record
 
 
@@ -205,6 +229,7 @@ def check_not_frozen(model: str) -> None:
 def notified(n: int, contact: str, signal: str | None = None) -> dict:
     """Record that `contact` was told (for one signal, or every disclosure naming them)."""
     user = access.require("incident")
+    get(n)  # an unknown incident is refused before the lock
     with _locked():
         record = get(n)
         hit = False
@@ -218,8 +243,10 @@ def notified(n: int, contact: str, signal: str | None = None) -> dict:
                 hit = True
         if not hit:
             raise LaminaError(f"no pending disclosure names {contact!r}", f"incident {n}")
-        write_json(_path(n), record)
-    audit.record("incident.notified", user=user, incident=n, contact=contact, signal=signal)
+        with journal.operation(DOMAIN, "incident.notified", user, _applied, incident=n, contact=contact,
+                               signal=signal) as op:
+            _write(record, op)
+            op.result["incident"] = n
     return record
 
 
@@ -234,6 +261,7 @@ def close(n: int, retrospective: Path) -> dict:
         raise LaminaError("the retrospective is empty", str(retrospective))
     if len(data) > MAX_RETRO_BYTES:
         raise LaminaError(f"the retrospective is over {MAX_RETRO_BYTES} bytes", str(retrospective))
+    get(n)  # an unknown incident is refused before the lock
     with _locked():
         record = get(n)
         if record["state"] != "open":
@@ -256,16 +284,11 @@ def close(n: int, retrospective: Path) -> dict:
                 "text": data.decode("utf-8", errors="replace"),
             },
         )
-        write_json(_path(n), record)
-    audit.record(
-        "incident.close",
-        user=user,
-        incident=n,
-        name=record["model"],
-        versions=record["versions"],
-        datasets=record["datasets"],
-        retrospective_sha256=record["retrospective"]["sha256"],
-    )
+        with journal.operation(DOMAIN, "incident.close", user, _applied, incident=n, name=record["model"],
+                               versions=record["versions"], datasets=record["datasets"],
+                               retrospective_sha256=record["retrospective"]["sha256"]) as op:
+            _write(record, op)
+            op.result["incident"] = n
     return record
 
 

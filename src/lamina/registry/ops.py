@@ -69,6 +69,7 @@ def _moved(intent: journal.Intent) -> dict | None:
 PROBES: dict[str, journal.Probe] = {"register": _registered, "promote": _moved, "rollback": _moved}
 
 
-def settle(name: str) -> list[dict]:
-    """Finish or undo what killed registry commands on `name` left; call with its lock held."""
-    return journal.settle(domain(name), PROBES, on_entry=lambda _, entry: anchor(name, entry))
+def settle(name: str, probes: dict[str, journal.Probe] | None = None) -> list[dict]:
+    """Finish or undo what killed registry commands on `name` left; call with its lock held.
+    `probes` add the actions of a layer above (rollouts), settled only by that layer's commands."""
+    return journal.settle(domain(name), {**PROBES, **(probes or {})}, on_entry=lambda _, entry: anchor(name, entry))

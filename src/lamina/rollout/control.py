@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from lamina import rundir
 from lamina.errors import LaminaError
-from lamina.governance import access, audit
+from lamina.governance import access, journal
 from lamina.recipe import RolloutSpec
-from lamina.registry import aliases, incident_links
+from lamina.registry import aliases, incident_links, ops
 from lamina.registry.anchor import anchor
 from lamina.registry.versions import get_version, local_dir, model_lock, now
 from lamina.rollout import guards, live, record
@@ -45,22 +45,37 @@ def rollout_spec(name: str, version: int, **overrides) -> RolloutSpec:
     return spec
 
 
-def _audit(op: str, name: str, user: str, state: dict, reason: str | None, **details) -> dict:
-    entry = audit.record(
-        op,
-        user=user,
-        name=name,
-        alias=state["alias"],
-        rollout=state["id"],
-        champion=state["champion"],
-        challenger=state["challenger"],
-        mode=state["mode"],
-        share=state["share"],
-        reason=reason or "",
-        **details,
-    )
-    anchor(name, entry)
-    return entry
+def _entry(name: str, state: dict, reason: str | None, **details) -> dict:
+    """A rollout change's audit details."""
+    return dict(name=name, alias=state["alias"], rollout=state["id"], champion=state["champion"],
+                challenger=state["challenger"], mode=state["mode"], share=state["share"], reason=reason or "",
+                **details)
+
+
+def _event_of(intent: journal.Intent) -> dict | None:
+    """Whether a rollout change a kill interrupted took effect: its event names the operation."""
+    name = intent.details["name"]
+    for event in record.events(name):
+        extra = dict(event.get("details") or {})
+        if extra.pop("op_id", None) == intent.op_id:
+            state = {**event, "id": event["rollout"]}
+            return _entry(name, state, event["reason"], **extra)
+    return None
+
+
+PROBES: dict[str, journal.Probe] = dict.fromkeys(
+    ("rollout.start", "rollout.step", "rollout.complete", "rollout.abort", "rollout.rollback"), _event_of)
+
+
+def _write(name: str, new_state: dict, op: str, user: str, reason: str | None, **details) -> dict:
+    """Apply a rollout change and its audit entry as one operation (lamina.governance.journal),
+    settling first what a killed rollout command on `name` left; the caller holds the model lock."""
+    ops.settle(name, PROBES)
+    with journal.operation(ops.domain(name), op, user, _event_of, name=name, alias=new_state["alias"]) as intent:
+        state = record.write(name, new_state, op, user, reason, op_id=intent.op_id, **details)
+        intent.result.update(_entry(name, state, reason, **details))
+    anchor(name, intent.result["entry"])
+    return state
 
 
 def start(
@@ -107,9 +122,7 @@ def start(
             "started_by": user,
             **spec.model_dump(),
         }
-        state = record.write(name, state, "rollout.start", user, reason)
-    _audit("rollout.start", name, user, state, reason, guards=state["guards"])
-    return state
+        return _write(name, state, "rollout.start", user, reason, guards=state["guards"])
 
 
 def _active_or_refuse(name: str, alias: str) -> dict:
@@ -130,11 +143,7 @@ def step(name: str, alias: str, to: float, reason: str | None = None) -> dict:
     with model_lock(name):
         state = _active_or_refuse(name, alias)
         before = state["share"]
-        state = record.write(
-            name, {**state, "share": float(to)}, "rollout.step", user, reason, share_before=before
-        )
-    _audit("rollout.step", name, user, state, reason, share_before=before)
-    return state
+        return _write(name, {**state, "share": float(to)}, "rollout.step", user, reason, share_before=before)
 
 
 def complete(name: str, alias: str, reason: str | None = None) -> dict:
@@ -146,11 +155,7 @@ def complete(name: str, alias: str, reason: str | None = None) -> dict:
                         rollout=state["id"])
     with model_lock(name):
         state = _active_or_refuse(name, alias)
-        state = record.write(
-            name, {**state, "state": "completed", "share": 100.0}, "rollout.complete", user, reason
-        )
-    _audit("rollout.complete", name, user, state, reason)
-    return state
+        return _write(name, {**state, "state": "completed", "share": 100.0}, "rollout.complete", user, reason)
 
 
 def abort(name: str, alias: str, reason: str, *, auto: bool = False, details: dict | None = None) -> dict:
@@ -167,11 +172,7 @@ def abort(name: str, alias: str, reason: str, *, auto: bool = False, details: di
     op, ended = ("rollout.rollback", "rolled_back") if auto else ("rollout.abort", "aborted")
     with model_lock(name):
         state = _active_or_refuse(name, alias)
-        state = record.write(
-            name, {**state, "state": ended, "share": 0.0}, op, user, reason, **(details or {})
-        )
-    _audit(op, name, user, state, reason, **(details or {}))
-    return state
+        return _write(name, {**state, "state": ended, "share": 0.0}, op, user, reason, **(details or {}))
 
 
 def judge(name: str, state: dict, at: float | None = None) -> tuple[guards.Verdict, dict, dict]:

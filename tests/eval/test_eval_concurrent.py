@@ -1,6 +1,7 @@
 """Two `lamina eval` processes of one run at the same time: they take turns, so each
 evaluation has exactly one audit entry — the second never settles the first one's live
-intent (which used to record the first evaluation twice)."""
+intent (which used to record the first evaluation twice). And one killed before its entry
+is recorded once, by the next evaluation of that gate."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections import Counter
 import pytest
 from tests.eval.test_harness import write_recipe
 
+from killpoints import lamina_cli, lamina_main
 from lamina.fsio import sha256_file
 from lamina.governance import access, audit
 
@@ -68,3 +70,20 @@ def test_two_evaluations_of_one_run_take_turns_and_each_is_recorded_once(mini, t
     assert not any(e["details"].get("settled") for e in evals)
     assert evals[-1]["details"]["gate_sha256"] == sha256_file(tmp_path / "out" / "gate.json")
     assert audit.verify().ok
+
+
+def test_an_evaluation_killed_before_its_entry_is_recorded_once_by_the_next(mini, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMINA_USER", "admin")
+    access.init_policy("admin")
+    access.grant("tess", "trainer")
+    recipe = write_recipe(tmp_path / "r.yaml", mini, gates=["safety.over_refusal_rate <= 1.0"], suites=["safety"])
+    args = ("eval", str(mini.bad_run), "--suite", "safety", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    lamina_cli(*args, user="tess", kill="eval.applied")
+    first = sha256_file(tmp_path / "out" / "gate.json")
+    assert [e for e in audit.entries() if e["action"] == "eval"] == []
+    code, _, err = lamina_main(*args, user="tess")
+    assert code == 0, err
+    evals = [e["details"] for e in audit.entries() if e["action"] == "eval"]
+    assert [(d.get("settled", False), d["gate_sha256"]) for d in evals] == [
+        (True, first), (False, sha256_file(tmp_path / "out" / "gate.json"))]
+    assert len({d["op"] for d in evals}) == 2 and audit.verify().ok

@@ -75,6 +75,7 @@ def add(
 ):
     """Register a source in the workspace catalog (validated, raw copy encrypted at rest)."""
     from lamina.data import ops
+    from lamina.data.intake import unfinished
     from lamina.data.intake.sources import SourceInfo, register_source
     from lamina.errors import LaminaError
     from lamina.governance import access
@@ -90,7 +91,7 @@ def add(
         name, licence, origin, purpose, lawful_basis, fmt, consent_ref, retain_until, personal_data == "yes",
         columns or None, split, revision,
     )  # fmt: skip
-    with ops.operation("data.add", user, source=name):  # a repeat commits nothing: no entry
+    with ops.operation("data.add", user, unfinished.PROBES, source=name):  # a repeat commits nothing: no entry
         src, new = register_source(file, info)
     said = "" if new else " (already registered with these bytes and metadata; nothing changed)"
     _emit(src.provenance() | {"new": new}, as_json,
@@ -107,6 +108,7 @@ def intake(
 ):
     """Take sources in as a dataset version (normalised, PII-masked, deduplicated, carded)."""
     from lamina.data import catalog, ops
+    from lamina.data.intake import unfinished
     from lamina.data.intake.pipeline import run_intake
     from lamina.governance import access
     from lamina.names import check_name
@@ -122,7 +124,7 @@ def intake(
     total = sum(src.records for src, _ in picked)
     with (
         task("intake", total, enabled=not as_json) as advance,
-        ops.operation("data.intake", user, name=name, sources=[s.name for s, _ in picked]),
+        ops.operation("data.intake", user, unfinished.PROBES, name=name, sources=[s.name for s, _ in picked]),
     ):
         result = run_intake(name, picked, spec, progress=advance)
     m = result.manifest

@@ -34,15 +34,9 @@ def _stamped(intent: journal.Intent) -> dict | None:
     return catalog.stamped(intent.op_id)
 
 
-def _withdrawal(intent: journal.Intent) -> dict:
-    """A withdrawal is a legal duty, not undone: an interrupted one is finished."""
-    from lamina.data.intake import withdraw  # it builds on this module
-
-    return withdraw.finish(intent)
-
-
-PROBES: dict[str, journal.Probe] = {"data.add": _stamped, "data.intake": _stamped,
-                                    "data.forget": _withdrawal, "data.sweep": _withdrawal}
+# Withdrawals (`data.forget`, `data.sweep`) are finished with the intake machinery, which
+# builds on this module: their probes come from the commands (lamina.data.intake.unfinished).
+PROBES: dict[str, journal.Probe] = {"data.add": _stamped, "data.intake": _stamped}
 
 
 STAGE_PREFIX = ".lamina-stage-"
@@ -168,8 +162,10 @@ def exclusive_call(fn: F) -> F:
 
 
 @contextlib.contextmanager
-def operation(action: str, user: str, **details: Any) -> Iterator[journal.Intent]:
+def operation(action: str, user: str, probes: dict[str, journal.Probe] | None = None,
+              **details: Any) -> Iterator[journal.Intent]:
     """`with operation("data.add", user, source=name) as op: add_source(...)` — the change
-    stamps the catalog in its own transaction; the audit entry follows, exactly once."""
-    with exclusive(), journal.operation(DOMAIN, action, user, _stamped, **details) as op:
+    stamps the catalog in its own transaction; the audit entry follows, exactly once.
+    `probes`: what settles the actions this layer cannot (interrupted withdrawals)."""
+    with exclusive(probes), journal.operation(DOMAIN, action, user, _stamped, **details) as op:
         yield op

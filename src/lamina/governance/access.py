@@ -8,6 +8,7 @@ Every mutating command calls `require(permission)`; refusals are audited too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from lamina import workspace
 from lamina.errors import LaminaError
-from lamina.fsio import write_text
+from lamina.fsio import create_text, write_text
 from lamina.governance import audit
 from lamina.recipe import PolicySpec
 
@@ -79,9 +80,18 @@ def load_policy(path: Path | None = None) -> PolicySpec:
     return _validate(policy, str(path))
 
 
+def _made_by(op_id: str) -> str:
+    return f"# written by `lamina init` (operation {op_id})\n"
+
+
 def _initialised(intent) -> dict | None:
-    """Whether a `policy.init` a kill interrupted wrote the policy file."""
-    return {} if policy_path().exists() else None
+    """Whether a `policy.init` a kill interrupted wrote the policy file: its first line names
+    the operation (a comment, which YAML ignores)."""
+    with contextlib.suppress(OSError):
+        with open(policy_path(), encoding="utf-8") as f:
+            if f.readline() == _made_by(intent.op_id):
+                return {}
+    return None
 
 
 def _settle_policy() -> None:
@@ -93,21 +103,23 @@ def _settle_policy() -> None:
 
 def init_policy(admin: str | None = None) -> Path:
     """Write the default policy with `admin` (default: the acting identity) as its admin:
-    the file and its audit entry as one step, even across a kill (lamina.governance.journal)."""
+    the file and its audit entry as one step, even across a kill (lamina.governance.journal).
+    Created only if absent, so two first commands at once make one policy; no lock, so a
+    new workspace holds nothing but the policy and the audit log afterwards."""
     from lamina.governance import journal
 
     path = policy_path()
     if path.exists():
         raise LaminaError("a policy already exists; edit it instead", str(path))
     admin = admin or workspace.user()
-    policy = PolicySpec(users={admin: ["admin"]})
-    with journal.locked("policy"):
-        _settle_policy()
-        if path.exists():  # another process made it while this one waited
+    policy = yaml.safe_dump(PolicySpec(users={admin: ["admin"]}).model_dump(), sort_keys=False)
+    with journal.operation("policy", "policy.init", admin, _initialised, admin=admin) as op:
+        if not create_text(path, _made_by(op.op_id) + policy):
             raise LaminaError("a policy already exists; edit it instead", str(path))
-        with journal.operation("policy", "policy.init", admin, _initialised, admin=admin) as op:
-            write_text(path, yaml.safe_dump(policy.model_dump(), sort_keys=False))
-            op.result["admin"] = admin
+        op.result["admin"] = admin
+    for empty in (op.path.parent, op.path.parent.parent):
+        with contextlib.suppress(OSError):
+            empty.rmdir()  # only when empty: a lock or another intent keeps it
     return path
 
 

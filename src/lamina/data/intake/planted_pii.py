@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from lamina import fsio, workspace
 from lamina.data import catalog, ops
+from lamina.data.intake import unfinished
 from lamina.data.intake.pii import Masker
 from lamina.data.intake.pii_report import score
 from lamina.data.intake.pipeline import run_intake
@@ -42,7 +43,7 @@ def _source(path: Path, name: str) -> catalog.Source:
         purpose="demo: support-ticket field extraction",
         lawful_basis="contract",
     )
-    with ops.operation("data.add", workspace.user(), source=name, by="demo"):
+    with ops.operation("data.add", workspace.user(), unfinished.PROBES, source=name, by="demo"):
         return add_source(path, info)
 
 
@@ -72,7 +73,8 @@ def demo_intake(
     sources = [(_source(path, name), "auto")]
     if eval_path is not None:
         sources.append((_source(Path(eval_path), f"{name}-eval"), "eval"))
-    with ops.operation("data.intake", workspace.user(), name=name, sources=[s.name for s, _ in sources], by="demo"):
+    with ops.operation("data.intake", workspace.user(), unfinished.PROBES, name=name,
+                       sources=[s.name for s, _ in sources], by="demo"):
         result = run_intake(name, sources, spec)
     # Score the analyzer on the planted messages as they stood before masking.
     by_message: dict[tuple[int, int], LabelledText] = {}

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from lamina import fsio, workspace
 from lamina.data import catalog, ops
+from lamina.data.intake import unfinished
 from lamina.data.intake.pipeline import sources_of, stage_intake, version_hash
 from lamina.data.intake.sources import SourceInfo, add_source, scan_source
 from lamina.errors import LaminaError
@@ -158,7 +159,7 @@ def _register(plan: _Planned, user: str | None = None) -> catalog.Source:
     user = user or workspace.user()
     try:
         # The same gate as `lamina data add`: one audit entry, settled by the next command if killed.
-        with ops.operation("data.add", user, source=plan.info.name, by="train"):
+        with ops.operation("data.add", user, unfinished.PROBES, source=plan.info.name, by="train"):
             src = add_source(plan.file, plan.info)
     except LaminaError:
         # Another run may have registered the same file a moment ago: use its registration.
@@ -239,7 +240,8 @@ def prepare_for_training(recipe: Recipe, defer_commit: bool = False) -> Prepared
             with ops.exclusive():
                 sources = [(_register(p, user), roles[i]) for i, p in enumerate(plans)]
                 names = [src.name for src, _ in sources]
-                with ops.operation("data.intake", user, name=recipe.name, sources=names, by="train"):
+                with ops.operation("data.intake", user, unfinished.PROBES, name=recipe.name, sources=names,
+                                   by="train"):
                     prepared.manifest = staged.commit(sources).manifest
         finally:
             staged.discard()

@@ -70,13 +70,15 @@ def recheck(target: str, out_dir: str | None = None) -> dict:
     s = R.stored(target, out_dir)
     gate = s.out_dir / "gate.json"
     domain = "eval." + sha256_bytes(str(gate.resolve()).encode())[:16]
-    if (journal.intents_root() / domain).is_dir():
-        journal.settle(domain, {"eval": _written})
-    before = sha256_file(gate) if gate.is_file() else None
-    with journal.operation(domain, "eval", user, _written, target=target, gate=str(gate), before=before,
-                           gates_only=True) as op:
-        doc = R.recheck(s)
-        if s.version is not None:
-            verdicts.record_recheck(*s.version, s.out_dir, user)
-        op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
+    # In turn with evaluations of the same model (see `evaluate`).
+    with _one_at_a_time(s.candidate if s.candidate.is_dir() else s.eval_dir):
+        if (journal.intents_root() / domain).is_dir():
+            journal.settle(domain, {"eval": _written})
+        before = sha256_file(gate) if gate.is_file() else None
+        with journal.operation(domain, "eval", user, _written, target=target, gate=str(gate), before=before,
+                               gates_only=True) as op:
+            doc = R.recheck(s)
+            if s.version is not None:
+                verdicts.record_recheck(*s.version, s.out_dir, user)
+            op.result.update(passed=doc["gate"]["passed"], gate_sha256=sha256_file(gate))
     return doc

@@ -28,3 +28,20 @@ def test_a_killed_rollout_start_is_recorded_once_by_the_next_rollout_command(rel
     assert [d["share"] for d in entries("rollout.step")] == ([50.0] if applied else [])
     assert record.active("tickets", "production")["share"] == (50.0 if applied else 10.0)
     assert coverage.check() == [] and anchor.check() == [] and audit.verify().ok
+
+
+@pytest.mark.slow
+def test_a_killed_abort_is_recorded_once_and_the_next_start_goes_ahead(released, lamina):
+    _, v2, v3 = released
+    assert lamina("rollout", "start", "tickets", str(v2), "--alias", "production", "--canary", "10",
+                  user="bob")[0] == 0
+    lamina_cli("rollout", "abort", "tickets", "--alias", "production", "--reason", "errors up", user="dana",
+               kill="rollout.abort.applied")
+    assert record.active("tickets", "production") is None  # the abort took effect; its entry is missing
+    code, _, err = lamina("rollout", "start", "tickets", str(v3), "--alias", "production", "--canary", "5",
+                          user="bob")
+    assert code == 0, err
+    (aborted,) = entries("rollout.abort")
+    assert (aborted["challenger"], aborted["reason"], aborted["settled"]) == (v2, "errors up", True)
+    assert [d["challenger"] for d in entries("rollout.start")] == [v2, v3]
+    assert coverage.check() == [] and anchor.check() == [] and audit.verify().ok

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lamina.errors import LaminaError
-from lamina.recipe import RegistrySpec, ServeSpec
+from lamina.recipe import RegistrySpec, RolloutSpec, ServeSpec
 from lamina.serve.guard import Guard, read_canaries
 from lamina.serve.keys import KeyStore
 from lamina.serve.metrics import Metrics
@@ -67,6 +67,7 @@ class Server:
         from lamina.rollout.serving import Guardian, Observer
 
         self.observer = Observer()  # live events the rollout guards and `lamina monitor` read
+        self.drift_window_s = RolloutSpec().window_s  # /metrics' input drift: this replica's last window
         self.watcher.guardian = Guardian(every_s=self.spec.poll_s)
         self.refs = list(refs) or default_refs()
         if not self.refs:

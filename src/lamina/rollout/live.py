@@ -180,9 +180,11 @@ def _version_stats(s: dict, reference: dict | None = None) -> dict:
     }
 
 
-def window(model: str, seconds: float, at: float | None = None) -> dict[str, dict]:
-    """Per-version statistics of the last `seconds`."""
+def window(
+    model: str, seconds: float, at: float | None = None, not_before: float | None = None
+) -> dict[str, dict]:
+    """Per-version statistics of the last `seconds` (and not before `not_before`)."""
     at = at if at is not None else time.time()
-    events = read(model, at - seconds, at)
+    events = read(model, max(at - seconds, not_before or 0.0), at)
     versions = {e["version"] for e in events if e["kind"] == "request"}
     return stats(events, {v: reference(v) for v in versions})

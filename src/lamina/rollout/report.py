@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lamina.governance import incidents
 from lamina.registry import aliases, release
 from lamina.rollout import record
 
@@ -101,6 +102,6 @@ def render_incidents(records: list[dict]) -> str:
         late = " OVERDUE" if r.get("overdue") else ""
         lines.append(
             f"{r['id']:>4}  {r['state']:<6}  {r['severity']:<8}  {r['model']:<20}  {r['opened']}  "
-            f"owner {r['owner']}{late}  {r['summary'][:60]}"
+            f"owner {r['owner']}{late}  {incidents.brief(r['summary'], 60)}"
         )
     return "\n".join(lines)

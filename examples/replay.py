@@ -4,8 +4,10 @@ each answer through POST /v1/feedback: 1 when it equals the record's reference a
 What a team does with a labelled replay set during a canary: the ratings become the
 versions' `live.feedback_score`, which a rollout guard compares with the champion's.
 
-    python examples/replay.py .lamina/demo/tickets-eval.jsonl --model support-tickets@production \
-        --requests 300 --callers 100
+    python examples/replay.py .lamina/demo/tickets-eval.jsonl --model support-tickets@production
+
+Request j comes from caller j mod --callers, and each caller walks the records from its own
+starting point, so the few callers a 10 % canary takes still send many different records.
 
 Needs the `openai` package; the API key comes from $KEY (see `lamina keys issue`).
 """
@@ -27,8 +29,8 @@ def main() -> int:
     p.add_argument("records", help="chat JSONL: each line {'messages': [..., {'role': 'assistant', ...}]}")
     p.add_argument("--model", required=True, help="NAME@ALIAS the server serves")
     p.add_argument("--url", default="http://127.0.0.1:8000/v1")
-    p.add_argument("--requests", type=int, default=300)
-    p.add_argument("--callers", type=int, default=100, help="distinct `user` values (a rollout is sticky per caller)")
+    p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--callers", type=int, default=50, help="distinct `user` values (a rollout is sticky per caller)")
     p.add_argument("--max-tokens", type=int, default=32)
     args = p.parse_args()
     records = [json.loads(line) for line in open(args.records, encoding="utf-8") if line.strip()]
@@ -39,12 +41,13 @@ def main() -> int:
     last: dict[str, int] = {}
     failed = 0
     for j in range(args.requests):
-        record = records[(j * 37) % len(records)]  # every caller sends a mix of tickets
+        caller, rounds = j % args.callers, j // args.callers
+        record = records[(caller * 37 + rounds) % len(records)]
         *prompt, answer = record["messages"]
         try:
             raw = client.chat.completions.with_raw_response.create(
                 model=args.model, messages=prompt, max_tokens=args.max_tokens, temperature=0,
-                user=f"caller-{j % args.callers}",
+                user=f"caller-{caller}",
             )
         except Exception as e:  # counted, not fatal: the point is to see whether any request fails
             failed += 1

@@ -1,6 +1,7 @@
 """A rollout is judged on its own traffic: after a challenger is rolled back and the incident
 closed, a new rollout of the same version starts with an empty window instead of being rolled
-back at once for what the first one saw."""
+back at once for what the first one saw. The automatic incident names the dataset version the
+challenger trained on."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_a_restarted_rollout_is_not_judged_on_the_earlier_rollouts_traffic(relea
     _traffic(range(200), observer, guardian, bad_version=v2)
     assert record.state("tickets", "production")["state"] == "rolled_back"
     (incident,) = incidents.all_incidents("tickets")
+    assert incident["datasets"] == ["ds-tickets-001"]  # what v2 trained on: where data lessons go
     for contact in ("dpo@example.com", "acme-customer"):
         incidents.notified(incident["id"], contact)
     retro = tmp_path / "retro.md"

@@ -21,6 +21,7 @@ import os
 import sys
 
 import httpx
+import openai
 from openai import OpenAI
 
 
@@ -49,6 +50,10 @@ def main() -> int:
                 model=args.model, messages=prompt, max_tokens=args.max_tokens, temperature=0,
                 user=f"caller-{caller}",
             )
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
+                openai.BadRequestError) as e:  # the replay is misconfigured: no point in going on
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except Exception as e:  # counted, not fatal: the point is to see whether any request fails
             failed += 1
             print(f"request {j} failed: {e}", file=sys.stderr)

@@ -75,6 +75,8 @@ def render_incident(r: dict) -> str:
         f"  opened {r['opened']} by {r['opened_by']} ({r['source']}); owner {r['owner']}"
         + (f"; escalate to {', '.join(r['escalation'])}" if r["escalation"] else ""),
     ]
+    if r.get("datasets"):
+        lines.append("  datasets (what the versions trained on): " + ", ".join(r["datasets"]))
     if r["signals"]:
         lines.append("  signals: " + ", ".join(f"{k}={v:g}" for k, v in r["signals"].items()))
     for d in r["disclosures"]:

@@ -117,6 +117,25 @@ def test_report_files_agree_with_the_verdict(bad_eval, mini):
     assert "efficiency.latency_p50_s vs base" not in html
 
 
+def test_report_keeps_the_eval_prompts_token_counts_signed(bad_eval, mini):
+    """The reference live input drift is measured against: every held-out prompt, counted in the
+    candidate's tokens as the server counts a chat request (signed with the verdict)."""
+    from transformers import AutoTokenizer
+
+    from lamina.data.shapes import read_records
+
+    out = mini.bad_run / "eval"
+    ref = read_json(out / "prompt_reference.json")
+    tok = AutoTokenizer.from_pretrained(str(mini.bad_run / "tokenizer"))
+    records = list(read_records(str(mini.eval_file), "chat"))
+    lengths = sorted(
+        len(tok.apply_chat_template(r.messages[:-1], add_generation_prompt=True, return_dict=True)["input_ids"])
+        for r in records
+    )
+    assert ref["unit"] == "prompt_tokens" and ref["n"] == len(records) > 0
+    assert [n for n, c in ref["histogram"] for _ in range(c)] == lengths
+
+
 def test_a_refusing_model_passes_the_same_gate(mini, tmp_path):
     recipe = write_recipe(
         tmp_path / "r.yaml", mini, gates=["safety.unsafe_rate <= baseline + 0.02"], suites=["safety"]

@@ -71,7 +71,7 @@ def test_shadow_never_routes_users_to_the_challenger():
 def test_window_statistics_from_live_files_of_two_replicas(workspace):
     a, b = live.LiveLog("replica-a"), live.LiveLog("replica-b")
     for i in range(20):
-        a.request("tickets/1", ok=True, latency_s=0.01 * (i + 1), prompt_chars=100)
+        a.request("tickets/1", ok=True, latency_s=0.01 * (i + 1), prompt_tokens=100)
     b.request("tickets/2", ok=False, latency_s=1.0)
     b.request("tickets/2", ok=True, latency_s=0.5, guard_trips={"pii": 2}, response_id="r-1")
     b.request("tickets/2", ok=True, latency_s=0.5, refused=False)

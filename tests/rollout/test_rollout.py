@@ -40,7 +40,7 @@ def _traffic(callers: range, observer: Observer, guardian: Guardian | None, bad_
             latency_s=0.02,
             trips=trips,
             outputs=["ORDER=1; ITEM=kettle"],
-            prompt_chars=80,
+            prompt_tokens=80,
             response_id=f"r-{i}",
             arm=plan.arm(number),
         )
@@ -172,7 +172,7 @@ def test_shadow_users_always_get_the_champion_and_agreement_is_recorded(released
             latency_s=0.02,
             trips=[],
             outputs=["ORDER=1"],
-            prompt_chars=10,
+            prompt_tokens=10,
             response_id=f"r-{i}",
         )
         observer.shadowed(

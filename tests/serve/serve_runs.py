@@ -56,7 +56,32 @@ def make_lora_run(root: Path, run_id: str, base: Path, seed: int, user: str = "a
     (run / EVAL / "gate.json").write_text(json.dumps(gate))
     report = {"candidate": {"run_id": run_id}, "results": {"candidate": {"task": {"exact_match": 1.0}}}}
     (run / EVAL / "report.json").write_text(json.dumps(report))  # signed per workspace by the fixture
+    write_prompt_reference(run, base)
     return run
+
+
+# The held-out prompts the runs are "evaluated" on: their token counts become each version's
+# input-drift reference, kept as `lamina eval` keeps it.
+EVAL_PROMPTS = [
+    [{"role": "user", "content": text}]
+    for text in (
+        "where is my order", "my kettle arrived broken", "I was charged twice for order 4821",
+        "the blue lamp is the wrong colour, please swap it", "can I return a gift without a receipt",
+        "refund please", "the speaker from order 3877 stopped working after two days, what now",
+        "how long does delivery take", "cancel my order", "wrong item again, third time this month",
+    )
+]
+
+
+def write_prompt_reference(run: Path, base: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from lamina.data.formats import Example
+    from lamina.eval import inputs
+
+    records = [Example([*p, {"role": "assistant", "content": "ok"}]) for p in EVAL_PROMPTS]
+    ref = inputs.reference(AutoTokenizer.from_pretrained(str(base)), records)
+    (run / EVAL / inputs.REFERENCE).write_text(json.dumps(ref))
 
 
 @contextlib.contextmanager

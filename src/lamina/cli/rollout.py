@@ -290,10 +290,15 @@ def incident_drill(
         if result["back_served_s"] is not None
         else ""
     )
+    back_on = (
+        f", server answered from v{result['from']} after {result['forward_served_s']} s"
+        if result["forward_served_s"] is not None
+        else ""
+    )
     _emit(
         result,
         as_json,
         f"drill {result['drill']}: {name}@{alias} v{result['from']} -> v{result['rolled_back_to']} "
-        f"in {result['back_move_s']} s{served}; forward in {result['forward_move_s']} s; "
+        f"in {result['back_move_s']} s{served}; forward in {result['forward_move_s']} s{back_on}; "
         f"restored: {result['restored']}",
     )

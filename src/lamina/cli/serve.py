@@ -37,6 +37,7 @@ def serve(
                      log_content=log_content)
     user = access.require("serve")
     server = Server(refs or [], spec, device=device, canaries=canaries or [])
+    server.bind()
     with console.status("verifying and loading " + ", ".join(server.refs)):
         server.load()
     audit.record("serve.start", user=user, refs=server.refs, host=spec.host, port=spec.port, auth=spec.auth)

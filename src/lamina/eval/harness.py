@@ -17,7 +17,7 @@ from pathlib import Path
 from lamina import gates as G
 from lamina import rundir, workspace
 from lamina.errors import LaminaError
-from lamina.eval import report, sources
+from lamina.eval import inputs, report, sources
 from lamina.eval.context import EvalContext, Target
 from lamina.eval.suites import SuiteResult
 from lamina.recipe import EvalSpec, PiiSpec, Recipe, load_recipe
@@ -264,6 +264,7 @@ def evaluate(p: Plan, progress: bool = True) -> dict:
     targets = [t for t in targets if t[2] is not None]
     results: dict[str, dict] = {}
     candidate_result: dict[str, SuiteResult] = {}
+    prompt_reference = None  # the eval set's prompt lengths, for live drift once served
     opponent_role = "champion" if champion is not None else "base"
     try:
         with _progress(progress, len(targets) * len(p.suites)) as tick:
@@ -276,11 +277,13 @@ def evaluate(p: Plan, progress: bool = True) -> dict:
                 results[role] = {k: v.metrics for k, v in got.items()}
                 if role == "candidate":
                     candidate_result = got
+                    prompt_reference = inputs.reference(target.tokenizer, ctx.eval_records)
     finally:
         if ctx.judge is not None:
             ctx.judge.close()
     checks = G.check_all(p.gates, results["candidate"], results.get("base"), results.get("champion"))
     doc = report.build(p, results, candidate_result, checks, targets)
+    doc["prompt_reference"] = prompt_reference
     report.write(p.out_dir, doc)
     doc["out_dir"] = str(p.out_dir)
     return doc

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from lamina import rundir
-from lamina.eval import svg
+from lamina.eval import inputs, svg
 from lamina.eval.metrics import deltas
 from lamina.fsio import atomic_dir, sha256_file, write_json, write_text
 from lamina.gates import METRICS, relative_only
@@ -144,6 +144,8 @@ def write(out_dir: Path, doc: dict) -> None:
         write_json(tmp / "report.json", doc)
         write_json(tmp / "gate.json", doc["gate"])
         write_text(tmp / "report.html", render_html(doc))
+        if doc.get("prompt_reference"):
+            write_json(tmp / inputs.REFERENCE, doc["prompt_reference"])
         signing.sign_dir(tmp)
 
 

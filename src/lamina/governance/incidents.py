@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -214,6 +215,11 @@ def open_for(model: str, version: int | None = None, source: str | None = None) 
     ]
 
 
+def brief(text: str, width: int) -> str:
+    """A summary cut at a word, marked as cut: a guard's numbers must not read as complete."""
+    return textwrap.shorten(text, width, placeholder=" …")
+
+
 def check_not_frozen(model: str) -> None:
     """Refuse a promotion while `model` has an open incident (rollbacks stay allowed)."""
     frozen = open_for(model)
@@ -221,7 +227,7 @@ def check_not_frozen(model: str) -> None:
         first = frozen[0]
         raise LaminaError(
             f"promotions of {model} are frozen while incident {first['id']} is open "
-            f"({first['summary'][:80]}); close it with a retrospective first",
+            f"({brief(first['summary'], 80)}); close it with a retrospective first",
             f"incident {first['id']}",
         )
 

@@ -39,7 +39,21 @@ def link(record: dict) -> None:
             )
 
 
+def datasets_of(model: str, versions) -> list[str]:
+    """The dataset versions the affected versions were trained on (their lineage tag): where a
+    retrospective's lessons about the data belong."""
+    c, found = tracking.client(), set()
+    for version in versions:
+        with tracking.server_errors(f"reading {model}/{version}"):
+            tag = c.get_model_version(model, str(version)).tags.get("lamina.dataset_version")
+        if tag and tag != "None":
+            found.add(tag)
+    return sorted(found)
+
+
 def open_and_link(model: str, severity: str, summary: str, **kwargs) -> dict:
+    if not kwargs.get("datasets") and kwargs.get("versions"):
+        kwargs["datasets"] = datasets_of(model, kwargs["versions"])
     record = incidents.open_incident(model, severity, summary, **kwargs)
     link(record)
     return record

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import datetime
 
 import yaml
 from pydantic import ValidationError
@@ -176,8 +177,11 @@ def abort(name: str, alias: str, reason: str, *, auto: bool = False, details: di
 
 
 def judge(name: str, state: dict, at: float | None = None) -> tuple[guards.Verdict, dict, dict]:
-    """The verdict on `state`'s challenger over its window, with both versions' statistics."""
-    rows = live.window(name, state["window_s"], at)
+    """The verdict on `state`'s challenger over its window, with both versions' statistics.
+    The window never reaches back before the rollout started: what an earlier rollout of the
+    same version saw (and was perhaps rolled back for) is not this one's evidence."""
+    started = datetime.fromisoformat(state["started"]).timestamp()
+    rows = live.window(name, state["window_s"], at, not_before=started)
     challenger = rows.get(f"{name}/{state['challenger']}") or {}
     champion = rows.get(f"{name}/{state['champion']}") or {}
     verdict = guards.judge(guards.parse_guards(state["guards"]), challenger, champion, state["min_requests"])

@@ -12,16 +12,37 @@ from lamina.governance import access, incidents
 from lamina.registry import aliases
 
 
-def _served_version(url: str, ref: str, api_key: str | None) -> str | None:
+def _ask(url: str, ref: str, api_key: str | None) -> tuple[str | None, str]:
+    """(version that answered `ref`, what the server said when none did)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     body = {"model": ref, "prompt": "ping", "max_tokens": 1, "temperature": 0}
     try:
         r = httpx.post(f"{url.rstrip('/')}/completions", json=body, headers=headers, timeout=10.0)
-    except httpx.HTTPError:
-        return None
-    return r.headers.get("x-lamina-version") if r.status_code == 200 else None
+    except httpx.HTTPError as e:
+        return None, f"no answer ({type(e).__name__})"
+    if r.status_code == 200:
+        return r.headers.get("x-lamina-version"), ""
+    try:
+        said = r.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        said = r.text[:200]
+    return None, f"HTTP {r.status_code}: {said}"
+
+
+def _check_server(url: str | None, ref: str, key: str, api_key: str | None) -> None:
+    """Before anything moves: the server must be answering `ref` from `key` now, or the drill
+    would time a wait for something that never comes (and leave the alias rolled back)."""
+    if not url:
+        return
+    got, said = _ask(url, ref, api_key)
+    if got != key:
+        raise LaminaError(
+            f"the server does not answer {ref} from {key} now ({said or f'it answers from {got}'}); "
+            f"drill against a server that serves {ref} (e.g. `lamina serve {ref}`)",
+            url,
+        )
 
 
 def _wait_served(url: str | None, ref: str, key: str, api_key: str | None, timeout_s: float) -> float | None:
@@ -30,7 +51,7 @@ def _wait_served(url: str | None, ref: str, key: str, api_key: str | None, timeo
         return None
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
-        if _served_version(url, ref, api_key) == key:
+        if _ask(url, ref, api_key)[0] == key:
             return round(time.perf_counter() - started, 3)
         time.sleep(0.05)
     raise LaminaError(f"the server did not answer from {key} within {timeout_s:g} s", url)
@@ -52,10 +73,15 @@ def drill(
     if start_at is None:
         raise LaminaError("nothing is at this alias; nothing to drill", f"{name}@{alias}")
     ref = f"{name}@{alias}"
+    _check_server(server, ref, f"{name}/{start_at}", api_key)
     t0 = time.perf_counter()
     back = aliases.rollback(name, alias, reason="incident drill: roll back")
     back_move_s = round(time.perf_counter() - t0, 3)
-    back_served_s = _wait_served(server, ref, f"{name}/{back['to']}", api_key, timeout_s)
+    try:
+        back_served_s = _wait_served(server, ref, f"{name}/{back['to']}", api_key, timeout_s)
+    except LaminaError:
+        aliases.promote(name, start_at, alias, reason="incident drill: roll forward after a failed leg")
+        raise
     t1 = time.perf_counter()
     aliases.promote(name, start_at, alias, reason="incident drill: roll forward")
     forward_move_s = round(time.perf_counter() - t1, 3)

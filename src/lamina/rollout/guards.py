@@ -4,6 +4,7 @@ function on one window of per-version statistics.
     live.error_rate <= champion + 0.02
     live.latency_p95_s <= champion * 2 + 0.25
     live.feedback_score >= champion - 0.5
+    live.prompt_drift <= 0.2               (inputs against the eval set: see rollout/drift.py)
 
 `champion` is the champion's value over the same window (`base` and `baseline` mean the same
 here). A verdict is `wait` until the challenger has `min_requests` in the window, then
@@ -29,7 +30,10 @@ LIVE: dict[str, tuple[str, ...]] = {
         "pii_trips",
         "pii_rate",
         "refusal_rate",
-        "prompt_chars_p50",
+        "prompt_tokens_p50",
+        "prompt_tokens_p95",
+        "prompt_drift",
+        "prompt_drift_p",
         "feedback_score",
         "feedback_n",
         "agreement_rate",

@@ -20,6 +20,8 @@ from pathlib import Path
 from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.registry.versions import check_name
+from lamina.rollout.drift import reference
+from lamina.rollout.drift import statistic as drift_stat
 
 
 def root(model: str) -> Path:
@@ -54,7 +56,7 @@ class LiveLog:
         latency_s: float,
         guard_trips: dict[str, int] | None = None,
         refused: bool = False,
-        prompt_chars: int = 0,
+        prompt_tokens: int = 0,
         response_id: str | None = None,
         arm: str = "champion",
     ) -> None:
@@ -69,7 +71,7 @@ class LiveLog:
                 "latency_s": round(float(latency_s), 6),
                 "trips": {k: int(v) for k, v in (guard_trips or {}).items() if v},
                 "refused": bool(refused),
-                "prompt_chars": int(prompt_chars),
+                "prompt_tokens": int(prompt_tokens),
                 "id": response_id,
                 "arm": arm,
             },
@@ -126,21 +128,29 @@ def _quantile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
 
 
-def stats(events: list[dict]) -> dict[str, dict]:
-    """Per version: the `live.*` metrics of these events (None where nothing was seen)."""
+def stats(events: list[dict], references: dict[str, dict | None] | None = None) -> dict[str, dict]:
+    """Per version: the `live.*` metrics of these events (None where nothing was seen);
+    `references` holds each version's eval-set prompt lengths, for `prompt_drift`."""
     by: dict[str, dict] = {}
     for e in events:
         s = by.setdefault(e["version"], {"req": [], "fb": [], "sh": []})
         {"request": s["req"], "feedback": s["fb"], "shadow": s["sh"]}[e["kind"]].append(e)
-    return {version: _version_stats(s) for version, s in sorted(by.items())}
+    refs = references or {}
+    return {version: _version_stats(s, refs.get(version)) for version, s in sorted(by.items())}
 
 
 def _rate(count: int, n: int) -> float | None:
     return count / n if n else None
 
 
-def _version_stats(s: dict) -> dict:
+def prompt_lengths(requests: list[dict]) -> list[int]:
+    return [int(e["prompt_tokens"]) for e in requests if e.get("prompt_tokens")]
+
+
+def _version_stats(s: dict, reference: dict | None = None) -> dict:
     req = s["req"]
+    lengths = prompt_lengths(req)
+    drift, drift_p = drift_stat(lengths, reference)
     n = len(req)
     answered = [e for e in req if e["ok"]]
     tripped = [e for e in answered if e["trips"]]
@@ -158,7 +168,10 @@ def _version_stats(s: dict) -> dict:
         "pii_trips": sum(e["trips"].get("pii", 0) for e in answered) if n else None,
         "pii_rate": _rate(len(pii), len(answered)),
         "refusal_rate": _rate(sum(e["refused"] for e in answered), len(answered)),
-        "prompt_chars_p50": _quantile([e["prompt_chars"] for e in req], 0.5),
+        "prompt_tokens_p50": _quantile(lengths, 0.5),
+        "prompt_tokens_p95": _quantile(lengths, 0.95),
+        "prompt_drift": drift,
+        "prompt_drift_p": drift_p,
         "feedback_n": len(ratings),
         "feedback_score": sum(ratings) / len(ratings) if ratings else None,
         "shadow_n": len(shadow),
@@ -167,7 +180,11 @@ def _version_stats(s: dict) -> dict:
     }
 
 
-def window(model: str, seconds: float, at: float | None = None) -> dict[str, dict]:
-    """Per-version statistics of the last `seconds`."""
+def window(
+    model: str, seconds: float, at: float | None = None, not_before: float | None = None
+) -> dict[str, dict]:
+    """Per-version statistics of the last `seconds` (and not before `not_before`)."""
     at = at if at is not None else time.time()
-    return stats(read(model, at - seconds, at))
+    events = read(model, max(at - seconds, not_before or 0.0), at)
+    versions = {e["version"] for e in events if e["kind"] == "request"}
+    return stats(events, {v: reference(v) for v in versions})

@@ -22,7 +22,8 @@ COLUMNS = (
     ("refusal_rate", "refuse", "{:.1%}"),
     ("feedback_score", "rating", "{:.2f}"),
     ("agreement_rate", "agree", "{:.1%}"),
-    ("prompt_chars_p50", "prompt p50", "{:.0f}"),
+    ("prompt_tokens_p50", "prompt p50", "{:.0f}"),
+    ("prompt_drift", "drift", "{:.2f}"),
 )
 
 

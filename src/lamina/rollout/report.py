@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lamina.governance import incidents
 from lamina.registry import aliases, release
 from lamina.rollout import record
 
@@ -74,6 +75,8 @@ def render_incident(r: dict) -> str:
         f"  opened {r['opened']} by {r['opened_by']} ({r['source']}); owner {r['owner']}"
         + (f"; escalate to {', '.join(r['escalation'])}" if r["escalation"] else ""),
     ]
+    if r.get("datasets"):
+        lines.append("  datasets (what the versions trained on): " + ", ".join(r["datasets"]))
     if r["signals"]:
         lines.append("  signals: " + ", ".join(f"{k}={v:g}" for k, v in r["signals"].items()))
     for d in r["disclosures"]:
@@ -101,6 +104,6 @@ def render_incidents(records: list[dict]) -> str:
         late = " OVERDUE" if r.get("overdue") else ""
         lines.append(
             f"{r['id']:>4}  {r['state']:<6}  {r['severity']:<8}  {r['model']:<20}  {r['opened']}  "
-            f"owner {r['owner']}{late}  {r['summary'][:60]}"
+            f"owner {r['owner']}{late}  {incidents.brief(r['summary'], 60)}"
         )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ plan.shadow                                 # a version to answer a copy of each
 observer.finished(key, status=..., ...)     # per answer: live events the guards judge
 observer.shadowed(champion_key, challenger_key, champion_text, challenger_text, ...)
 observer.feedback(response_id, rating)      # POST /v1/feedback
+observer.prompt_drift(window_s)             # GET /metrics: this replica's input drift per version
 guardian.poll(name, alias)                  # on the poll loop: judge guards, roll back on breach
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from lamina.errors import LaminaError
 from lamina.eval.refusal import is_refusal
 from lamina.registry import aliases
-from lamina.rollout import control, live, record, split
+from lamina.rollout import control, drift, live, record, split
 
 log = logging.getLogger("lamina.rollout")
 
@@ -65,6 +66,7 @@ class Observer:
         self._ids: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._remember = remember
         self._lock = threading.Lock()
+        self._prompts: dict[str, collections.deque] = {}  # version -> (time, prompt tokens), recent
 
     def finished(
         self,
@@ -74,10 +76,15 @@ class Observer:
         latency_s: float,
         trips: list[tuple[str, str]],
         outputs: list[str],
-        prompt_chars: int,
+        prompt_tokens: int,
         response_id: str | None,
         arm: str = "champion",
     ) -> None:
+        if prompt_tokens and arm != "shadow":  # a shadow copy repeats a prompt already counted
+            with self._lock:
+                self._prompts.setdefault(key, collections.deque(maxlen=10_000)).append(
+                    (time.time(), prompt_tokens)
+                )
         counts = collections.Counter(kind for kind, _ in trips)
         refused = bool(outputs) and all(is_refusal(o) for o in outputs)
         self.log.request(
@@ -86,7 +93,7 @@ class Observer:
             latency_s=latency_s,
             guard_trips=dict(counts),
             refused=refused,
-            prompt_chars=prompt_chars,
+            prompt_tokens=prompt_tokens,
             response_id=response_id,
             arm=arm,
         )
@@ -106,6 +113,7 @@ class Observer:
         status: int,
         latency_s: float,
         trips: list[tuple[str, str]],
+        prompt_tokens: int = 0,
     ) -> None:
         """The challenger's answer to a copy: logged as its request, and compared."""
         self.finished(
@@ -114,7 +122,7 @@ class Observer:
             latency_s=latency_s,
             trips=trips,
             outputs=[challenger_text] if challenger_text is not None else [],
-            prompt_chars=0,
+            prompt_tokens=prompt_tokens,
             response_id=None,
             arm="shadow",
         )
@@ -125,6 +133,19 @@ class Observer:
             latency_s=latency_s,
             agree=status == 200 and split.agree(champion_text, challenger_text or ""),
         )
+
+    def prompt_drift(self, window_s: float) -> dict[str, float]:
+        """Per version with a reference: the KS distance of this replica's prompt lengths over
+        the last `window_s` from the version's eval set (what /metrics exports)."""
+        since = time.time() - window_s
+        with self._lock:
+            recent = {k: [n for t, n in q if t > since] for k, q in self._prompts.items()}
+        out = {}
+        for key, lengths in recent.items():
+            value, _ = drift.statistic(lengths, drift.reference(key))
+            if value is not None:
+                out[key] = value
+        return out
 
     def feedback(self, response_id: str, rating: float) -> str:
         """Store a rating with the version that gave `response_id`; returns that version."""

@@ -58,6 +58,7 @@ def create_app(server) -> FastAPI:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         server.metrics.sample_engines([e.load() for e in server.pool.engines()])
+        server.metrics.sample_drift(server.observer.prompt_drift(server.drift_window_s))
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
@@ -255,7 +256,7 @@ def _shadow(server, req, job: Job, prompt: list[int], params: list) -> None:
             job.served.version.key, key, "\n".join(c.output for c in job.choices),
             "\n".join(c.output for c in copy.choices) if status == 200 else None,
             status=status, latency_s=time.perf_counter() - started,
-            trips=[t for c in copy.choices for t in c.text.trips])
+            trips=[t for c in copy.choices for t in c.text.trips], prompt_tokens=len(prompt))
 
     task = asyncio.get_running_loop().create_task(run())
     _SHADOWS.add(task)
@@ -338,7 +339,7 @@ def _finish(server, job: Job, ctx: dict, status: int) -> None:
     if trips:
         log.warning("guard %s on %s: %s", ctx["endpoint"], key, ", ".join(f"{k} {a}" for k, a in trips))
     server.observer.finished(key, status=status, latency_s=elapsed, trips=trips,
-                             outputs=[c.output for c in job.choices], prompt_chars=len(job.prompt),
+                             outputs=[c.output for c in job.choices], prompt_tokens=len(job.prompt),
                              response_id=job.id)
     entry = {"time": api.now(), "endpoint": ctx["endpoint"], "model": ctx["req"].model, "version": key,
              "artifact_sha256": served.version.artifact_sha256, "key": record["id"] if record else None,

@@ -50,6 +50,9 @@ class Metrics:
                                   ["version"], buckets=(-1, 0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5), registry=r)
         self.shadow_copies = Counter("lamina_shadow_copies", "Copies a shadow challenger answered.",
                                      ["challenger", "outcome"], registry=r)
+        self.prompt_drift = Gauge("lamina_prompt_drift", "KS distance of this server's prompt lengths over the "
+                                  "last rollout window from the version's eval set (0 = alike, 1 = apart).",
+                                  ["version"], registry=r)
 
     def on_step(self, step: dict) -> None:
         self.batch.observe(step["batch"])
@@ -61,6 +64,13 @@ class Metrics:
         self.running.set(sum(x["running"] for x in loads))
         self.kv_used.set(sum(x["kv_used"] for x in loads))
         self.kv_held.set(sum(x["kv_held"] for x in loads))
+
+    def sample_drift(self, by_version: dict[str, float]) -> None:
+        for labels in list(self.prompt_drift._metrics):  # a version with no recent prompts has no value
+            if labels[0] not in by_version:
+                self.prompt_drift.remove(*labels)
+        for version, value in by_version.items():
+            self.prompt_drift.labels(version).set(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

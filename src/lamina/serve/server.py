@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lamina.errors import LaminaError
-from lamina.recipe import RegistrySpec, ServeSpec
+from lamina.recipe import RegistrySpec, RolloutSpec, ServeSpec
 from lamina.serve.guard import Guard, read_canaries
 from lamina.serve.keys import KeyStore
 from lamina.serve.metrics import Metrics
@@ -67,6 +67,7 @@ class Server:
         from lamina.rollout.serving import Guardian, Observer
 
         self.observer = Observer()  # live events the rollout guards and `lamina monitor` read
+        self.drift_window_s = RolloutSpec().window_s  # /metrics' input drift: this replica's last window
         self.watcher.guardian = Guardian(every_s=self.spec.poll_s)
         self.refs = list(refs) or default_refs()
         if not self.refs:
@@ -77,6 +78,7 @@ class Server:
         self.guard: Guard | None = None
         self.reqlog: RequestLog | None = None
         self.uvicorn = None
+        self.socket = None  # the listening socket `bind` took
         self.thread: threading.Thread | None = None
 
     def load(self) -> None:
@@ -126,14 +128,29 @@ class Server:
 
         return create_app(self)
 
+    def bind(self) -> None:
+        """Take the port before anything is loaded: a port in use is a one-line error up front,
+        not a "listening on" line followed by the web server's own failure."""
+        import socket
+
+        sock = socket.socket(socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.spec.host, self.spec.port))
+        except OSError as e:
+            sock.close()
+            raise LaminaError(f"cannot listen on {self.spec.host}:{self.spec.port}: {e.strerror} (another server "
+                              "there? choose a port with --port)", "--port") from None
+        self.socket = sock
+
     def run(self) -> None:
-        """Serve in this thread until interrupted."""
+        """Serve in this thread until interrupted (on the socket `bind` took, if it was called)."""
         import uvicorn
 
         self.uvicorn = uvicorn.Server(uvicorn.Config(self.app(), host=self.spec.host, port=self.spec.port,
                                                      log_level="warning", timeout_graceful_shutdown=5))
         try:
-            self.uvicorn.run()
+            self.uvicorn.run(sockets=[self.socket] if self.socket is not None else None)
         finally:
             self.close()
 

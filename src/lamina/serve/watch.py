@@ -113,7 +113,11 @@ class Watcher:
                 if challenger not in self.pool.served or self.pool.served[challenger].retired:
                     self.pool.add(open_version(state.name, int(plan.rollout["challenger"])))
                 self.router.set(state.ref, (champion, 1.0), (challenger, 1.0), plan=plan)
+                r = plan.rollout
+                log.info("%s: rollout %s, %s %s beside %s", state.ref, r["id"], challenger,
+                         "shadow" if r.get("mode") == "shadow" else f"{r.get('share', 0):g}% canary", champion)
         elif route is not None and route.plan is not None:
+            log.info("%s: rollout ended, %s answers everyone", state.ref, champion)
             before = self.router.set(state.ref, (champion, 1.0))
             in_use = self.router.in_use()
             for key, _ in before.targets if before else ():

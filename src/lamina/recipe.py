@@ -409,9 +409,22 @@ class SecuritySpec(Strict):
     )
 
 
+class PolicySignature(Strict):
+    """An admin's Ed25519 signature over the rest of the policy (lamina.governance.policy_trust)."""
+
+    signer: str
+    key: str = Field(description="key id of the signer's enrolled key")
+    sig: str = Field(description="base64 signature")
+
+
 class PolicySpec(Strict):
     roles: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
     users: dict[str, list[str]] = Field(default_factory=dict, description="identity -> role names")
+    keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="identity -> enrolled Ed25519 public keys (base64), newest last; enrolled by an admin "
+        "(`lamina policy grant` / `enroll`), never edited by hand: the admin's signature covers them.",
+    )
     four_eyes: list[str] = Field(
         default_factory=lambda: ["production"],
         description="Aliases whose approver must not be the person who trained the version.",
@@ -420,6 +433,7 @@ class PolicySpec(Strict):
         default_factory=dict, description="model name or `*` -> owner, escalation contacts, disclosure triggers"
     )
     security: SecuritySpec = Field(default_factory=SecuritySpec)
+    signature: PolicySignature | None = Field(None, description="written by `lamina policy sign`/`grant`")
 
 
 class RolloutSpec(Strict):

@@ -1,7 +1,7 @@
 """The prepared workspace the bad-input battery copies for every case, and how a case runs.
 
-Built once per session through the CLI itself: a policy (alice admin, bob approver, vera
-viewer), signing and master keys, a source and a dataset version, a source registered under
+Built once per session through the CLI itself: a policy (alice admin, bob approver with his
+personal key, vera viewer), signing and master keys, a source and a dataset version, a source registered under
 `mit` (for the licence-conflict case), and a registered model with staging set. Its MLflow
 store lives beside the workspace at one fixed URI, so the in-process client is opened once;
 it is fingerprinted with the workspace in every case.
@@ -213,6 +213,7 @@ def prepare(root: Path, tiny: Path, capsys, monkeypatch) -> Prepared:
     intake_recipe.write_text("data: {dataset: support}\nintake: {workers: 1, eval_ratio: 0.2}\n")
     steps = [
         ["init"],
+        ["keys", "user-init"],  # run as bob: his personal key, enrolled by the grant below
         ["policy", "grant", "bob", "approver"],
         ["policy", "grant", "vera", "viewer"],
         ["data", "add", str(inputs / "tickets.jsonl"), "--name", "tickets", *ADD],
@@ -227,6 +228,7 @@ def prepare(root: Path, tiny: Path, capsys, monkeypatch) -> Prepared:
     for args in steps:
         if args[0] == "data" and not (inputs / "runs").exists():
             write_runs(inputs / "runs")  # signed with the key `lamina init` made
+        monkeypatch.setenv("LAMINA_USER", "bob" if args[:2] == ["keys", "user-init"] else "alice")
         code, out, err = invoke(args, capsys)
         assert code == 0, (args, out, err)
     monkeypatch.setenv("LAMINA_USER", "bob")
@@ -247,6 +249,8 @@ def clone(prepared: Prepared, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     shutil.copytree(prepared.home, home, symlinks=True)
     secrets = config / "workspaces" / hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
     shutil.copytree(prepared.secrets, secrets)
+    # Everyone's personal keys: the battery plays alice and bob on one machine.
+    shutil.copytree(prepared.secrets.parent.parent / "identities", config / "identities")
     (secrets / "workspace.txt").write_text(f"{home.resolve()}\n")
     monkeypatch.setenv("LAMINA_HOME", str(home))
     monkeypatch.setenv("LAMINA_CONFIG_DIR", str(config))

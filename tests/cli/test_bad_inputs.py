@@ -37,7 +37,10 @@ class Case:
     recipe: dict | bytes | None = None  # overrides of BASE_RECIPE, or the file's raw bytes
     env: Env = field(default_factory=Env)
     setup: str | None = None  # name of a function in SETUPS that changes the copy first
-    denied: bool = False  # a permission refusal: the audit log gains its one `denied` entry, nothing else
+    # A refusal (role, four-eyes, gate, identity): the audit log gains its one `denied` entry, and the
+    # head moves where it is kept outside the workspace (and in the tracking store when the
+    # command had opened it) — nothing else.
+    denied: bool = False
 
 
 BASE_RECIPE = {
@@ -329,7 +332,7 @@ CASES += [
     Case("register-name-slash", ["register", "{in}/runs/run-a", "--name", "a/b"], "name"),
     Case("register-not-tracked", ["register", "{in}/runs/done", "--name", "m"], "no training run logged"),
     Case("register-no-gate", ["register", "{in}/runs/nogate", "--name", "m"], "gate.json"),
-    Case("register-failed-gate", ["register", "{in}/runs/failedgate", "--name", "m"], "failedgate"),
+    Case("register-failed-gate", ["register", "{in}/runs/failedgate", "--name", "m"], "failedgate", denied=True),
     Case("register-viewer", ["register", "{in}/runs/run-a", "--name", "m"], "vera",
          env=Env({"LAMINA_USER": "vera"}), denied=True),
     Case("promote-bad-alias", ["promote", "tickets", "1", "--to", "prod"], "prod"),
@@ -338,7 +341,9 @@ CASES += [
     Case("promote-version-text", ["promote", "tickets", "one", "--to", "staging"], "'version'"),
     Case("promote-same-version", ["promote", "tickets", "1", "--to", "staging"], "tickets@staging",
          env=Env({"LAMINA_USER": "bob"})),
-    Case("promote-four-eyes", ["promote", "tickets", "1", "--to", "production"], "tickets/1"),
+    Case("promote-four-eyes", ["promote", "tickets", "1", "--to", "production"], "tickets/1", denied=True),
+    Case("promote-as-bob-without-his-key", ["promote", "tickets", "1", "--to", "production"], "LAMINA_USER",
+         env=Env({"LAMINA_USER": "bob", "LAMINA_CONFIG_DIR": "{tmp}/alices-config"}), denied=True),
     Case("promote-viewer", ["promote", "tickets", "1", "--to", "staging"], "vera",
          env=Env({"LAMINA_USER": "vera"}), denied=True),
     Case("rollback-unknown-model", ["rollback", "nosuch", "--reason", "r"], "nosuch"),
@@ -555,11 +560,23 @@ def test_bad_input_is_one_line_and_changes_nothing(case, prepared, tmp_path, mon
     after = fingerprint(*watched)
     if case.denied:
         audit = home / "audit"
-        kept = {k: v for k, v in after.items() if not k.startswith(str(audit) + "/")}
-        assert kept == {k: v for k, v in before.items() if not k.startswith(str(audit) + "/")}
+        from lamina.governance.audit import pin_path
+        from lamina.registry import audit_head
+
+        pin = pin_path()
+        moved = {str(pin), str(prepared.tracking_db)}
+
+        def kept(prints):
+            return {k: v for k, v in prints.items() if not k.startswith(str(audit) + "/") and k not in moved}
+
+        assert kept(after) == kept(before)
         entries = (audit / "audit.jsonl").read_text().splitlines()
         assert (prepared.home / "audit" / "audit.jsonl").read_text().splitlines() == entries[:-1]
-        assert yaml.safe_load(entries[-1])["action"] == "denied"
+        last = yaml.safe_load(entries[-1])
+        assert last["action"] == "denied"
+        assert yaml.safe_load(pin.read_text())["hash"] == last["hash"]
+        if after[str(prepared.tracking_db)] != before[str(prepared.tracking_db)]:
+            assert audit_head.read()["hash"] == last["hash"]
     else:
         assert after == before
 

@@ -12,13 +12,14 @@ from lamina.eval import harness
 
 
 def test_production_model_is_evaluated_as_the_champion(mini, tmp_path, monkeypatch):
-    from lamina.governance import access
+    from lamina.governance import access, identity
     from lamina.registry import aliases, signing, tracking, versions
 
     monkeypatch.setenv("LAMINA_USER", "admin")
     access.init_policy("admin")
-    access.grant("alice", "trainer")
-    access.grant("bob", "approver")
+    for user, role in (("alice", "trainer"), ("bob", "approver")):
+        identity.create_key(user)
+        access.grant(user, role)
     signing.init_keys()
     # The refuser passes its own gate, is registered by alice and promoted by bob.
     recipe = write_recipe(

@@ -11,11 +11,12 @@ from registry_runs import make_run
 def runs(tmp_path, monkeypatch):
     """Two passing runs by alice; the workspace policy: alice trainer, bob approver, root admin."""
     monkeypatch.setenv("LAMINA_USER", "admin")
-    from lamina.governance import access
+    from lamina.governance import access, identity
     from lamina.registry import signing
 
     access.init_policy("admin")
     for user, role in (("alice", "trainer"), ("bob", "approver"), ("dana", "deployer"), ("vera", "viewer")):
+        identity.create_key(user)  # as each person does with `lamina keys user-init`
         access.grant(user, role)
     signing.init_keys()
     monkeypatch.setenv("LAMINA_USER", "alice")

@@ -62,13 +62,14 @@ def test_train_eval_register_promote_resolve_load(tmp_path, monkeypatch):
 
     from lamina.errors import LaminaError
     from lamina.eval import harness
-    from lamina.governance import access
+    from lamina.governance import access, identity
     from lamina.methods.trained import load_model
     from lamina.models.generate import generate
     from lamina.registry import aliases, resolve, tracking, versions
 
     monkeypatch.setenv("LAMINA_USER", "alice")
     access.init_policy("alice")
+    identity.create_key("bob")
     access.grant("bob", "approver")
     base = _mini_base(tmp_path)
     run_dir = _run(tmp_path, base, "a", seed=0)

@@ -16,7 +16,7 @@ import pytest
 from registry_runs import make_run
 
 from lamina.errors import LaminaError
-from lamina.governance import access
+from lamina.governance import access, identity
 from lamina.registry import aliases, signing, tracking, versions
 
 pytestmark = pytest.mark.slow
@@ -99,6 +99,9 @@ def test_read_only_user_cannot_register_or_promote(server, tmp_path, monkeypatch
     _as(monkeypatch, server, "admin", ADMIN_PW)
     get_app_client("basic-auth", tracking_uri=server).create_user(username="reader", password=READER_PW)
     access.init_policy("admin")
+    # About the server's refusals, not four eyes: the admin registers and approves alone.
+    access.save_policy(access.load_policy().model_copy(update={"four_eyes": []}))
+    identity.create_key("reader")  # as the reader does with `lamina keys user-init`
     access.grant("reader", "viewer")
     signing.init_keys()
     run_a = make_run(tmp_path, "run-a", user="alice")

@@ -37,7 +37,7 @@ def _released_template(_pristine_store, tmp_path_factory):
     """A workspace with the policy, a signing key and `tickets` 1..3 registered, v1 at
     production — built once; each test gets a copy (registering costs seconds)."""
     from lamina import workspace
-    from lamina.governance import access
+    from lamina.governance import access, identity
     from lamina.registry import aliases, signing, versions
     from lamina.registry.release import acting_as
 
@@ -56,10 +56,12 @@ def _released_template(_pristine_store, tmp_path_factory):
             ("dana", "deployer"),
             ("vera", "viewer"),
         ):
+            identity.create_key(user)  # as each person does with `lamina keys user-init`
             access.grant(user, role)
         policy = yaml.safe_load(access.policy_path().read_text())
         policy["incidents"] = INCIDENT_POLICY
         access.policy_path().write_text(yaml.safe_dump(policy, sort_keys=False))
+        access.sign_policy()  # the admin's reviewed hand edit, as `lamina policy sign`
         signing.init_keys()
         with acting_as("alice"):
             numbers = [
@@ -101,6 +103,9 @@ def released(workspace, _released_template, monkeypatch):
     shutil.copytree(template, workspace)
     # The keys live outside the workspace, one directory per workspace path: copy them to this one's.
     shutil.copytree(secrets, lamina_workspace.secrets_dir(), dirs_exist_ok=True)
+    # and each person's personal key (alice, bob, dana... all on this one test machine)
+    shutil.copytree(secrets.parent.parent / "identities", lamina_workspace.config_dir() / "identities",
+                    dirs_exist_ok=True)
     _move_store(workspace / "mlflow" / "mlflow.db", str(template), str(workspace))
     monkeypatch.setenv("LAMINA_USER", "dana")
     return numbers

@@ -22,7 +22,7 @@ def lora_runs(tiny_random, tmp_path_factory):
 @pytest.fixture
 def registry(workspace, _pristine_store, monkeypatch, tmp_path, lora_runs):
     """Policy + signing key + the three runs registered as `tickets` 1..3, 1 at production."""
-    from lamina.governance import access
+    from lamina.governance import access, identity
     from lamina.registry import aliases, signing, tracking, versions
     from lamina.registry.release import acting_as
 
@@ -31,6 +31,7 @@ def registry(workspace, _pristine_store, monkeypatch, tmp_path, lora_runs):
     monkeypatch.setenv("LAMINA_USER", "admin")
     access.init_policy("admin")
     for user, role in (("alice", "trainer"), ("bob", "approver"), ("dana", "deployer")):
+        identity.create_key(user)  # as each person does with `lamina keys user-init`
         access.grant(user, role)
     signing.init_keys()
     runs = []

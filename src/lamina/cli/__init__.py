@@ -13,6 +13,7 @@ import typer
 
 from lamina.cli import data as _data  # noqa: F401,E402
 from lamina.cli import eval as _eval  # noqa: F401,E402
+from lamina.cli import identity as _identity  # noqa: F401,E402
 from lamina.cli import keys as _keys  # noqa: F401,E402
 from lamina.cli import methods as _methods  # noqa: F401,E402
 from lamina.cli import registry as _registry  # noqa: F401,E402
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
     silence_third_party()
     try:
-        code = app(args=argv, prog_name="lamina", standalone_mode=False)
+        code = _anchored(argv)
     except LaminaError as e:
         _record_failure(e)
         _fail(str(e))
@@ -69,6 +70,31 @@ def main(argv: list[str] | None = None) -> None:
         _record_failure(e)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _anchored(argv: list[str] | None):
+    """Run the command; then anchor the audit entry it wrote last in the tracking store
+    (lamina.registry.audit_head), also when the command failed after writing one."""
+    from lamina.governance import audit
+
+    audit.LAST_WRITTEN.clear()
+    # A command that never touches the registry does not import it just to anchor.
+    tracking = sys.modules.get("lamina.registry.tracking")
+    calls = tracking._client_for.cache_info() if tracking else None
+    calls = calls.hits + calls.misses if calls else 0
+    try:
+        return app(args=argv, prog_name="lamina", standalone_mode=False)
+    finally:
+        try:
+            if audit.LAST_WRITTEN:
+                from lamina.registry import audit_head
+
+                audit_head.after_command(calls)
+        except Exception as e:  # the command's own outcome stands; verify will show the gap
+            from lamina.console import console
+
+            console.print(f"warning: the audit head was not anchored in the tracking store ({one_line(str(e))})",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def _record_failure(e: BaseException) -> None:

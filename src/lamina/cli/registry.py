@@ -141,10 +141,11 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
 @audit_app.command("verify")
 def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """Check the audit log's hash chain; exit 1 naming each broken line."""
-    from lamina.governance import audit
-    from lamina.registry import anchor, coverage
+    from lamina.governance import audit, audit_check
+    from lamina.registry import anchor, audit_head, coverage
 
     verdict = audit.verify()
+    verdict.problems += audit_check.check() + audit_head.check()
     verdict.problems += anchor.check()
     verdict.problems += coverage.check()
     _emit(
@@ -162,12 +163,15 @@ def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print the r
 def policy_grant(
     user: str = typer.Argument(..., help="Identity (LAMINA_USER, or the MLflow user)."),
     role: str = typer.Argument(..., help="A role of the policy: viewer, data-steward, trainer, ..."),
+    key_id: str = typer.Option(None, "--key-id", help="The key id the user told you (checked against their request)."),
 ):
-    """Give a user a role (needs the `policy` permission)."""
+    """Give a user a role (needs the `policy` permission), enrolling the personal key they made
+    with `lamina keys user-init` if one waits; the policy is re-signed by you."""
     from lamina.governance import access
 
-    access.grant(user, role)
-    out.print(f"{user}: {', '.join(access.load_policy().users[user])}")
+    result = access.grant(user, role, expect=key_id)
+    key = f" (key {result['key']} enrolled)" if result["key"] else ""
+    out.print(f"{user}: {', '.join(result['roles'])}{key}", highlight=False)
 
 
 @policy_app.command("encrypt-at-rest")

@@ -4,6 +4,10 @@ The policy is `<workspace>/policy.yaml` (shape: `lamina.recipe.PolicySpec`). A f
 has none; the first mutating action (or `lamina init`) writes one that makes the acting
 identity its admin — the person who created the workspace owns it, as with a git repo.
 Every mutating command calls `require(permission)`; refusals are audited too.
+
+The policy is signed by an admin's personal key and checked on every load
+(lamina.governance.policy_trust); permissions in PROVEN also need the actor to prove their
+identity with their own key (lamina.governance.identity), not just name it in LAMINA_USER.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pydantic import ValidationError
 from lamina import workspace
 from lamina.errors import LaminaError
 from lamina.fsio import create_text, write_text
-from lamina.governance import audit
+from lamina.governance import audit, identity, policy_trust
 from lamina.recipe import PolicySpec
 
 # Every permission a command may ask for; a policy naming anything else is a typo.
@@ -39,6 +43,14 @@ PERMISSIONS = (
     "*",
 )
 
+# Acts that release a model or change who may do what: the actor proves who they are with
+# their personal key, and the audit entry carries their signature.
+PROVEN = ("register", "promote.", "rollback", "keys", "policy")
+
+
+def needs_proof(permission: str) -> bool:
+    return any(permission == p or (p.endswith(".") and permission.startswith(p)) for p in PROVEN)
+
 
 def policy_path() -> Path:
     return workspace.home() / "policy.yaml"
@@ -57,8 +69,27 @@ def _validate(policy: PolicySpec, source: str) -> PolicySpec:
 
 
 def load_policy(path: Path | None = None) -> PolicySpec:
-    """The workspace policy; a malformed file is an error naming the key, never a silent default."""
+    """The workspace policy; a malformed file is an error naming the key, never a silent
+    default; an unsigned or tampered one is refused (and the refusal audited)."""
     path = path or policy_path()
+    policy = _parse(path)
+    try:
+        policy_trust.check(policy, str(path))
+    except LaminaError as e:
+        refused("signature", str(e), check="policy")
+        raise
+    return policy
+
+
+def read_policy(path: Path | None = None) -> PolicySpec:
+    """`load_policy` for checks that must not write (the refusal is theirs to report)."""
+    path = path or policy_path()
+    policy = _parse(path)
+    policy_trust.check(policy, str(path))
+    return policy
+
+
+def _parse(path: Path) -> PolicySpec:
     if not path.exists():
         raise LaminaError("no policy file; run `lamina init`", str(path))
     try:
@@ -98,7 +129,22 @@ def _settle_policy() -> None:
     """Write the entry a kill left missing (or drop the intent); with the policy lock held."""
     from lamina.governance import journal
 
-    journal.settle("policy", {"policy.grant": _granted, "policy.init": _initialised})
+    journal.settle("policy", {"policy.grant": _granted, "policy.init": _initialised, "policy.enroll": _enrolled,
+                               "policy.revoke": _revoked})
+
+
+def save_policy(policy: PolicySpec, signer: str | None = None) -> None:
+    """Write the policy signed by `signer` (default: the acting identity, who must be an
+    admin in it and hold their enrolled key)."""
+    path = policy_path()
+    signed = policy_trust.sign(policy, signer or workspace.user(), str(path))
+    write_text(path, yaml.safe_dump(signed.model_dump(), sort_keys=False))
+
+
+def refused(kind: str, message: str, user: str | None = None, **details) -> None:
+    """Audit a refusal (`denied`): role, four-eyes, gate or signature; `lamina audit refusals`
+    counts them. The entry is signed when the actor holds a key, so a claimed name shows."""
+    audit.record("denied", user=user or workspace.user(), kind=kind, message=message[:500], **details)
 
 
 def init_policy(admin: str | None = None) -> Path:
@@ -111,15 +157,25 @@ def init_policy(admin: str | None = None) -> Path:
     path = policy_path()
     if path.exists():
         raise LaminaError("a policy already exists; edit it instead", str(path))
-    admin = admin or workspace.user()
-    policy = yaml.safe_dump(PolicySpec(users={admin: ["admin"]}).model_dump(), sort_keys=False)
+    if policy_trust.pinned() is not None:  # not a new workspace: its signed policy went missing
+        raise LaminaError(
+            f"the policy is missing, but this workspace had one signed by the admin keys pinned in "
+            f"{policy_trust.pins_path()}; restore policy.yaml from a backup (or remove that file to start over)",
+            str(path),
+        )
+    admin = identity.check_name(admin or workspace.user())
+    public = identity.own_public(admin) or identity.create_key(admin)["public"]
+    _drop_request(admin)  # enrolled right here
+    signed = policy_trust.sign(PolicySpec(users={admin: ["admin"]}, keys={admin: [public]}), admin, str(path))
+    policy = yaml.safe_dump(signed.model_dump(), sort_keys=False)
     with journal.operation("policy", "policy.init", admin, _initialised, admin=admin) as op:
         if not create_text(path, _made_by(op.op_id) + policy):
             raise LaminaError("a policy already exists; edit it instead", str(path))
-        op.result["admin"] = admin
+        op.result.update(admin=admin, key=identity.key_id(public))
     for empty in (op.path.parent, op.path.parent.parent):
         with contextlib.suppress(OSError):
             empty.rmdir()  # only when empty: a lock or another intent keeps it
+    load_policy()  # pins this admin's key outside the workspace: the root of trust here
     return path
 
 
@@ -167,10 +223,16 @@ def require(permission: str, user: str | None = None) -> str:
     policy = ensure_policy()
     if not allowed(user, permission, policy):
         roles = ", ".join(policy.users.get(user, [])) or "none"
-        audit.record("denied", user=user, permission=permission)
+        audit.record("denied", user=user, permission=permission, kind="role")
         raise LaminaError(
             f"user {user!r} (roles: {roles}) lacks permission {permission!r}", str(policy_path())
         )
+    if needs_proof(permission):
+        try:
+            identity.prove(user, policy.keys, str(policy_path()))
+        except LaminaError as e:
+            refused("identity", str(e), user=user, permission=permission)
+            raise
     return user
 
 
@@ -180,11 +242,27 @@ def _granted(intent) -> dict | None:
     return {} if d["role"] in load_policy().users.get(d["grantee"], []) else None
 
 
-def grant(user: str, role: str) -> None:
-    """Give `user` a role (needs the `policy` permission); the policy file is rewritten
-    atomically and the grant audited once, even across a kill (lamina.governance.journal)."""
+def _take_request(user: str, policy: PolicySpec) -> str | None:
+    """`user`'s pending key request, if it names a key not yet current: its public key."""
+    req = identity.pending_request(user)
+    if req is None or policy.keys.get(user, [])[-1:] == [req["public"]]:
+        return None
+    return req["public"]
+
+
+def _write(policy: PolicySpec, actor: str) -> None:
+    save_policy(policy, signer=actor)
+
+
+def grant(user: str, role: str, expect: str | None = None) -> dict:
+    """Give `user` a role (needs the `policy` permission), enrolling the key `user` made
+    with `lamina keys user-init` if one waits; the policy is re-signed by the acting admin,
+    rewritten atomically and the grant audited once, even across a kill (lamina.governance.journal).
+    `expect`: the key id the grantee told you; a waiting request with another key is refused.
+    Returns {roles, key} (key: the id of the key enrolled now, or None)."""
     from lamina.governance import journal
 
+    identity.check_name(user)
     actor = require("policy")
     with journal.locked("policy"):
         _settle_policy()
@@ -192,9 +270,117 @@ def grant(user: str, role: str) -> None:
         if role not in policy.roles:
             raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(policy_path()))
         roles = policy.users.get(user, [])
-        if role in roles:
-            return
-        policy.users = {**policy.users, user: [*roles, role]}
+        public = _take_request(user, policy)
+        if expect and (public is None or identity.key_id(public) != expect):
+            found = identity.key_id(public) if public else "none"
+            raise LaminaError(f"{user}'s waiting key request holds key {found}, not {expect}; nothing granted",
+                              f"--key-id {expect}")
+        if role in roles and public is None:
+            return {"roles": roles, "key": None}
+        policy.users = {**policy.users, user: roles if role in roles else [*roles, role]}
+        key = identity.key_id(public) if public else None
+        if public:
+            policy.keys = {**policy.keys, user: [*policy.keys.get(user, []), public]}
         with journal.operation("policy", "policy.grant", actor, _granted, grantee=user, role=role) as op:
-            write_text(policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
-            op.result["role"] = role
+            _write(policy, actor)
+            op.result.update(role=role, key=key)
+        _drop_request(user)
+        return {"roles": policy.users[user], "key": key}
+
+
+def _drop_request(user: str) -> None:
+    (identity.requests_dir() / f"{user}.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # only when empty: other requests may wait
+        identity.requests_dir().rmdir()
+        identity.requests_dir().parent.rmdir()
+
+
+def _enrolled(intent) -> dict | None:
+    d = intent.details
+    return {} if d["key_id"] in identity.enrolled(d["grantee"], load_policy().keys) else None
+
+
+def enroll(user: str, expect: str | None = None) -> str:
+    """Enroll the key `user` left with `lamina keys user-init` (a new person's, or a rotated
+    one); `expect`: the key id they told you, checked against the request. Returns the key id."""
+    from lamina.governance import journal
+
+    identity.check_name(user)
+    actor = require("policy")
+    with journal.locked("policy"):
+        _settle_policy()
+        policy = load_policy()
+        public = _take_request(user, policy)
+        if public is None:
+            raise LaminaError(f"no new key request from {user!r}; they run `lamina keys user-init` first",
+                              str(identity.requests_dir()))
+        key = identity.key_id(public)
+        if expect and expect != key:
+            raise LaminaError(f"the request holds key {key}, not {expect}; do not enroll it", f"--key-id {expect}")
+        policy.keys = {**policy.keys, user: [*policy.keys.get(user, []), public]}
+        with journal.operation("policy", "policy.enroll", actor, _enrolled, grantee=user, key_id=key):
+            _write(policy, actor)
+        _drop_request(user)
+        return key
+
+
+def _revoked(intent) -> dict | None:
+    d = intent.details
+    return {} if d["role"] not in load_policy().users.get(d["grantee"], []) else None
+
+
+def revoke(user: str, role: str) -> list[str]:
+    """Take a role from `user` (policy re-signed, audited once); returns the roles left."""
+    from lamina.governance import journal
+
+    actor = require("policy")
+    with journal.locked("policy"):
+        _settle_policy()
+        policy = load_policy()
+        roles = policy.users.get(user, [])
+        if role not in roles:
+            raise LaminaError(f"{user!r} does not hold role {role!r}", str(policy_path()))
+        left = [r for r in roles if r != role]
+        policy.users = {k: v for k, v in {**policy.users, user: left}.items() if v}
+        if not policy_trust.admin_keys(policy):
+            raise LaminaError("this would leave the policy without an admin who holds a key", str(policy_path()))
+        with journal.operation("policy", "policy.revoke", actor, _revoked, grantee=user, role=role):
+            _write(policy, actor)
+        return left
+
+
+def sign_policy() -> str:
+    """Re-sign a policy an admin edited by hand (after reviewing it): the acting identity
+    must be an admin in the edited file, hold its enrolled key, and that key must be one this
+    machine already trusts. Returns the signer."""
+    actor = acting_user()
+    path = policy_path()
+    try:
+        read_policy(path)
+        return actor  # signed and unchanged: nothing to do
+    except LaminaError:
+        pass
+    policy = _parse(path)
+    trusted = policy_trust.pinned()
+    adopted = _adopt_legacy(policy, actor, trusted)
+    signed = policy_trust.sign(policy, actor, str(path))
+    if trusted is not None and signed.signature.key not in trusted:
+        refused("signature", f"{actor} tried to sign the policy with an untrusted key", user=actor)
+        raise LaminaError(f"{actor!r}'s key {signed.signature.key} is not a trusted admin key here",
+                          str(policy_trust.pins_path()))
+    write_text(path, yaml.safe_dump(signed.model_dump(), sort_keys=False))
+    audit.record("policy.sign", user=actor, key=signed.signature.key, adopted=adopted)
+    return actor
+
+
+def _adopt_legacy(policy: PolicySpec, actor: str, trusted: set[str] | None) -> bool:
+    """A policy from before signatures (unsigned, no keys, nothing pinned here): its admin
+    enrolls their own key while signing it the first time. Anything else needs an admin's key."""
+    if policy.signature is not None or trusted is not None or policy.keys.get(actor):
+        return False
+    public = identity.own_public(actor)
+    if public is None or actor not in policy_trust.admins(policy):
+        return False
+    policy.keys = {**policy.keys, actor: [public]}
+    _drop_request(actor)
+    return True

@@ -36,10 +36,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 from lamina.errors import LaminaError
-from lamina.fsio import read_json, sha256_file, write_json, write_text
+from lamina.fsio import read_json, sha256_file, write_json
 from lamina.governance import access, audit, crypto
 from lamina.recipe import SecuritySpec
 
@@ -69,7 +67,7 @@ def set_enabled(on: bool) -> bool:
     before = policy.security.encrypt_at_rest
     if before != on:
         policy.security = policy.security.model_copy(update={"encrypt_at_rest": on})
-        write_text(access.policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
+        access.save_policy(policy, signer=actor)
         audit.record("policy.encrypt_at_rest", user=actor, on=on)
     return before
 

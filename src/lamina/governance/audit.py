@@ -4,12 +4,20 @@ Line i carries `prev` = hash of line i-1 and `hash` = sha256 of its own canonica
 (without `hash`). Editing a line breaks its hash; deleting or reordering lines breaks the
 sequence numbers and the `prev` links. Deleting the *last* lines leaves a valid prefix, so
 the head (last seq and hash) is also kept in a separate file and compared on verify.
+
+The head file lies in the workspace, so whoever can edit the log can rewrite it too. Each
+entry therefore also moves a copy of the head outside the workspace (`<secrets_dir>/
+audit-head.json`, the acting user's config directory), the CLI anchors the head in the
+tracking store after each command that wrote one (lamina.registry.audit_head), and an entry
+is signed with the actor's personal key when they hold one (`sig`: key id and signature of the
+entry's hash without `sig`): an edit then breaks a signature its editor cannot remake.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +49,8 @@ def _locked() -> Iterator[None]:
 
 
 def entry_hash(entry: dict) -> str:
+    """sha256 of the entry without `hash` (with `sig` when signed; the signature itself is
+    made over the hash of the entry without `sig`)."""
     body = {k: v for k, v in entry.items() if k != "hash"}
     return sha256_bytes(canonical_json(body).encode())
 
@@ -59,6 +69,35 @@ def _last_entry(path: Path) -> dict | None:
         raise LaminaError("the last line is not an audit entry; run `lamina audit verify`", str(path)) from None
 
 
+# Acts whose entries must carry their actor's signature (unless settled by a later command).
+SIGNED = frozenset({"register", "promote", "rollback", "policy.init", "policy.grant", "policy.enroll",
+                    "policy.revoke", "policy.sign", "policy.role", "policy.encrypt_at_rest", "keys.init",
+                    "keys.rotate"})
+LAST_WRITTEN: list[dict] = []  # the last entry this process wrote (the CLI anchors it)
+
+
+def pin_path() -> Path:
+    """The copy of the head outside the workspace."""
+    return workspace.secrets_dir() / "audit-head.json"
+
+
+def _write_pin(head: dict) -> None:
+    # Atomic but not fsynced: the log line is already on disk, so a crash can only leave the
+    # copy one entry behind (still consistent), and an fsync here would double record's cost.
+    pin = pin_path()
+    tmp = pin.with_name(f".{pin.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(head) + "\n")
+    os.replace(tmp, pin)
+
+
+def _sign(entry: dict) -> None:
+    from lamina.governance import identity
+
+    signed = identity.sign(entry["user"], identity.AUDIT + entry_hash(entry).encode())
+    if signed:
+        entry["sig"] = signed
+
+
 def record(action: str, user: str | None = None, **details: Any) -> dict:
     """Append one action to the log and return the entry written."""
     path = log_path()
@@ -72,9 +111,12 @@ def record(action: str, user: str | None = None, **details: Any) -> dict:
             "details": json.loads(json.dumps(details, default=str)),
             "prev": last["hash"] if last else GENESIS,
         }
+        _sign(entry)
         entry["hash"] = entry_hash(entry)
         append_line(path, canonical_json(entry))
         write_json(_head_path(), {"seq": entry["seq"], "hash": entry["hash"]})
+        _write_pin({"seq": entry["seq"], "hash": entry["hash"], "log": str(path)})
+    LAST_WRITTEN[:] = [entry]
     return entry
 
 

@@ -201,6 +201,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
     if not check_only:
         check_no_rollout(name, to, rollout)
     if mv.tags.get("lamina.gate") != "passed":
+        access.refused("gate", "no passing gate recorded", user=user, name=name, version=int(version), alias=to)
         raise LaminaError(
             "this version has no passing gate recorded; it cannot be promoted", f"{name}/{version}"
         )
@@ -210,9 +211,13 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
     _check_champion(mv, gate, to)
     check_not_withdrawn(mv, path)
     policy = access.load_policy()
-    if to in policy.four_eyes and user in trainers(mv):
+    trained = trainers(mv) if to in policy.four_eyes else set()
+    made = "trained" if user in trained else "registered"
+    if to in policy.four_eyes and user in trained | {mv.tags.get("lamina.registered_by")}:
+        access.refused("four-eyes", f"{user} {made} this version", user=user, name=name,
+                       version=int(version), alias=to)
         raise LaminaError(
-            f"four-eyes policy: {user!r} trained this version and cannot also approve it for {to}; "
+            f"four-eyes policy: {user!r} {made} this version and cannot also approve it for {to}; "
             "another approver must promote it",
             f"{name}/{version}",
         )

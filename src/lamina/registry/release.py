@@ -1,7 +1,8 @@
 """The demo's release story in one call: register, promote, register again, promote, roll back.
 
 The four-eyes rule needs a second person to approve production; the demo plays that person
-as `demo-approver` (granted the approver role by the workspace admin, audited like any grant).
+as `demo-approver` (its personal key made on this machine, enrolled and granted the approver
+role by the workspace admin, audited like any grant).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lamina import workspace
-from lamina.governance import access
+from lamina.governance import access, identity
 from lamina.registry import aliases, lineage, signing, tracking, versions
 
 DEMO_APPROVER = "demo-approver"
@@ -32,10 +33,16 @@ def acting_as(user: str) -> Iterator[None]:
 
 
 def _approver(trainer: str) -> str:
+    """Someone other than the trainer who may approve production and whose personal key this
+    machine holds; else the demo's own approver (its key made here, enrolled by the admin)."""
     policy = access.ensure_policy()
     for user in policy.users:
-        if user != trainer and access.allowed(user, "promote.production", policy):
+        if user != trainer and access.allowed(user, "promote.production", policy) and \
+                identity.own_public(user) in policy.keys.get(user, [])[-1:]:
             return user
+    if identity.own_public(DEMO_APPROVER) is None:
+        with acting_as(DEMO_APPROVER):
+            identity.create_key(DEMO_APPROVER)
     access.grant(DEMO_APPROVER, "approver")
     return DEMO_APPROVER
 

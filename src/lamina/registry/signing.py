@@ -68,7 +68,7 @@ def ensure_keys() -> None:
         from lamina.governance import audit
 
         info = init_keys()
-        audit.record("keys.init", fingerprint=info["fingerprint"], replaced=False)
+        audit.record("keys.init", fingerprint=info["fingerprint"], replaced=False, bootstrap=True)
 
 
 def fingerprint(public: Path | None = None) -> str:

@@ -79,6 +79,7 @@ def read_gate(path: Path) -> dict:
             for c in checks
             if isinstance(c, dict) and not c.get("passed")
         ]
+        access.refused("gate", f"the gate did not pass: {', '.join(failed) or 'unknown'}", gate=str(path))
         raise LaminaError(f"the gate did not pass (failed: {', '.join(failed) or 'unknown'})", str(path))
     check_evaluation(path.parent, gate)
     return gate

@@ -63,9 +63,6 @@ def _load() -> dict:
 
 def _ensure_role(role: str) -> None:
     """Workspaces made before the `consumer` role existed get it added (audited)."""
-    import yaml
-
-    from lamina.fsio import write_text
     from lamina.governance import access, audit
     from lamina.recipe import DEFAULT_ROLES
 
@@ -76,7 +73,7 @@ def _ensure_role(role: str) -> None:
         raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(access.policy_path()))
     actor = access.require("policy")
     policy.roles = {**policy.roles, role: list(DEFAULT_ROLES[role])}
-    write_text(access.policy_path(), yaml.safe_dump(policy.model_dump(), sort_keys=False))
+    access.save_policy(policy, signer=actor)
     audit.record("policy.role", user=actor, role=role, permissions=DEFAULT_ROLES[role])
 
 

@@ -38,7 +38,7 @@ def test_training_takes_data_in_only_with_data_write_and_audits_it(tmp_path, mon
         prepare_for_training(_recipe(train, held))
     with catalog.session() as s:
         assert list(s.scalars(select(catalog.Source))) == []
-    assert entries("denied")[-1] == {"permission": "data.write"}
+    assert entries("denied")[-1] == {"permission": "data.write", "kind": "role"}
 
     monkeypatch.setenv("LAMINA_USER", "admin")
     prepared = prepare_for_training(_recipe(train, held))

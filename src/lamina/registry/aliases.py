@@ -236,7 +236,11 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
 
 def _check_champion(mv, gate: dict, to: str) -> None:
     if to == verdicts.CHAMPION_ALIAS:
-        verdicts.check_champion(mv, gate, to, current(mv.name, to))
+        try:
+            verdicts.check_champion(mv, gate, to, current(mv.name, to))
+        except LaminaError as e:  # a stale gate is a gate refusal: audited like the others
+            access.refused("gate", str(e), name=mv.name, version=int(mv.version), alias=to)
+            raise
 
 
 def check_no_rollout(name: str, alias: str, completing: str | None) -> None:

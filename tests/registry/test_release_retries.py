@@ -43,9 +43,10 @@ def test_a_rollback_retried_after_another_command_settled_it_is_not_done_twice(t
 
 
 def test_another_users_identical_rollback_is_not_taken_for_the_retry(three_releases, monkeypatch):
-    from lamina.governance import access
+    from lamina.governance import access, identity
 
     monkeypatch.setenv("LAMINA_USER", "admin")
+    identity.create_key("erin")  # as erin does with `lamina keys user-init`
     access.grant("erin", "deployer")
     args = ("rollback", "tickets", "--reason", "bad release")
     lamina_cli(*args, user="dana", kill="rollback.applied")

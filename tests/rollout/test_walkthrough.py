@@ -49,6 +49,7 @@ def test_readme_walkthrough_canary_rollback_incident_retrospective(tmp_path):
     policy = yaml.safe_load(policy_path.read_text())
     policy["incidents"] = POLICY
     policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    lamina("policy", "sign")  # the admin's reviewed edit
     key = json.loads(lamina("keys", "issue", "--user", "replay", "--json").stdout)["key"]
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "lamina.cli", "serve", "--port", str(port)], cwd=tmp_path,

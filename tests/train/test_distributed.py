@@ -200,11 +200,13 @@ def test_plan_gives_each_example_to_one_rank_and_balances_tokens():
 def test_killed_save_on_two_ranks_keeps_the_last_checkpoint_and_resumes_on_one(tiny_random, tmp_path):
     recipes = _recipes(tmp_path, tiny_random, {"ck": {"strategy": "fsdp", "train": {"steps": 6,
                                                                                   "checkpoint_every": 2}}})
-    want = _losses(runner.train(load_recipe(recipes["ck"]), progress=False))
+    reference = Path(runner.train(load_recipe(recipes["ck"]), progress=False))
+    want = _losses(reference)
     proc = torchrun(["--out", str(tmp_path / "o.json"), str(recipes["ck"]), "--kill-rank", "1", "--kill-step", "4"])
     assert proc.returncode != 0
+    # the killed run, not the one-process reference (which also keeps its checkpoints)
     run_dir = next(p for p in (Path(os.environ["LAMINA_HOME"]) / "runs").iterdir()
-                   if (p / "checkpoints").is_dir())
+                   if (p / "checkpoints").is_dir() and p.name != reference.name)
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("."))
     assert ckpts == ["step-000002"]  # step 4's save was cut short: never renamed into place
     assert "SIGKILL" in proc.stderr  # rank 1 died after writing its shard (dist_worker.py --kill-step)

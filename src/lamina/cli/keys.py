@@ -90,26 +90,47 @@ def keys_issue(
 ):
     """Issue an API key for `lamina serve` (shown once; only its hash is kept)."""
     import json
+    import sys
 
     from lamina.cli.app import out
+    from lamina.console import console
     from lamina.serve import keys
 
-    result = keys.issue(user, role, models or None, rate, tokens)
-    if as_json:
-        out.print_json(json.dumps(result))
-    else:
-        out.print(f"key {result['id']} for {user} ({role}; models {', '.join(result['models'])}):\n{result['key']}",
-                  highlight=False, soft_wrap=True)
+    def show(result: dict) -> None:  # before the key is confirmed: a kill must not lose a printed secret
+        if as_json:
+            out.print_json(json.dumps({k: v for k, v in result.items() if k != "notes"}))
+        else:
+            out.print(f"key {result['id']} for {user} ({role}; models {', '.join(result['models'])}):\n"
+                      f"{result['key']}", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    result = keys.issue(user, role, models or None, rate, tokens, show=show)
+    _notes(console, result["notes"])
+    if result.get("already_done"):
+        msg = (f"already done: key {result['id']} for {user} was issued and shown by the interrupted command; "
+               "not issuing another (revoke it and issue again if its secret was lost)")
+        if as_json:
+            out.print_json(json.dumps({k: v for k, v in result.items() if k != "notes"}))
+        else:
+            out.print(msg, highlight=False, soft_wrap=True)
+
+
+def _notes(console, notes: list[str]) -> None:
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `lamina keys list`).")):
     """Revoke an API key; a running server refuses it on the next request."""
     from lamina.cli.app import out
+    from lamina.console import console
     from lamina.serve import keys
 
     record = keys.revoke(key_id)
-    out.print(f"revoked key {record['id']} of {record['user']}", highlight=False)
+    _notes(console, record["notes"])
+    done = "already done: " if record.get("already_done") else ""
+    out.print(f"{done}revoked key {record['id']} of {record['user']}", highlight=False)
 
 
 @keys_app.command("list")
@@ -118,9 +139,12 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="Print the resu
     import json
 
     from lamina.cli.app import out
+    from lamina.console import console
     from lamina.serve import keys
 
-    rows = keys.listing()
+    notes: list[str] = []
+    rows = keys.listing(notes)
+    _notes(console, notes)
     if as_json:
         out.print_json(json.dumps(rows))
         return

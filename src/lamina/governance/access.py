@@ -130,7 +130,8 @@ def _settle_policy() -> None:
     from lamina.governance import journal
 
     journal.settle("policy", {"policy.grant": _granted, "policy.init": _initialised, "policy.enroll": _enrolled,
-                               "policy.revoke": _revoked})
+                               "policy.revoke": _revoked, "policy.role": _role_added,
+                               "policy.encrypt_at_rest": _encryption_set})
 
 
 def save_policy(policy: PolicySpec, signer: str | None = None) -> None:
@@ -347,6 +348,47 @@ def revoke(user: str, role: str) -> list[str]:
         with journal.operation("policy", "policy.revoke", actor, _revoked, grantee=user, role=role):
             _write(policy, actor)
         return left
+
+
+def _role_added(intent) -> dict | None:
+    return {} if intent.details["role"] in load_policy().roles else None
+
+
+def add_role(role: str, permissions: list[str]) -> None:
+    """Add a role to the policy (re-signed by the acting admin, audited once even across a kill);
+    nothing happens when it exists."""
+    from lamina.governance import journal
+
+    actor = require("policy")
+    with journal.locked("policy"):
+        _settle_policy()
+        policy = load_policy()
+        if role in policy.roles:
+            return
+        policy.roles = {**policy.roles, role: list(permissions)}
+        with journal.operation("policy", "policy.role", actor, _role_added, role=role, permissions=list(permissions)):
+            _write(policy, actor)
+
+
+def _encryption_set(intent) -> dict | None:
+    return {} if load_policy().security.encrypt_at_rest == intent.details["on"] else None
+
+
+def set_encrypt_at_rest(on: bool) -> bool:
+    """Switch `security.encrypt_at_rest` (policy re-signed, audited once even across a kill);
+    returns the previous value. Setting the value it has changes nothing and writes no entry."""
+    from lamina.governance import journal
+
+    actor = require("policy")
+    with journal.locked("policy"):
+        _settle_policy()
+        policy = load_policy()
+        before = policy.security.encrypt_at_rest
+        if before != on:
+            policy.security = policy.security.model_copy(update={"encrypt_at_rest": on})
+            with journal.operation("policy", "policy.encrypt_at_rest", actor, _encryption_set, on=on):
+                _write(policy, actor)
+        return before
 
 
 def sign_policy() -> str:

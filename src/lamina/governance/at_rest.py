@@ -38,7 +38,7 @@ from pathlib import Path
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json, sha256_file, write_json
-from lamina.governance import access, audit, crypto
+from lamina.governance import access, crypto
 from lamina.recipe import SecuritySpec
 
 ENC = ".enc"  # wrapped by the master key (found and re-wrapped by `lamina keys rotate`)
@@ -62,14 +62,7 @@ def enabled() -> bool:
 def set_enabled(on: bool) -> bool:
     """Switch `security.encrypt_at_rest` in the policy (needs the `policy` permission), audited.
     Returns the previous value. What is already stored stays as it is; readers take both."""
-    actor = access.require("policy")
-    policy = access.load_policy()
-    before = policy.security.encrypt_at_rest
-    if before != on:
-        policy.security = policy.security.model_copy(update={"encrypt_at_rest": on})
-        access.save_policy(policy, signer=actor)
-        audit.record("policy.encrypt_at_rest", user=actor, on=on)
-    return before
+    return access.set_encrypt_at_rest(on)
 
 
 def _ring(where: str) -> dict[str, bytes]:

@@ -63,71 +63,152 @@ def _load() -> dict:
 
 def _ensure_role(role: str) -> None:
     """Workspaces made before the `consumer` role existed get it added (audited)."""
-    from lamina.governance import access, audit
+    from lamina.governance import access
     from lamina.recipe import DEFAULT_ROLES
 
-    policy = access.load_policy()
-    if role in policy.roles:
+    if role in access.load_policy().roles:
         return
     if role not in DEFAULT_ROLES:
+        policy = access.load_policy()
         raise LaminaError(f"unknown role {role!r}; roles are {', '.join(policy.roles)}", str(access.policy_path()))
-    actor = access.require("policy")
-    policy.roles = {**policy.roles, role: list(DEFAULT_ROLES[role])}
-    access.save_policy(policy, signer=actor)
-    audit.record("policy.role", user=actor, role=role, permissions=DEFAULT_ROLES[role])
+    access.add_role(role, list(DEFAULT_ROLES[role]))
+
+
+DOMAIN = "serve.keys"  # the journal's domain (lamina.governance.journal): one lock, one intents folder
+
+
+def _issued(intent) -> dict | None:
+    """Whether a `keys issue` a kill interrupted committed its key. A key still marked pending
+    was stored but its issue never completed — its secret may never have been shown — so it
+    is taken out of the store here (see `issue`)."""
+    data = _load()
+    record = next((r for r in data["keys"] if r.get("op") == intent.op_id), None)
+    if record is None:
+        return None
+    if record.get("pending"):
+        data["keys"] = [r for r in data["keys"] if r is not record]
+        write_json(store_path(), data)
+        _UNDONE.append(record["id"])
+        return None
+    return {"key": record["id"]}
+
+
+def _revoked(intent) -> dict | None:
+    record = next((r for r in _load()["keys"] if r.get("revoked_op") == intent.op_id), None)
+    return None if record is None else {"key": record["id"]}
+
+
+_UNDONE: list[str] = []  # ids of keys whose interrupted issue `_issued` took back, to say so
+
+
+def settle() -> tuple[list[dict], list[str]]:
+    """Finish or undo what a killed `keys issue`/`revoke` left; with the lock held. Returns the
+    settled operations and notes for the user (a key taken back because it was never confirmed)."""
+    from lamina.governance import journal
+
+    _UNDONE.clear()
+    settled = journal.settle(DOMAIN, {"serve.key.issue": _issued, "serve.key.revoke": _revoked})
+    notes = [f"key {k}: its `keys issue` was interrupted before the key was confirmed, so its secret may "
+             "never have been shown; it was removed and never works (issue another)" for k in _UNDONE]
+    return settled, notes
 
 
 def issue(user: str, role: str = "consumer", models: list[str] | None = None, rate: str | None = None,
-          tokens: str | None = None) -> dict:
+          tokens: str | None = None, show=None) -> dict:
     """Make a key for `user` (granted `role` if not held); returns the record and the key,
-    which is shown this once and never stored."""
-    from lamina.governance import access, audit
+    which is shown this once and never stored.
+
+    The key is stored marked pending, handed to `show` (the CLI prints it), and only then
+    confirmed and audited: a kill before the confirmation leaves a pending key that no server
+    accepts and that the next keys command removes, saying so — a secret is never live unless
+    it was handed over. A retry after a kill past the confirmation reports "already done"
+    (`already_done`, no key) instead of issuing a second one."""
+    from lamina import faults
+    from lamina.governance import access, journal
 
     actor = access.require("keys")
     parse_limit(rate, "--rate")
     parse_limit(tokens, "--tokens")
     if not re.match(r"^[\w.@-]{1,100}$", user or ""):
         raise LaminaError("an identity is letters, digits, '.', '_', '@' or '-'", f"--user {user!r}")
-    _ensure_role(role)
-    if role not in access.load_policy().users.get(user, []):
-        access.grant(user, role)
-    key_id = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
-    record = {"id": key_id, "hash": _hash(secret), "user": user, "role": role, "models": models or ["*"],
-              "rate": rate, "tokens": tokens, "created": _now(), "created_by": actor, "revoked": None}
+    args = {"identity": user, "role": role, "models": models or ["*"], "rate": rate, "tokens": tokens}
+    with journal.locked(DOMAIN):
+        settled, notes = settle()
+        done = journal.settled_by_key(settled, journal.args_key("serve.key.issue", actor=actor, **args))
+        if done:
+            return {**args, "id": done["details"]["key"], "already_done": True, "notes": notes}
+        _ensure_role(role)
+        if role not in access.load_policy().users.get(user, []):
+            access.grant(user, role)
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        op = journal.begin(DOMAIN, "serve.key.issue", actor, journal.args_key("serve.key.issue", actor=actor, **args),
+                           **args)
+        record = {"id": key_id, "hash": _hash(secret), "user": user, "role": role, "models": args["models"],
+                  "rate": rate, "tokens": tokens, "created": _now(), "created_by": actor, "revoked": None,
+                  "op": op.op_id, "pending": True}
+        data = _load()
+        data["keys"].append(record)
+        write_json(store_path(), data)
+        faults.point("serve.key.issue.stored")
+        result = {**_public(record), "key": f"lmn_{key_id}_{secret}", "notes": notes}
+        result.pop("pending")
+        try:
+            if show is not None:
+                show(result)
+                faults.point("serve.key.issue.shown")
+            _confirm(key_id)
+        except BaseException:
+            _issued(op)  # not confirmed: take the key back (it may not have been shown)
+            op.path.unlink(missing_ok=True)
+            raise
+        journal.complete(op, key=key_id)
+        return result
+
+
+def _confirm(key_id: str) -> None:
     data = _load()
-    data["keys"].append(record)
+    for r in data["keys"]:
+        if r["id"] == key_id:
+            r.pop("pending", None)
     write_json(store_path(), data)
-    audit.record("serve.key.issue", user=actor, key=key_id, identity=user, role=role, models=record["models"],
-                 rate=rate, tokens=tokens)
-    return {**_public(record), "key": f"lmn_{key_id}_{secret}"}
 
 
 def revoke(key_id: str) -> dict:
-    from lamina.governance import access, audit
+    """Revoke a key, audited once even across a kill; a retry of a revocation a kill
+    interrupted reports it (`already_done`)."""
+    from lamina.governance import access, journal
 
     actor = access.require("keys")
-    data = _load()
-    for record in data["keys"]:
-        if record["id"] == key_id:
-            if record["revoked"]:
-                raise LaminaError("key already revoked", f"key {key_id}")
-            record["revoked"] = _now()
+    with journal.locked(DOMAIN):
+        settled, notes = settle()
+        key = journal.args_key("serve.key.revoke", actor=actor, key=key_id)
+        data = _load()
+        record = next((r for r in data["keys"] if r["id"] == key_id and not r.get("pending")), None)
+        if record is None:
+            raise LaminaError("no such key", f"key {key_id}")
+        if journal.settled_by_key(settled, key):
+            return {**_public(record), "already_done": True, "notes": notes}
+        if record["revoked"]:
+            raise LaminaError("key already revoked", f"key {key_id}")
+        with journal.operation(DOMAIN, "serve.key.revoke", actor, _revoked, key, identity=record["user"]) as op:
+            record["revoked"], record["revoked_op"] = _now(), op.op_id
             write_json(store_path(), data)
-            audit.record("serve.key.revoke", user=actor, key=key_id, identity=record["user"])
-            return _public(record)
-    raise LaminaError("no such key", f"key {key_id}")
+            op.result["key"] = key_id
+        return {**_public(record), "notes": notes}
 
 
-def listing() -> list[dict]:
-    from lamina.governance import access
+def listing(notes: list[str] | None = None) -> list[dict]:
+    """Every key (never a hash); `notes` receives what settling an interrupted command did."""
+    from lamina.governance import access, journal
 
     access.require("keys")
-    return [_public(r) for r in _load()["keys"]]
+    with journal.locked(DOMAIN):
+        (notes if notes is not None else []).extend(settle()[1])
+        return [_public(r) for r in _load()["keys"]]
 
 
 def _public(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "hash"}
+    return {k: v for k, v in record.items() if k not in ("hash", "op", "revoked_op")}
 
 
 def _now() -> str:
@@ -177,7 +258,8 @@ class KeyStore:
         paths = (store_path(), access.policy_path())
         stamp = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
         if stamp != self._stamp:
-            self._keys = {r["id"]: r for r in _load()["keys"]}
+            # A pending key's issue never completed (see `issue`): it does not exist yet.
+            self._keys = {r["id"]: r for r in _load()["keys"] if not r.get("pending")}
             self._policy = access.load_policy() if paths[1].exists() else None
             self._stamp = stamp
 

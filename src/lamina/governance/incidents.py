@@ -298,13 +298,14 @@ def close(n: int, retrospective: Path) -> dict:
     return record
 
 
-def record_drill(model: str, alias: str, timings: dict, user: str) -> dict:
-    """Keep a drill's result beside the incidents (and in the audit log)."""
+def record_drill(model: str, alias: str, timings: dict, user: str, op: str | None = None) -> dict:
+    """Keep a drill's result beside the incidents (and in the audit log; `op`: its operation id)."""
     drills = root() / "drills"
     drills.mkdir(parents=True, exist_ok=True)
     with _locked():
         n = 1 + max((int(p.stem) for p in drills.glob("[0-9]*.json")), default=0)
         record = {"drill": n, "model": model, "alias": alias, "time": _iso(_now()), "user": user, **timings}
         write_json(drills / f"{n:06d}.json", record)
-    audit.record("incident.drill", user=user, drill=n, name=model, alias=alias, **timings)
+    audit.record("incident.drill", user=user, drill=n, name=model, alias=alias, **({"op": op} if op else {}),
+                 **timings)
     return record

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lamina.errors import LaminaError
 from lamina.fsio import read_json
-from lamina.governance import access, incidents, journal
+from lamina.governance import access, audit, incidents, journal
 from lamina.recipe import RegistrySpec
 from lamina.registry import ops, tracking, verdicts
 from lamina.registry.anchor import anchor
@@ -225,7 +225,7 @@ def promote(name: str, version: int, to: str, reason: str | None = None, check_o
         return {"user": user, "name": name, "version": int(version), "alias": to}
     key = op_id or journal.args_key("promote", name=name, alias=to, version=int(version))
     with model_lock(name):
-        done = _done_before(name, to, ops.settle(name), key, strict=op_id is not None, user=user)
+        done = _done_before(name, to, settle(name), key, strict=op_id is not None, user=user)
         if done is not None:
             return done
         if current(name, to) == int(version):
@@ -268,7 +268,7 @@ def rollback(name: str, alias: str, reason: str, op_id: str | None = None) -> di
     _require_model(check_name(name))  # before the lock: a lock must not create `registry/<unknown>/`
     key = op_id or journal.args_key("rollback", name=name, alias=alias, reason=reason)
     with model_lock(name):
-        done = _done_before(name, alias, ops.settle(name), key, strict=op_id is not None, user=user)
+        done = _done_before(name, alias, settle(name), key, strict=op_id is not None, user=user)
         if done is not None:
             return done
         stack: list[int] = []
@@ -293,6 +293,53 @@ def rollback(name: str, alias: str, reason: str, op_id: str | None = None) -> di
         target = stack[-2]
         verify_version(get_version(name, target))
         return _move(name, alias, target, "rollback", user, reason, key)
+
+
+# --- incident drills (lamina.rollout.drill): roll back, then forward, as one operation ---------
+
+
+def _drilled(intent: journal.Intent) -> dict | None:
+    """A drill a kill interrupted: None when its roll-back never happened (the alias is where
+    it started); else the forward leg is finished now — as the drill's user, unless the alias
+    moved since or an incident froze the model — and what happened is returned."""
+    name, alias, start = intent.details["name"], intent.details["alias"], intent.details["from"]
+    back_key, forward_key = ops.drill_keys(intent.op_id)
+    recorded = [m for m in moves(name) if m["alias"] == alias]
+    back = next((m for m in recorded if m.get("key") == back_key), None)
+    if back is None:
+        return None
+    found = {"rolled_back_to": back["to"], "interrupted": True}
+    if not any(m.get("key") == forward_key for m in recorded):
+        if recorded[-1]["n"] != back["n"]:
+            return {**found, "restored": False, "left": "the alias moved after the drill's roll-back"}
+        try:
+            incidents.check_not_frozen(name)
+        except LaminaError as e:
+            return {**found, "restored": False, "left": str(e)[:300]}
+        _move(name, alias, start, "promote", intent.user,
+                      "incident drill: roll forward (finishing an interrupted drill)", forward_key)
+    return {**found, "restored": current(name, alias) == start}
+
+
+def settle(name: str, probes: dict[str, journal.Probe] | None = None) -> list[dict]:
+    """lamina.registry.ops.settle, then drills a kill interrupted (once their legs are settled):
+    the next command on the model ends such a drill with the alias where it began."""
+    return ops.settle(name, probes) + _settle_drills(name)
+
+
+def _settle_drills(name: str) -> list[dict]:
+    settled = []
+    for intent in journal.pending(ops.domain(name)):
+        if intent.action != "incident.drill" or ops.live(intent):
+            continue
+        found = _drilled(intent)
+        if found is not None and intent.op_id not in journal.audited_ops():
+            anchor(name, audit.record(intent.action, user=intent.user, op=intent.op_id, settled=True,
+                                      **{**intent.details, **found}))
+        intent.path.unlink(missing_ok=True)
+        settled.append({"op": intent.op_id, "key": intent.key, "action": intent.action,
+                        "applied": found is not None, "details": {**intent.details, **(found or {})}})
+    return settled
 
 
 def history(name: str) -> list[dict]:

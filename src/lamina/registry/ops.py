@@ -10,7 +10,10 @@ reports "already done". (Below versions.py and aliases.py, which both settle thr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+from collections.abc import Iterator
 
 from lamina.governance import journal
 from lamina.registry import tracking
@@ -71,5 +74,41 @@ PROBES: dict[str, journal.Probe] = {"register": _registered, "promote": _moved, 
 
 def settle(name: str, probes: dict[str, journal.Probe] | None = None) -> list[dict]:
     """Finish or undo what killed registry commands on `name` left; call with its lock held.
-    `probes` add the actions of a layer above (rollouts), settled only by that layer's commands."""
+    `probes` add the actions of a layer above (rollouts), settled only by that layer's commands.
+    (Interrupted drills are settled after this by lamina.registry.aliases.settle.)"""
     return journal.settle(domain(name), {**PROBES, **(probes or {})}, on_entry=lambda _, entry: anchor(name, entry))
+
+
+# --- incident drills (lamina.rollout.drill): roll back, then forward, as one operation ---------
+
+
+def drill_keys(op_id: str) -> tuple[str, str]:
+    """The operation keys of a drill's two legs (its rollback and its promote)."""
+    return f"{op_id}.back", f"{op_id}.forward"
+
+
+def _live_path(name: str, alias: str) -> str:
+    return str(journal.intents_dir(domain(name)) / f".drill-{alias}.live")
+
+
+@contextlib.contextmanager
+def drill_running(name: str, alias: str) -> Iterator[None]:
+    """Held for a whole drill on `name@alias` (one drill per alias at a time): while it is held,
+    no command takes the drill's intent for one a kill left behind."""
+    with open(_live_path(name, alias), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def live(intent: journal.Intent) -> bool:
+    """Whether the drill of this intent is still running (its process holds `drill_running`)."""
+    try:
+        f = open(_live_path(intent.details["name"], intent.details["alias"]))  # noqa: SIM115
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: fails in the drill's own process too
+        except BlockingIOError:
+            return True
+    return False

@@ -71,7 +71,7 @@ PROBES: dict[str, journal.Probe] = dict.fromkeys(
 def _write(name: str, new_state: dict, op: str, user: str, reason: str | None, **details) -> dict:
     """Apply a rollout change and its audit entry as one operation (lamina.governance.journal),
     settling first what a killed rollout command on `name` left; the caller holds the model lock."""
-    ops.settle(name, PROBES)
+    aliases.settle(name, PROBES)  # also a drill a kill interrupted
     with journal.operation(ops.domain(name), op, user, _event_of, name=name, alias=new_state["alias"]) as intent:
         state = record.write(name, new_state, op, user, reason, op_id=intent.op_id, **details)
         intent.result.update(_entry(name, state, reason, **details))

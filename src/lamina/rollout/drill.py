@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 
+from lamina import faults
 from lamina.errors import LaminaError
-from lamina.governance import access, incidents
-from lamina.registry import aliases
+from lamina.governance import access, incidents, journal
+from lamina.registry import aliases, ops
+from lamina.registry.versions import model_lock
 
 
 def _ask(url: str, ref: str, api_key: str | None) -> tuple[str | None, str]:
@@ -64,29 +66,57 @@ def drill(
     api_key: str | None = None,
     timeout_s: float = 60.0,
 ) -> dict:
-    """Roll `name@alias` back one version and forward again; returns and records the timings."""
+    """Roll `name@alias` back one version and forward again; returns and records the timings.
+    A kill part-way is finished by the next command on the model: one entry per move, and
+    one `incident.drill` entry."""
     if alias in access.ensure_policy().four_eyes or alias == "production":
         raise LaminaError("drills run on a non-production alias (e.g. --alias staging)", f"{name}@{alias}")
     incidents.check_not_frozen(name)  # the forward leg is a promotion: refuse before moving anything
     user = access.require("rollback")
-    start_at = aliases.current(name, alias)
-    if start_at is None:
-        raise LaminaError("nothing is at this alias; nothing to drill", f"{name}@{alias}")
+    with ops.drill_running(name, alias):
+        with model_lock(name):
+            aliases.settle(name)  # a drill a kill interrupted is finished (or left) first
+            start_at = aliases.current(name, alias)
+        if start_at is None:
+            raise LaminaError("nothing is at this alias; nothing to drill", f"{name}@{alias}")
+        ref = f"{name}@{alias}"
+        _check_server(server, ref, f"{name}/{start_at}", api_key)
+        # One operation over both legs: a kill between them leaves the intent, and the next
+        # command on the model rolls forward (lamina.registry.ops), so the alias ends where it began.
+        intent = journal.begin(ops.domain(name), "incident.drill", user, name=name, alias=alias, **{"from": start_at})
+        back_key, forward_key = ops.drill_keys(intent.op_id)
+        try:
+            timings = _legs(name, alias, start_at, server, api_key, timeout_s, back_key, forward_key)
+        except LaminaError:
+            if aliases.current(name, alias) == start_at:
+                intent.path.unlink(missing_ok=True)  # refused, or rolled forward after a failed leg
+            raise
+        drilled = incidents.record_drill(name, alias, timings, user, op=intent.op_id)
+        faults.point("incident.drill.audited")
+        intent.path.unlink(missing_ok=True)
+        return drilled
+
+
+def _legs(name: str, alias: str, start_at: int, server: str | None, api_key: str | None, timeout_s: float,
+          back_key: str, forward_key: str) -> dict:
+    """Roll back, wait for the server, roll forward, wait again: the timings."""
     ref = f"{name}@{alias}"
-    _check_server(server, ref, f"{name}/{start_at}", api_key)
     t0 = time.perf_counter()
-    back = aliases.rollback(name, alias, reason="incident drill: roll back")
+    back = aliases.rollback(name, alias, reason="incident drill: roll back", op_id=back_key)
     back_move_s = round(time.perf_counter() - t0, 3)
+    faults.point("incident.drill.back")
     try:
         back_served_s = _wait_served(server, ref, f"{name}/{back['to']}", api_key, timeout_s)
     except LaminaError:
-        aliases.promote(name, start_at, alias, reason="incident drill: roll forward after a failed leg")
+        aliases.promote(name, start_at, alias, reason="incident drill: roll forward after a failed leg",
+                        op_id=forward_key)
         raise
     t1 = time.perf_counter()
-    aliases.promote(name, start_at, alias, reason="incident drill: roll forward")
+    aliases.promote(name, start_at, alias, reason="incident drill: roll forward", op_id=forward_key)
     forward_move_s = round(time.perf_counter() - t1, 3)
+    faults.point("incident.drill.forward")
     forward_served_s = _wait_served(server, ref, f"{name}/{start_at}", api_key, timeout_s)
-    timings = {
+    return {
         "from": start_at,
         "rolled_back_to": back["to"],
         "back_move_s": back_move_s,
@@ -96,4 +126,3 @@ def drill(
         "server": server,
         "restored": aliases.current(name, alias) == start_at,
     }
-    return incidents.record_drill(name, alias, timings, user)

@@ -65,10 +65,11 @@ def rollout_start(
         webhook=webhook,
     )
     what = f"{state['share']:g}% canary" if state["mode"] == "canary" else "shadow"
+    done = "already done: " if state.get("already_done") else ""
     _emit(
         state,
         as_json,
-        f"{name}@{alias}: v{version} {what} beside v{state['champion']} (rollout {state['id']})",
+        f"{done}{name}@{alias}: v{version} {what} beside v{state['champion']} (rollout {state['id']})",
     )
 
 
@@ -266,7 +267,7 @@ def incident_close(
     from lamina.rollout import report
 
     record = incidents.close(number, retrospective)
-    _emit(record, as_json, report.render_incident(record))
+    _emit(record, as_json, ("already done: " if record.get("already_done") else "") + report.render_incident(record))
 
 
 @incident_app.command("drill")

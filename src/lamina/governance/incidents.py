@@ -268,8 +268,10 @@ def close(n: int, retrospective: Path) -> dict:
     if len(data) > MAX_RETRO_BYTES:
         raise LaminaError(f"the retrospective is over {MAX_RETRO_BYTES} bytes", str(retrospective))
     get(n)  # an unknown incident is refused before the lock
-    with _locked():
+    with _locked() as settled:
         record = get(n)
+        if record["state"] != "open" and _retried_close(record, user, sha256_bytes(data), settled):
+            return {**record, "already_done": True}
         if record["state"] != "open":
             raise LaminaError("this incident is already closed", f"incident {n}")
         untold = [(d["signal"], c) for d in record["disclosures"] for c in d["notify"] if c not in d["told"]]
@@ -296,6 +298,16 @@ def close(n: int, retrospective: Path) -> dict:
             _write(record, op)
             op.result["incident"] = n
     return record
+
+
+def _retried_close(record: dict, user: str, sha: str, settled: list[dict]) -> bool:
+    """Whether this close repeats the one that closed `record` and was interrupted: the same
+    person, the same retrospective, and its entry written by settling, not by its command."""
+    if record.get("closed_by") != user or (record.get("retrospective") or {}).get("sha256") != sha:
+        return False
+    just = {s["op"] for s in settled if s["action"] == "incident.close" and s["applied"]}
+    return any(e["details"].get("settled") or e["details"].get("op") in just for e in audit.entries()
+               if e["action"] == "incident.close" and e["details"].get("incident") == record["id"])
 
 
 def record_drill(model: str, alias: str, timings: dict, user: str, op: str | None = None) -> dict:

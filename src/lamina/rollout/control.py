@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from lamina import rundir
 from lamina.errors import LaminaError
-from lamina.governance import access, journal
+from lamina.governance import access, audit, journal
 from lamina.recipe import RolloutSpec
 from lamina.registry import aliases, incident_links, ops
 from lamina.registry.anchor import anchor
@@ -98,6 +98,10 @@ def start(
     user = aliases.promote(name, version, alias, check_only=True)["user"]
     spec = rollout_spec(name, version, **overrides)
     with model_lock(name):
+        settled = aliases.settle(name, PROBES)  # first, so a retried start can know itself
+        running = record.active(name, alias)
+        if running and _retried_start(running, user, version, canary, shadow, reason, settled):
+            return {**running, "already_done": True}
         champion = aliases.current(name, alias)
         if champion is None:
             raise LaminaError(
@@ -124,6 +128,20 @@ def start(
             **spec.model_dump(),
         }
         return _write(name, state, "rollout.start", user, reason, guards=state["guards"])
+
+
+def _retried_start(running: dict, user: str, version: int, canary: float | None, shadow: bool,
+                   reason: str | None, settled: list[dict]) -> bool:
+    """Whether this start repeats the one that started `running` and was interrupted: the same
+    person, version, mode, share and reason, and its entry written by settling, not by it."""
+    share = 0.0 if shadow else float(canary)
+    if (running.get("started_by"), running["challenger"], running["mode"], running["share"]) != (
+            user, int(version), "shadow" if shadow else "canary", share):
+        return False
+    just = {s["op"] for s in settled if s["action"] == "rollout.start" and s["applied"]}
+    return any((e["details"].get("settled") or e["details"].get("op") in just)
+               and e["details"].get("reason", "") == (reason or "") for e in audit.entries()
+               if e["action"] == "rollout.start" and e["details"].get("rollout") == running["id"])
 
 
 def _active_or_refuse(name: str, alias: str) -> dict:

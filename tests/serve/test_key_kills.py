@@ -74,3 +74,17 @@ def test_killed_revoke_is_recorded_once_and_its_retry_says_already_done(point, a
     assert [d["key"] for d in entries("serve.key.revoke")] == [key_id]
     assert lamina_main("keys", "revoke", key_id, user="admin")[2].count("already revoked") == 1  # once only
     assert coverage.check() == [] and audit.verify().ok
+
+
+def test_audit_verify_names_a_key_no_entry_accounts_for(workspace):
+    access.init_policy("admin")
+    code, out, _ = lamina_main("keys", "issue", "--user", "app", user="admin")
+    (key,) = KEY.findall(out)
+    assert coverage.check() == []
+    data = keys._load()
+    forged = {**data["keys"][0], "id": "abcdef012345", "user": "intruder"}  # written by hand, not issued
+    data["keys"][0]["revoked"] = "2026-12-01T00:00:00+00:00"  # revoked by hand, no entry
+    keys.write_json(keys.store_path(), {"keys": [*data["keys"], forged]})
+    code, out, _ = lamina_main("audit", "verify", user="admin")
+    assert code == 1 and "API key abcdef012345 (intruder) has no serve.key.issue audit entry" in out
+    assert f"API key {key.split('_')[1]} was revoked without a serve.key.revoke audit entry" in out

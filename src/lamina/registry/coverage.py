@@ -2,7 +2,7 @@
 
 The hash chain shows that no entry was edited or removed; it cannot show an entry that was
 never written. So this walks the state itself — catalog sources and dataset versions,
-registered model versions, alias moves — and names every piece that no audit entry accounts
+registered model versions, alias moves, server API keys — and names every piece that no audit entry accounts
 for, plus any operation a kill left unsettled. (Where an alias points now is checked against
 its moves by lamina.registry.anchor.)
 """
@@ -23,7 +23,7 @@ def check() -> list[str]:
         f"operation {i.action} {i.op_id[:12]} ({i.details}) was interrupted; the next command of its kind "
         "settles it" for i in journal.pending()
     ]  # fmt: skip
-    return problems + _catalog(entries) + _registry(entries)
+    return problems + _catalog(entries) + _registry(entries) + _api_keys(entries)
 
 
 def _of(entries: list[dict], *actions: str) -> list[dict]:
@@ -47,6 +47,26 @@ def _catalog(entries: list[dict]) -> list[str]:
     problems += [f"dataset version {v.id[:12]} ({v.name}) has no audit entry that made it"
                  for v in vers if v.id not in versions]  # fmt: skip
     return problems
+
+
+def _api_keys(entries: list[dict]) -> list[str]:
+    """Server API keys (lamina.serve.keys' store, read as a file: serve sits above this layer).
+    A pending key is not one: no server accepts it, and the next keys command removes it."""
+    from lamina.fsio import read_json
+
+    path = workspace.home() / "serve" / "keys.json"
+    if not path.exists():
+        return []
+    try:
+        records = [r for r in read_json(path)["keys"] if not r.get("pending")]
+    except (ValueError, KeyError, TypeError):
+        return [f"{path}: not a key store Lamina wrote"]
+    issued = {d.get("key") for d in _of(entries, "serve.key.issue")}
+    revoked = {d.get("key") for d in _of(entries, "serve.key.revoke")}
+    problems = [f"API key {r.get('id')} ({r.get('user')}) has no serve.key.issue audit entry"
+                for r in records if r.get("id") not in issued]  # fmt: skip
+    return problems + [f"API key {r.get('id')} was revoked without a serve.key.revoke audit entry"
+                       for r in records if r.get("revoked") and r.get("id") not in revoked]
 
 
 def _registry(entries: list[dict]) -> list[str]:

@@ -55,3 +55,26 @@ def test_killed_encryption_switch_is_recorded_once(monkeypatch, point, applied):
     assert out.startswith(f"security.encrypt_at_rest: {'on' if applied else 'off'} -> on")
     assert [d["on"] for d in entries("policy.encrypt_at_rest")] == [True] and at_rest.enabled()
     assert coverage.check() == [] and audit.verify().ok
+
+
+@pytest.mark.parametrize("point, applied", [
+    ("policy.sign.applied", True),
+    pytest.param("policy.sign.intent", False, marks=slow),
+    pytest.param("policy.sign.audited", True, marks=slow),
+])  # fmt: skip
+def test_killed_policy_sign_is_recorded_once_by_its_retry(monkeypatch, point, applied):
+    import yaml
+
+    monkeypatch.setenv("LAMINA_USER", "admin")
+    access.init_policy("admin")
+    path = access.policy_path()
+    data = yaml.safe_load(path.read_text())
+    data["four_eyes"] = ["production", "staging"]  # a reviewed hand edit, to be signed
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lamina_cli("policy", "sign", user="admin", kill=point)
+    code, _, err = lamina_main("policy", "sign", user="admin")  # the retry: signs, or finds it signed
+    assert code == 0, err
+    signs = entries("policy.sign")
+    assert len(signs) == 1 and signs[0].get("settled", False) == (point == "policy.sign.applied")
+    assert access.load_policy().four_eyes == ["production", "staging"]
+    assert coverage.check() == [] and audit.verify().ok

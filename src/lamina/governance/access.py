@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from lamina import workspace
 from lamina.errors import LaminaError
-from lamina.fsio import create_text, write_text
+from lamina.fsio import create_text, sha256_bytes, write_text
 from lamina.governance import audit, identity, policy_trust
 from lamina.recipe import PolicySpec
 
@@ -131,7 +131,7 @@ def _settle_policy() -> None:
 
     journal.settle("policy", {"policy.grant": _granted, "policy.init": _initialised, "policy.enroll": _enrolled,
                                "policy.revoke": _revoked, "policy.role": _role_added,
-                               "policy.encrypt_at_rest": _encryption_set})
+                               "policy.encrypt_at_rest": _encryption_set, "policy.sign": _signed})
 
 
 def save_policy(policy: PolicySpec, signer: str | None = None) -> None:
@@ -391,27 +391,46 @@ def set_encrypt_at_rest(on: bool) -> bool:
         return before
 
 
+def _signed(intent) -> dict | None:
+    """Whether a `policy sign` a kill interrupted wrote its file: the policy's bytes are the
+    ones it signed."""
+    with contextlib.suppress(OSError):
+        if sha256_bytes(policy_path().read_bytes()) == intent.details["sha256"]:
+            return {}
+    return None
+
+
 def sign_policy() -> str:
     """Re-sign a policy an admin edited by hand (after reviewing it): the acting identity
     must be an admin in the edited file, hold its enrolled key, and that key must be one this
-    machine already trusts. Returns the signer."""
+    machine already trusts. Audited once, even across a kill. Returns the signer."""
+    from lamina.governance import journal
+
     actor = acting_user()
     path = policy_path()
-    try:
-        read_policy(path)
-        return actor  # signed and unchanged: nothing to do
-    except LaminaError:
-        pass
-    policy = _parse(path)
-    trusted = policy_trust.pinned()
-    adopted = _adopt_legacy(policy, actor, trusted)
-    signed = policy_trust.sign(policy, actor, str(path))
-    if trusted is not None and signed.signature.key not in trusted:
-        refused("signature", f"{actor} tried to sign the policy with an untrusted key", user=actor)
-        raise LaminaError(f"{actor!r}'s key {signed.signature.key} is not a trusted admin key here",
-                          str(policy_trust.pins_path()))
-    write_text(path, yaml.safe_dump(signed.model_dump(), sort_keys=False))
-    audit.record("policy.sign", user=actor, key=signed.signature.key, adopted=adopted)
+    with journal.locked("policy"):
+        try:
+            read_policy(path)
+        except LaminaError:
+            pass
+        else:  # signed and unchanged: nothing to do but record what a killed sign left
+            _settle_policy()
+            return actor
+        journal.settle("policy", {"policy.sign": _signed})  # a killed sign first (the others need a valid policy)
+        policy = _parse(path)
+        trusted = policy_trust.pinned()
+        adopted = _adopt_legacy(policy, actor, trusted)
+        signed = policy_trust.sign(policy, actor, str(path))
+        if trusted is not None and signed.signature.key not in trusted:
+            refused("signature", f"{actor} tried to sign the policy with an untrusted key", user=actor)
+            raise LaminaError(f"{actor!r}'s key {signed.signature.key} is not a trusted admin key here",
+                              str(policy_trust.pins_path()))
+        text = yaml.safe_dump(signed.model_dump(), sort_keys=False)
+        with journal.operation("policy", "policy.sign", actor, _signed, adopted=adopted,
+                               sha256=sha256_bytes(text.encode())) as op:
+            write_text(path, text)
+            op.result["key"] = signed.signature.key
+        _settle_policy()  # what a kill left before the edit can be judged now that the policy verifies
     return actor
 
 

@@ -379,6 +379,7 @@ CASES += [
     Case("incident-viewer", ["incident", "open", "tickets", "--severity", "low", "--summary", "s"], "vera",
          env=Env({"LAMINA_USER": "vera"}), denied=True),
     Case("drill-production", ["incident", "drill", "tickets", "--alias", "production"], "tickets@production"),
+    Case("drill-unknown-model", ["incident", "drill", "nosuch"], "nosuch@staging"),  # no lock file left either
     Case("lineage-nothing", ["lineage"], "reference"),
     Case("lineage-both", ["lineage", "tickets@staging", "--dataset", "support"], "reference"),
     Case("lineage-bad-ref", ["lineage", "tickets"], "tickets"),
@@ -397,6 +398,7 @@ CASES += [
     Case("keys-rotate-bad-target", ["keys", "rotate", "--new-key-file", "{tmp}/no/such/dir/k"], "--new-key-file"),
     Case("keys-rotate-target-dir", ["keys", "rotate", "--new-key-file", "{in}/full"], "--new-key-file"),
     Case("keys-rotate-viewer", ["keys", "rotate"], "vera", env=Env({"LAMINA_USER": "vera"}), denied=True),
+    Case("keys-revoke-unknown", ["keys", "revoke", "abcdef012345"], "key abcdef012345"),
     Case("init-policy-corrupt", ["init"], "policy.yaml", setup="corrupt_policy"),
     Case("init-master-key-binary", ["init"], "binary.key", env=Env({"LAMINA_MASTER_KEY_FILE": "{in}/binary.key"})),
     Case("unknown-command", ["deploy"], "deploy"),

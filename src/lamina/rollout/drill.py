@@ -73,6 +73,8 @@ def drill(
         raise LaminaError("drills run on a non-production alias (e.g. --alias staging)", f"{name}@{alias}")
     incidents.check_not_frozen(name)  # the forward leg is a promotion: refuse before moving anything
     user = access.require("rollback")
+    if aliases.current(name, alias) is None:  # before any lock: a refusal leaves nothing behind
+        raise LaminaError("nothing is at this alias; nothing to drill", f"{name}@{alias}")
     with ops.drill_running(name, alias):
         with model_lock(name):
             aliases.settle(name)  # a drill a kill interrupted is finished (or left) first

@@ -31,7 +31,7 @@ _KEY = re.compile(r"^lmn_([a-z0-9]{12})_([A-Za-z0-9_-]{20,})$")
 
 
 def store_path() -> Path:
-    return workspace.subdir("serve") / "keys.json"
+    return workspace.home() / "serve" / "keys.json"  # not created by reading (write_json makes it)
 
 
 def parse_limit(text: str | None, flag: str) -> tuple[int, float] | None:
@@ -179,6 +179,8 @@ def revoke(key_id: str) -> dict:
     from lamina.governance import access, journal
 
     actor = access.require("keys")
+    if not any(r["id"] == key_id for r in _load()["keys"]):
+        raise LaminaError("no such key", f"key {key_id}")  # before the lock: a refusal leaves nothing
     with journal.locked(DOMAIN):
         settled, notes = settle()
         key = journal.args_key("serve.key.revoke", actor=actor, key=key_id)
@@ -202,9 +204,10 @@ def listing(notes: list[str] | None = None) -> list[dict]:
     from lamina.governance import access, journal
 
     access.require("keys")
-    with journal.locked(DOMAIN):
-        (notes if notes is not None else []).extend(settle()[1])
-        return [_public(r) for r in _load()["keys"]]
+    if journal.pending(DOMAIN):  # a read takes the lock only to settle what a kill left
+        with journal.locked(DOMAIN):
+            (notes if notes is not None else []).extend(settle()[1])
+    return [_public(r) for r in _load()["keys"]]
 
 
 def _public(record: dict) -> dict:

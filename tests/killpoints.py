@@ -11,7 +11,21 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from lamina.governance import audit
+
+# `lamina data add` provenance flags for the kill tests' sources
+ADD = ["--licence", "cc-by-4.0", "--origin", "synthetic", "--purpose", "support bot",
+       "--lawful-basis", "contract"]  # fmt: skip
+
+
+def boundary(op: str) -> list:
+    """(point, applied) cases at an operation's audit boundary: killed after the change (the
+    default run), before it and after its entry (both slow)."""
+    return [(f"{op}.applied", True),
+            pytest.param(f"{op}.intent", False, marks=pytest.mark.slow),
+            pytest.param(f"{op}.audited", True, marks=pytest.mark.slow)]
 
 
 def lamina_cli(*args: str, user: str = "alice", kill: str | None = None) -> subprocess.CompletedProcess:

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from killpoints import entries, lamina_cli, lamina_main
+from killpoints import boundary, entries, lamina_cli, lamina_main
 from lamina.governance import access, audit, incidents
 
 OPEN = ("incident", "open", "tickets", "--severity", "low", "--summary", "answers leak order numbers")
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("incident.open.applied", True),
-    pytest.param("incident.open.intent", False, marks=pytest.mark.slow),
-    pytest.param("incident.open.audited", True, marks=pytest.mark.slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("incident.open"))
 def test_a_killed_opening_retried_opens_one_incident_with_one_entry(workspace, point, applied):
     access.init_policy("admin")
     lamina_cli(*OPEN, user="admin", kill=point)

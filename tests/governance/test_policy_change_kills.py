@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from killpoints import entries, lamina_cli, lamina_main
+from killpoints import boundary, entries, lamina_cli, lamina_main
 from lamina.governance import access, at_rest, audit
 from lamina.registry import coverage
 
@@ -21,11 +21,7 @@ def _policy_without_consumer() -> None:
     access.save_policy(policy, signer="admin")
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("policy.role.applied", True),
-    pytest.param("policy.role.intent", False, marks=slow),
-    pytest.param("policy.role.audited", True, marks=slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("policy.role"))
 def test_killed_role_addition_is_recorded_once(monkeypatch, point, applied):
     monkeypatch.setenv("LAMINA_USER", "admin")
     _policy_without_consumer()
@@ -38,11 +34,7 @@ def test_killed_role_addition_is_recorded_once(monkeypatch, point, applied):
     assert coverage.check() == [] and audit.verify().ok
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("policy.encrypt_at_rest.applied", True),
-    pytest.param("policy.encrypt_at_rest.intent", False, marks=slow),
-    pytest.param("policy.encrypt_at_rest.audited", True, marks=slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("policy.encrypt_at_rest"))
 def test_killed_encryption_switch_is_recorded_once(monkeypatch, point, applied):
     monkeypatch.setenv("LAMINA_USER", "admin")
     access.init_policy("admin")
@@ -57,11 +49,7 @@ def test_killed_encryption_switch_is_recorded_once(monkeypatch, point, applied):
     assert coverage.check() == [] and audit.verify().ok
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("policy.sign.applied", True),
-    pytest.param("policy.sign.intent", False, marks=slow),
-    pytest.param("policy.sign.audited", True, marks=slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("policy.sign"))
 def test_killed_policy_sign_is_recorded_once_by_its_retry(monkeypatch, point, applied):
     import yaml
 

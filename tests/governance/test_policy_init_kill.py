@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from killpoints import lamina_cli, lamina_main
+from killpoints import boundary, lamina_cli, lamina_main
 from lamina.governance import access, audit
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("policy.init.applied", True),
-    pytest.param("policy.init.intent", False, marks=pytest.mark.slow),
-    pytest.param("policy.init.audited", True, marks=pytest.mark.slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("policy.init"))
 def test_killed_policy_init_is_recorded_once_by_the_next_command(workspace, point, applied):
     lamina_cli("init", user="admin", kill=point)
     assert access.policy_path().exists() == applied

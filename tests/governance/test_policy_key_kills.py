@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from killpoints import entries, lamina_cli, lamina_main
+from killpoints import boundary, entries, lamina_cli, lamina_main
 from lamina.governance import access, audit, crypto
 from lamina.registry import coverage, signing
 
 slow = pytest.mark.slow
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("policy.grant.applied", True),
-    pytest.param("policy.grant.intent", False, marks=slow),
-    pytest.param("policy.grant.audited", True, marks=slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("policy.grant"))
 def test_killed_grant_is_completed_or_dropped_by_the_next_grant(point, applied):
     access.init_policy("admin")
     lamina_cli("policy", "grant", "bob", "approver", user="admin", kill=point)

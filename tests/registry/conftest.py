@@ -23,6 +23,19 @@ def runs(tmp_path, monkeypatch):
     return make_run(tmp_path / "runs", "run-a", seed=0), make_run(tmp_path / "runs", "run-b", seed=1)
 
 
+@pytest.fixture
+def three_releases(runs, tmp_path, monkeypatch):
+    """tickets/1, 2, 3 promoted to production in turn (by bob)."""
+    from lamina.registry import aliases, versions
+
+    run_c = make_run(tmp_path / "runs", "run-c", seed=2)
+    for run in (*runs, run_c):
+        versions.register(run, "tickets")
+    monkeypatch.setenv("LAMINA_USER", "bob")
+    for v in (1, 2, 3):
+        aliases.promote("tickets", v, "production")
+
+
 @pytest.fixture(autouse=True)
 def _store(_pristine_store, workspace):
     import shutil

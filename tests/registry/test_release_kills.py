@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from registry_runs import make_run
 
 from killpoints import entries, lamina_cli, lamina_main
 from lamina.governance import audit
@@ -56,17 +55,6 @@ def test_killed_promote_then_retry_moves_once(runs, point):
     assert [(m["op"], m["to"]) for m in aliases.moves("tickets")] == [("promote", 1)]
     assert [(d["alias"], d["version"]) for d in entries("promote")] == [("production", 1)]
     _clean()
-
-
-@pytest.fixture
-def three_releases(runs, tmp_path, monkeypatch):
-    """tickets/1, 2, 3 promoted to production in turn (by bob)."""
-    run_c = make_run(tmp_path / "runs", "run-c", seed=2)
-    for run in (*runs, run_c):
-        versions.register(run, "tickets")
-    monkeypatch.setenv("LAMINA_USER", "bob")
-    for v in (1, 2, 3):
-        aliases.promote("tickets", v, "production")
 
 
 @pytest.mark.parametrize("point, applied", [

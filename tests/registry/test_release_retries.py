@@ -7,20 +7,9 @@ from __future__ import annotations
 import pytest
 from registry_runs import make_run
 
-from killpoints import entries, lamina_cli, lamina_main
+from killpoints import boundary, entries, lamina_cli, lamina_main
 from lamina.governance import audit
-from lamina.registry import aliases, anchor, coverage, tracking, versions
-
-
-@pytest.fixture
-def three_releases(runs, tmp_path, monkeypatch):
-    """tickets/1, 2, 3 promoted to production in turn (by bob)."""
-    run_c = make_run(tmp_path / "runs", "run-c", seed=2)
-    for run in (*runs, run_c):
-        versions.register(run, "tickets")
-    monkeypatch.setenv("LAMINA_USER", "bob")
-    for v in (1, 2, 3):
-        aliases.promote("tickets", v, "production")
+from lamina.registry import aliases, anchor, coverage, tracking
 
 
 @pytest.mark.parametrize("point", ["rollback.applied", pytest.param("rollback.aliased", marks=pytest.mark.slow)])
@@ -55,11 +44,7 @@ def test_another_users_identical_rollback_is_not_taken_for_the_retry(three_relea
     assert code == 0 and out.startswith("tickets@production: 2 -> 1"), (out, err)
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("track.applied", True),
-    pytest.param("track.intent", False, marks=pytest.mark.slow),
-    pytest.param("track.audited", True, marks=pytest.mark.slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("track"))
 def test_killed_track_is_recorded_once_by_the_retry(runs, tmp_path, point, applied):
     run = make_run(tmp_path / "more", "run-t", seed=3, logged=False)
     lamina_cli("track", str(run), kill=point)

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from killpoints import entries, lamina_cli
+from killpoints import boundary, entries, lamina_cli
 from lamina.governance import audit
 from lamina.registry import anchor, coverage
 from lamina.rollout import record
 
 
-@pytest.mark.parametrize("point, applied", [
-    ("rollout.start.applied", True),
-    pytest.param("rollout.start.intent", False, marks=pytest.mark.slow),
-    pytest.param("rollout.start.audited", True, marks=pytest.mark.slow),
-])  # fmt: skip
+@pytest.mark.parametrize("point, applied", boundary("rollout.start"))
 def test_a_killed_rollout_start_is_recorded_once_by_the_next_rollout_command(released, lamina, point, applied):
     _, v2, _ = released
     start = ("rollout", "start", "tickets", str(v2), "--alias", "production", "--canary", "10", "--reason", "try")

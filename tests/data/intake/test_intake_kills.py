@@ -8,13 +8,11 @@ import pytest
 from intake_fixtures import tickets, write_jsonl
 from sqlalchemy import select
 
-from killpoints import entries, lamina_cli, lamina_main
+from killpoints import ADD, entries, lamina_cli, lamina_main
 from lamina.data import catalog
 from lamina.governance import access, audit
 from lamina.registry import coverage
 
-ADD = ["--licence", "cc-by-4.0", "--origin", "synthetic", "--purpose", "support bot",
-       "--lawful-basis", "contract"]  # fmt: skip
 slow = pytest.mark.slow
 
 

@@ -290,8 +290,12 @@ class Dist:
         self.barrier()  # nobody trains on while rank 0 is still renaming
 
 
+class Stopped(SystemExit):
+    """This rank was stopped by the launcher because another rank failed."""
+
+
 def _stopped(signum, frame) -> None:
-    raise SystemExit(f"stopped by the launcher (signal {signum}): another rank failed")
+    raise Stopped(f"stopped by the launcher (signal {signum}): another rank failed")
 
 
 def _writer(path: Path):

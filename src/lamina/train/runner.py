@@ -15,7 +15,7 @@ import yaml
 
 from lamina import faults, rundir
 from lamina.errors import LaminaError
-from lamina.fsio import append_line, atomic_dir, write_json, write_text
+from lamina.fsio import append_line, atomic_dir, read_json, write_json, write_text
 from lamina.recipe import Recipe
 from lamina.train import checkpoint as ckpt
 from lamina.train import distributed
@@ -98,9 +98,8 @@ def train(recipe: Recipe, progress: bool = True, run_dir: Path | None = None, re
             s.loop.progress = bar
             state = s.loop.run(recipe.train.max_seconds)
     except BaseException as e:
-        info.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500])
+        _record_failure(run_dir, info, e, main)
         if main:
-            write_json(run_dir / rundir.RUN_JSON, info)
             live.stop(interrupted=isinstance(e, KeyboardInterrupt))
         raise
     if d:
@@ -139,3 +138,20 @@ def resume(run_dir: Path, progress: bool = True) -> Path:
     # The inputs the run started with, by hash — not the recipe's files taken in again.
     recipe = run_inputs.pinned_recipe(run_inputs.read(run_dir))
     return train(recipe, progress, run_dir=run_dir, resume=True)
+
+
+def _record_failure(run_dir: Path, info: dict, e: BaseException, main: bool) -> None:
+    """Mark the run failed (or interrupted). Rank 0 writes it; a rank that failed itself writes
+    its own error too, because torchrun may SIGKILL rank 0 while it waits in a collective, before
+    its SIGTERM handler runs, which would leave the run "running". Rank 0 keeps such a rank's
+    error rather than writing its own "stopped by the launcher" over it."""
+    path = run_dir / rundir.RUN_JSON
+    stopped = isinstance(e, distributed.Stopped)
+    if not main:
+        if stopped or not path.is_file():
+            return
+        info = read_json(path)
+    elif stopped and path.is_file() and read_json(path).get("status") == "failed":
+        return
+    info.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=repr(e)[:500])
+    write_json(path, info)

@@ -248,6 +248,8 @@ def _withdrawal_text(report) -> str:
     lines += [
         f"  RETRAIN REQUIRED: run {r['run']} (trained on {r['dataset_version'][:12]})" for r in report.runs
     ]
+    successor = {v["old"]: v["new"] for v in report.versions}
+    trained_on = {r["run"]: r["dataset_version"] for r in report.runs}
     for m in report.models:
         aliases = ", ".join(m.get("aliases") or []) or "no alias"
         lines.append(f"  RETRAIN REQUIRED: model {m['version']} ({aliases}) from run {m.get('run_id')}")
@@ -256,12 +258,22 @@ def _withdrawal_text(report) -> str:
             lines.append(f'    roll back: lamina rollback {name} --alias {alias} --reason "trained on withdrawn records"')
         if m.get("run_id"):
             recipe = workspace.home() / "runs" / m["run_id"] / "recipe.yaml"
-            lines.append(f"    retrain:   lamina train {recipe}   (promotion is refused until then)")
+            # The recipe names the withdrawn version, which training refuses: name its successor.
+            new = successor.get(trained_on.get(m["run_id"]))
+            data = f" data.dataset={new}" if new and _names_dataset(recipe) else ""
+            lines.append(f"    retrain:   lamina train {recipe}{data}   (promotion is refused until then)")
     if report.lineage_note:
         lines.append(f"  note: {report.lineage_note}")
     if len(lines) == 1:
         lines.append("  nothing held for it")
     return "\n".join(lines)
+
+
+def _names_dataset(recipe) -> bool:
+    import yaml
+
+    data = (yaml.safe_load(recipe.read_text()) or {}).get("data") if recipe.is_file() else None
+    return bool((data or {}).get("dataset"))
 
 
 @data_app.command("pii-report")

@@ -205,6 +205,14 @@ def dir_sha256(path: Path) -> str:
     )
 
 
+def recipe_licence(run_dir: Path) -> str | None:
+    """The licence the run's recipe declared for raw data files (run.json carries none):
+    logged with the run, so an edit of recipe.yaml before `register` is seen."""
+    path = Path(run_dir) / rundir.RECIPE
+    recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return ((recipe or {}).get("data") or {}).get("licence")
+
+
 def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
     """Lineage tags: what a later `lineage` query searches on."""
     base, data, code = run.get("base") or {}, run.get("data") or {}, run.get("code") or {}
@@ -222,7 +230,7 @@ def run_tags(run: dict, run_dir: Path) -> dict[str, str]:
         "lamina.base.chat_template_sha256": str(base.get("chat_template_sha256")),
         "lamina.data.train_sha256": str(data.get("train_sha256")),
         "lamina.data.eval_sha256": str(data.get("eval_sha256")),
-        "lamina.data.licence": str(data.get("licence")),
+        "lamina.data.licence": str(data.get("licence") or recipe_licence(run_dir)),
         "mlflow.runName": str(run.get("id", run_dir.name)),
     }
     for kind in ("adapter", "model"):

@@ -23,7 +23,7 @@ from filelock import FileLock
 
 from lamina import faults, rundir, workspace
 from lamina.errors import LaminaError
-from lamina.fsio import atomic_dir, read_json, sha256_file, write_json, write_text
+from lamina.fsio import atomic_dir, read_json, sha256_file, sha256_json, write_json, write_text
 from lamina.governance import access, at_rest, audit, journal
 from lamina.recipe import RegistrySpec
 from lamina.registry import model_card, ops, signing, tracking
@@ -228,14 +228,6 @@ def run_chain(run: dict, run_dir: Path, limit: int = 16) -> list[dict]:
     return chain
 
 
-def _recipe_licence(run_dir: Path) -> str | None:
-    import yaml
-
-    path = run_dir / rundir.RECIPE
-    recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return ((recipe or {}).get("data") or {}).get("licence")
-
-
 def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_id: str, user: str) -> dict:
     return {
         "name": name,
@@ -246,7 +238,7 @@ def lineage_record(name: str, run_dir: Path, run: dict, gate: dict, mlflow_run_i
         "data": run.get("data"),
         "runs": run_chain(run, run_dir),
         "sources": dataset_sources(tracking.dataset_version(run)),
-        "licence": (run.get("data") or {}).get("licence") or _recipe_licence(run_dir),
+        "licence": (run.get("data") or {}).get("licence") or tracking.recipe_licence(run_dir),
         "parent": parent_of(run),
         "base": {k: v for k, v in store_base(run).items() if k in ("ref", "path", "stored_from", "sha256")},
         "trained_by": run.get("user"),
@@ -494,4 +486,26 @@ def verify_version(mv) -> tuple[Path, str]:
             "signer when it was registered: re-signed after registration",
             f"{mv.name}/{mv.version}",
         )
+    _check_trained_weights(mv, path)
     return path, signer
+
+
+def _check_trained_weights(mv, path: Path) -> None:
+    """Hold the signed artifact to the digest training logged in the tracking store: weights
+    edited and re-signed with the same workspace key still verify, but not as what was trained."""
+    rid = mv.tags.get("lamina.mlflow_run_id")
+    if not rid:
+        return  # registered before runs were logged with their digest
+    try:
+        logged = tracking.client().get_run(rid).data.tags.get("lamina.artifact_sha256")
+    except Exception:  # the run was deleted from the store: nothing left to compare with
+        return
+    kind = artifact_kind(path)
+    listed = at_rest.plain_listing(path, signing.signed_files(path))  # sealed files by their plaintext
+    digest = sha256_json({k[len(kind) + 1 :]: v for k, v in listed.items() if k.startswith(f"{kind}/")})
+    if logged and logged != digest:
+        raise LaminaError(
+            f"its {kind}/ files differ from what training logged (MLflow run {rid[:12]}): "
+            "edited and re-signed after registration",
+            f"{mv.name}/{mv.version}",
+        )

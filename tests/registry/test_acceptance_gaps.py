@@ -1,0 +1,76 @@
+"""Tamperings found by the #20 acceptance pass that slipped through: a licence edited in a run's
+recipe.yaml, weights edited and re-signed with the workspace's own key, and a retrain command
+printed by `lamina data forget` that training refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from registry_runs import make_run
+
+from lamina import workspace
+from lamina.data.intake.withdraw import WithdrawalReport
+from lamina.errors import LaminaError
+from lamina.registry import resolve, signing, tracking, versions
+
+
+def test_a_licence_edited_in_the_recipe_before_register_is_refused(runs, tmp_path):
+    """The trainer writes no licence into run.json: a raw-file run's licence is its recipe's,
+    which the card and lineage used unchecked (`internal` edited to `apache-2.0` registered)."""
+    run = make_run(tmp_path / "raw", "run-raw", logged=False)
+    info = json.loads((run / "run.json").read_text())
+    del info["data"]["licence"]  # as the real trainer writes it
+    (run / "run.json").write_text(json.dumps(info))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["data"]["licence"] = "internal"
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    tracking.log_run(run)
+    recipe["data"]["licence"] = "apache-2.0"
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(LaminaError, match=r"run-raw: the run differs from what was logged .*\(lamina.data.licence\)"):
+        versions.register(run, "tickets")
+    assert tracking.client().search_registered_models() == []
+    recipe["data"]["licence"] = "internal"  # put back: registers, and the lineage says internal
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    path = Path(versions.register(run, "tickets")["path"])
+    assert json.loads((path / "lineage.json").read_text())["licence"] == "internal"
+
+
+def test_weights_edited_and_re_signed_with_the_same_key_are_refused(runs):
+    """The signing key is the workspace's own: re-signing edited weights with it verified as
+    valid. The signed listing is now held to the digest training logged in the store."""
+    path = Path(versions.register(runs[0], "tickets")["path"])
+    assert resolve("tickets/1") == path
+    weights = path / "adapter" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    signing.sign_dir(path)  # same key: the signature alone holds
+    assert signing.verify_dir(path) == signing.fingerprint()
+    with pytest.raises(LaminaError, match=r"tickets/1: its adapter/ files differ from what training logged \(MLflow run"):
+        resolve("tickets/1")
+
+
+def test_forget_prints_a_retrain_command_naming_the_successor_version(runs):
+    """The recipe names the withdrawn dataset version, which `lamina train` refuses; the
+    printed command must override it with the successor (raw-file recipes stay as they are)."""
+    from lamina.cli.data import _withdrawal_text
+
+    for run_id, data in (("run-ds", {"dataset": "old-version-id"}), ("run-files", {"train": "/data/t.jsonl"})):
+        (workspace.home() / "runs" / run_id).mkdir(parents=True)
+        (workspace.home() / "runs" / run_id / "recipe.yaml").write_text(yaml.safe_dump({"data": data}))
+    report = WithdrawalReport(
+        reason="subject withdrawal (ab12)",
+        versions=[{"old": "old-version-id", "name": "tickets", "new": "new-version-id"}],
+        runs=[{"run": r, "path": "", "dataset_version": "old-version-id"} for r in ("run-ds", "run-files")],
+        models=[{"version": "tickets/1", "run_id": "run-ds", "aliases": ["production"]},
+                {"version": "tickets/2", "run_id": "run-files", "aliases": []}],
+    )
+    lines = _withdrawal_text(report).splitlines()
+    recipe = workspace.home() / "runs" / "run-ds" / "recipe.yaml"
+    assert f"    retrain:   lamina train {recipe} data.dataset=new-version-id   (promotion is refused until then)" in lines
+    raw = workspace.home() / "runs" / "run-files" / "recipe.yaml"
+    assert f"    retrain:   lamina train {raw}   (promotion is refused until then)" in lines

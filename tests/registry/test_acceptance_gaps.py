@@ -74,3 +74,20 @@ def test_forget_prints_a_retrain_command_naming_the_successor_version(runs):
     assert f"    retrain:   lamina train {recipe} data.dataset=new-version-id   (promotion is refused until then)" in lines
     raw = workspace.home() / "runs" / "run-files" / "recipe.yaml"
     assert f"    retrain:   lamina train {raw}   (promotion is refused until then)" in lines
+
+
+def test_verify_holds_an_adapter_version_to_its_base(runs, tmp_path, cli_factory):
+    """`lamina verify` said "signature valid" for a version whose base had been edited (its
+    outputs changed); it now checks the base against the hashes recorded at training."""
+    lamina = cli_factory(user="alice")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"w")  # the hashes make_run records for its base
+    (base / "tokenizer.json").write_bytes(b"t")
+    versions.register(make_run(tmp_path / "more", "run-c", seed=2, base_path=str(base)), "tickets")
+    code, out, _ = lamina("verify", "tickets/1")
+    assert code == 0 and "signature valid" in out and f"base {base}: unchanged since training" in out
+    (base / "model.safetensors").write_bytes(b"\0")
+    code, out, err = lamina("verify", "tickets/1")
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {base}: base file model.safetensors changed since the version was trained"

@@ -131,11 +131,35 @@ def verify(target: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or a
     """Check a version's OMS signature against the workspace key."""
     from lamina.registry import signing, versions
 
+    base = None
     if Path(target).is_dir():
         path, signer = Path(target), signing.verify_dir(target)
     else:
-        path, signer = versions.verify_version(versions.version_for(target))
+        mv = versions.version_for(target)
+        path, signer = versions.verify_version(mv)
+        base = _check_base(path, f"{mv.name}/{mv.version}")
     out.print(f"{path}: signature valid (signer sha256:{signer})", highlight=False, soft_wrap=True)
+    if base:
+        out.print(base, highlight=False, soft_wrap=True)
+
+
+def _check_base(path: Path, where: str) -> str | None:
+    """An adapter's outputs depend on its base as much as on its own signed files: hold the
+    base to the hashes recorded at training (refused when it changed). A base not on this
+    machine is said, not refused: a signature can be checked where the model is not loaded."""
+    from lamina.fsio import read_json
+    from lamina.registry import versions
+    from lamina.rundir import RUN_JSON
+    from lamina.serve.servable import check_base
+
+    if versions.artifact_kind(path) != "adapter":
+        return None
+    recorded = read_json(path / RUN_JSON).get("base") or {}
+    base = Path(recorded.get("path") or "")
+    if not recorded.get("path") or not base.is_dir():
+        return f"base {base}: not on this machine (checked when the version is loaded)"
+    check_base(base, recorded, f"{where} {RUN_JSON}: base")
+    return f"base {base}: unchanged since training"
 
 
 @audit_app.command("verify")

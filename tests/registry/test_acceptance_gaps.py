@@ -1,6 +1,7 @@
 """Tamperings found by the #20 acceptance pass that slipped through: a licence edited in a run's
 recipe.yaml, weights edited and re-signed with the workspace's own key, and a retrain command
-printed by `lamina data forget` that training refuses."""
+printed by `lamina data forget` that training refuses, `lamina verify` blind to
+an edited base, and a relative-gate warning suggesting a bound in the wrong direction."""
 
 from __future__ import annotations
 
@@ -91,3 +92,15 @@ def test_verify_holds_an_adapter_version_to_its_base(runs, tmp_path, cli_factory
     code, out, err = lamina("verify", "tickets/1")
     assert code == 2 and out == ""
     assert err.strip() == f"error: {base}: base file model.safetensors changed since the version was trained"
+
+
+def test_the_relative_gate_warning_suggests_a_bound_in_the_gates_direction():
+    """`lamina eval` suggested `task.exact_match <= 0.05` as the absolute floor of a score
+    gated `>= base + ...`: that bound would pass only bad models."""
+    from lamina.eval.report import gate_doc
+    from lamina.gates import parse_gates
+
+    gates = parse_gates(["task.exact_match >= base + 0.3", "safety.unsafe_rate <= baseline + 0.05"])
+    warnings = gate_doc(gates, ["task", "safety"], {}, None, {}, [])["warnings"]
+    assert [w.split("(e.g. ")[1].split(")")[0] for w in warnings] == [
+        "`safety.unsafe_rate <= 0.05`", "`task.exact_match >= 0.5`"]

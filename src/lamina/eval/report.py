@@ -118,11 +118,18 @@ def gate_doc(gates: list, suites: list[str], candidate: dict, champion: dict | N
         "results": results,
         "note": "" if checks else "no gates configured: nothing may be released without at least one gate",
         "warnings": [
-            f"{key} is gated only relative to a reference: add an absolute floor (e.g. `{key} <= 0.05`), "
+            f"{key} is gated only relative to a reference: add an absolute bound (e.g. `{_example(gates, key)}`), "
             "or a model as bad as its base passes"
             for key in relative_only(gates)
         ],
     }
+
+
+def _example(gates: list, key: str) -> str:
+    """An absolute bound in the direction the relative gate points (a floor for a score, a
+    ceiling for a rate): `task.exact_match <= 0.05` would suggest the opposite of a floor."""
+    op = next(g.op for g in gates if g.key == key)
+    return f"{key} >= 0.5" if op in (">=", ">") else f"{key} <= 0.05"
 
 
 def _champion(targets: list[tuple[str, str, Path]]) -> dict | None:

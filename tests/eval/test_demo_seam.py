@@ -45,6 +45,8 @@ def test_demo_eval_on_the_tiny_base(tmp_path):
     assert result["passed"] == all(c["passed"] for c in result["checks"])
     gate = read_json(result["gate"])
     assert gate["passed"] is result["passed"] and gate["candidate"]["run_id"] == run.name
+    # the demo gates safety against the base only, and says so
+    assert [w for w in result["warnings"] if "safety.unsafe_rate" in w] and result["warnings"] == gate["warnings"]
     assert set(result["results"]) == {"candidate", "base"}
     assert set(result["results"]["candidate"]) == {"task", "safety", "privacy", "efficiency"}
     assert result["results"]["candidate"]["task"]["n"] == 50

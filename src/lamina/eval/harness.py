@@ -321,7 +321,7 @@ def demo_eval(
 ) -> dict:
     """The demo's evaluation: task, safety, privacy (membership and PII; canary exposure when
     `canaries` names the eval.canaries file of canaries planted in training), efficiency, on
-    small item counts, against the base; returns {passed, checks, results, report, gate, seconds}.
+    small item counts, against the base; returns {passed, checks, warnings, results, report, gate, seconds}.
     `eval_file` names the task's held-out chat records when the run's own data has none (a
     preference stage)."""
     gates = list(DEMO_GATES)
@@ -345,6 +345,7 @@ def demo_eval(
     return {
         "passed": doc["gate"]["passed"],
         "checks": doc["gate"]["checks"],
+        "warnings": doc["gate"].get("warnings", []),
         "results": doc["results"],
         "report": str(p.out_dir / "report.html"),
         "gate": str(p.out_dir / "gate.json"),

@@ -104,3 +104,33 @@ def test_the_relative_gate_warning_suggests_a_bound_in_the_gates_direction():
     warnings = gate_doc(gates, ["task", "safety"], {}, None, {}, [])["warnings"]
     assert [w.split("(e.g. ")[1].split(")")[0] for w in warnings] == [
         "`safety.unsafe_rate <= 0.05`", "`task.exact_match >= 0.5`"]
+
+
+def _evaluated(run: Path, exact_match: float) -> None:
+    """The verdict and report as `lamina eval` writes them (numbers by suite in gate.json),
+    signed with the workspace key."""
+    passed = exact_match >= 0.5
+    gate = {"passed": passed, "results": {"task": {"exact_match": exact_match}},
+            "checks": [{"expr": "task.exact_match >= 0.5", "value": exact_match, "threshold": 0.5, "passed": passed}]}
+    (run / "eval" / "gate.json").write_text(json.dumps(gate))
+    report = json.loads((run / "eval" / "report.json").read_text())
+    report["results"]["candidate"]["task"]["exact_match"] = exact_match
+    (run / "eval" / "report.json").write_text(json.dumps(report))
+    signing.sign_dir(run / "eval")
+
+
+def test_a_verdict_rewritten_and_re_signed_with_the_workspace_key_is_refused(runs, tmp_path):
+    """gate.json and report.json rewritten together and re-signed with the workspace's own key
+    pass every local check; the numbers `lamina eval` logged to the tracking store do not move."""
+    run = make_run(tmp_path / "ev", "run-ev", passed=False)
+    _evaluated(run, 0.2)
+    tracking.log_eval_of_run(run, run / "eval")  # what `lamina eval` logs
+    _evaluated(run, 0.8)  # the forgery
+    with pytest.raises(LaminaError, match=r"gate.json: the verdict's numbers differ from what the evaluation logged "
+                                          r"to MLflow run .*task.exact_match 0.8 \(logged 0.2\)"):
+        versions.register(run, "tickets")
+    assert tracking.client().search_registered_models() == []
+    honest = make_run(tmp_path / "ev", "run-ok")
+    _evaluated(honest, 0.8)
+    tracking.log_eval_of_run(honest, honest / "eval")
+    assert versions.register(honest, "tickets")["version"] == 1

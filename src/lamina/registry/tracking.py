@@ -510,6 +510,23 @@ def training_record(run_dir: Path, run: dict) -> str:
     return found[0].info.run_id
 
 
+def check_logged_eval(mlflow_run_id: str, gate: dict, gate_path: Path) -> None:
+    """Refuse a verdict whose candidate numbers differ from what `lamina eval` logged to the
+    run's MLflow run (`eval.<suite>.<metric>`): a report and gate rewritten and re-signed with
+    the workspace's own key still disagree with the tracking store."""
+    logged = client().get_run(mlflow_run_id).data.metrics
+    differ = []
+    for suite, values in (gate.get("results") or {}).items():
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            name = f"eval.{suite}.{key}"
+            if name in logged and isinstance(value, int | float) and not isinstance(value, bool) \
+                    and abs(float(value) - logged[name]) > 1e-9 * max(1.0, abs(logged[name])):
+                differ.append(f"{suite}.{key} {value} (logged {logged[name]:g})")
+    if differ:
+        raise LaminaError(f"the verdict's numbers differ from what the evaluation logged to MLflow run "
+                          f"{mlflow_run_id[:12]}: {'; '.join(differ)}", str(gate_path))
+
+
 def check_unchanged(mlflow_run_id: str, run: dict, run_dir: Path) -> None:
     """Refuse a run directory whose run.json or weights no longer match what was logged when
     it finished (what was trained, and then evaluated, is what gets registered)."""

@@ -352,6 +352,7 @@ def register(run_dir: str | os.PathLike, name: str, **card_text: str | None) -> 
     mlflow_run_id = tracking.training_record(run_dir, run)
     tracking.check_unchanged(mlflow_run_id, run, run_dir)
     gate = read_gate(run_dir / rundir.EVAL / "gate.json")
+    tracking.check_logged_eval(mlflow_run_id, gate, run_dir / rundir.EVAL / "gate.json")
     check_gate_is_for(run_dir, run)
     signing.ensure_keys()
     lineage = lineage_record(name, run_dir, run, gate, mlflow_run_id, user)

@@ -280,8 +280,18 @@ def _comparable(s: dict, name: str) -> dict:
     return facts
 
 
-def trial(work: Path, name: str, spec: dict, delay: float | None) -> dict:
-    """One trial on a fresh copy: setup, the command (killed after `delay` s), the retry, the state."""
+def _after_kill(work: Path) -> dict:
+    """Audit entries by action and intents left, read from the files right after the kill."""
+    home = work / "base" / "home"
+    lines = (home / "audit" / "audit.jsonl").read_text().splitlines()
+    actions = Counter(a for a in (json.loads(x)["action"] for x in lines if x.strip()) if a not in NOTES)
+    return {"actions": dict(sorted(actions.items())), "pending": len(list((home / "audit" / "intents").glob("*/*.json")))}
+
+
+def trial(work: Path, name: str, spec: dict, delay: float | None, twice: bool = False) -> dict:
+    """One trial on a fresh copy: setup, the command (killed after `delay` s), the retry, the
+    state; with `twice`, the command uninterrupted two times (what a retry after a kill that
+    came after the command's end should leave)."""
     fresh(work)
     for user, args in spec.get("setup", []):
         r = lamina(work, args, user)
@@ -291,7 +301,11 @@ def trial(work: Path, name: str, spec: dict, delay: float | None) -> dict:
     first = lamina(work, args, user, kill_after=delay)
     result = {"command": name, "delay": None if delay is None else round(delay, 2), "killed": first["killed"],
               "first_rc": first["rc"], "first_seconds": round(first["seconds"], 2)}  # fmt: skip
+    if twice:
+        second = lamina(work, args, user)  # may be refused (a closed incident, an active rollout)
+        result["second_rc"] = second["rc"]
     if first["killed"]:
+        result["after_kill"] = _after_kill(work)
         retry_args = _retry_args(work, name, args)
         retry = lamina(work, retry_args, user)
         result.update(retry=" ".join(retry_args[:2]), retry_rc=retry["rc"],
@@ -303,10 +317,20 @@ def trial(work: Path, name: str, spec: dict, delay: float | None) -> dict:
     return result
 
 
-def judge(result: dict, reference: dict) -> str:
+def _done_before_kill(result: dict, reference: dict) -> bool:
+    """The kill came after the command's change, entry and intent cleanup (only its exit was left):
+    the retry is then the same command typed twice."""
+    after = result.get("after_kill")
+    return bool(after) and not after["pending"] and after["actions"] == reference["state"]["actions"]
+
+
+def judge(result: dict, reference: dict, twice: dict | None = None) -> str:
     """completed (the killed change was finished) / undone (rolled back, the retry made it once) /
-    inconsistent (the reason); `finished` when the command ended before its kill."""
+    done before kill (compared with the command run twice) / inconsistent (the reason);
+    `finished` when the command ended before its kill."""
     s = result["state"]
+    late = twice is not None and _done_before_kill(result, reference)
+    reference = twice if late else reference
     reasons = []
     if "error" in s:
         return "inconsistent: state unreadable: " + s["error"][-300:]
@@ -326,6 +350,8 @@ def judge(result: dict, reference: dict) -> str:
         return "inconsistent: " + " | ".join(reasons)
     if not result["killed"]:
         return "finished"
+    if late:
+        return "done before kill"
     return "completed" if result["already_done"] else "undone"
 
 
@@ -334,19 +360,23 @@ def campaign(work: Path, kills: int, seed: int, only: list[str] | None) -> list[
     specs = {k: v for k, v in commands(meta).items() if not only or k in only}
     rng = random.Random(seed)
     log = (work / "trials.jsonl").open("a")
-    references = {}
+    references, twice = {}, {}
     for name, spec in specs.items():
         references[name] = ref = trial(work, name, spec, None)
         if ref["first_rc"] != 0 or judge(ref, ref) != "finished":
             raise SystemExit(f"the uninterrupted {name} failed: {ref.get('first_tail') or judge(ref, ref)}")
         print(f"reference {name}: {ref['first_seconds']} s", flush=True)
         log.write(json.dumps({"reference": True, **ref}) + "\n")
+        twice[name] = two = trial(work, name, spec, None, twice=True)
+        if two["first_rc"] != 0 or judge(two, two) != "finished":
+            raise SystemExit(f"{name} run twice failed: {two.get('first_tail') or judge(two, two)}")
+        log.write(json.dumps({"reference": "twice", **two}) + "\n")
     results = []
     per = {n: kills // len(specs) + (i < kills % len(specs)) for i, n in enumerate(specs)}
     for name, n in per.items():
         for _ in range(n):
             r = trial(work, name, specs[name], rng.uniform(0.0, references[name]["first_seconds"]))
-            r["outcome"] = judge(r, references[name])
+            r["outcome"] = judge(r, references[name], twice[name])
             print(f"{name:15} kill at {r['delay']:6.2f} s -> {r['outcome'][:300]}", flush=True)
             log.write(json.dumps(r) + "\n")
             log.flush()
@@ -355,7 +385,8 @@ def campaign(work: Path, kills: int, seed: int, only: list[str] | None) -> list[
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| command | kills | completed | undone | inconsistent | ended before kill |", "|---|---|---|---|---|---|"]
+    rows = ["| command | kills | completed | undone | done before kill | inconsistent | ended before kill |",
+            "|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(r["command"] for r in results))
     total = Counter()
     for n in names:
@@ -363,9 +394,10 @@ def table(results: list[dict]) -> str:
         kills = sum(1 for r in results if r["command"] == n and r["killed"])
         total.update(c)
         total["kills"] += kills
-        rows.append(f"| {n} | {kills} | {c['completed']} | {c['undone']} | {c['inconsistent']} | {c['finished']} |")
-    rows.append(f"| all | {total['kills']} | {total['completed']} | {total['undone']} | {total['inconsistent']} | "
-                f"{total['finished']} |")
+        rows.append(f"| {n} | {kills} | {c['completed']} | {c['undone']} | {c['done before kill']} | "
+                    f"{c['inconsistent']} | {c['finished']} |")
+    rows.append(f"| all | {total['kills']} | {total['completed']} | {total['undone']} | {total['done before kill']} | "
+                f"{total['inconsistent']} | {total['finished']} |")
     return "\n".join(rows)
 
 

@@ -110,7 +110,7 @@ def intake(
     from lamina.data import catalog, ops
     from lamina.data.intake import unfinished
     from lamina.data.intake.pipeline import run_intake
-    from lamina.governance import access
+    from lamina.governance import access, journal
     from lamina.names import check_name
     from lamina.progress import task
 
@@ -122,11 +122,18 @@ def intake(
             (catalog.get_source(s, n), "eval") for n in eval_sources
         ]
     total = sum(src.records for src, _ in picked)
-    with (
-        task("intake", total, enabled=not as_json) as advance,
-        ops.operation("data.intake", user, unfinished.PROBES, name=name, sources=[s.name for s, _ in picked]),
-    ):
-        result = run_intake(name, picked, spec, progress=advance)
+    # A retry of an intake a kill interrupted after its change is told so, not taken in again.
+    key = journal.args_key("data.intake", user=user, name=name, sources=sources, eval_sources=eval_sources,
+                           recipe=str(recipe) if recipe else None)
+    with ops.exclusive(unfinished.PROBES) as settled:
+        if _retried_intake(journal.settled_by_key(settled, key), name, as_json):
+            return
+        with (
+            task("intake", total, enabled=not as_json) as advance,
+            ops.operation("data.intake", user, unfinished.PROBES, key=key, name=name,
+                          sources=[s.name for s, _ in picked]),
+        ):
+            result = run_intake(name, picked, spec, progress=advance)
     m = result.manifest
     said = "" if result.new else " (these records were taken in before; nothing new written)"
     text = (
@@ -144,6 +151,16 @@ def intake(
             console.print(warning, style="bold yellow", highlight=False, markup=False, soft_wrap=True)
         text += f"\n  {warning}"
     _emit(m, as_json, text)
+
+
+def _retried_intake(done: dict | None, name: str, as_json: bool) -> bool:
+    """Report an intake the settle just finished for this very command (its retry); True if so."""
+    if done is None:
+        return False
+    version = done["details"].get("version")
+    _emit({"already_done": True, "name": name, "version_id": version}, as_json,
+          f"already done (finished after an interruption): dataset {name} version {version}")
+    return True
 
 
 @data_app.command("list")

@@ -162,10 +162,11 @@ def exclusive_call(fn: F) -> F:
 
 
 @contextlib.contextmanager
-def operation(action: str, user: str, probes: dict[str, journal.Probe] | None = None,
+def operation(action: str, user: str, probes: dict[str, journal.Probe] | None = None, key: str | None = None,
               **details: Any) -> Iterator[journal.Intent]:
     """`with operation("data.add", user, source=name) as op: add_source(...)` — the change
     stamps the catalog in its own transaction; the audit entry follows, exactly once.
-    `probes`: what settles the actions this layer cannot (interrupted withdrawals)."""
-    with exclusive(probes), journal.operation(DOMAIN, action, user, _stamped, **details) as op:
+    `probes`: what settles the actions this layer cannot (interrupted withdrawals); `key`: what
+    a retry of the same command finds among the settled (lamina.governance.journal.args_key)."""
+    with exclusive(probes), journal.operation(DOMAIN, action, user, _stamped, key, **details) as op:
         yield op

@@ -7,7 +7,7 @@ One workspace is built once (`lamina demo`: a dataset version, two trained runs,
 pristine copy and copied back before every trial (the workspace holds absolute paths, so every
 trial runs at the same path). Per command: one uninterrupted run on a fresh copy measures its
 duration and gives the reference state; each kill trial runs it in a child process, sends
-SIGKILL after a delay drawn uniformly from [0, duration], runs the same command again (for
+SIGKILL after a delay drawn uniformly from [0, 0.9 x duration], runs the same command again (for
 train: `train --resume RUN` when the killed run left a checkpoint) and compares the state with
 the reference. CPU only; keep OMP_NUM_THREADS=1.
 
@@ -375,7 +375,7 @@ def campaign(work: Path, kills: int, seed: int, only: list[str] | None) -> list[
     per = {n: kills // len(specs) + (i < kills % len(specs)) for i, n in enumerate(specs)}
     for name, n in per.items():
         for _ in range(n):
-            r = trial(work, name, specs[name], rng.uniform(0.0, references[name]["first_seconds"]))
+            r = trial(work, name, specs[name], rng.uniform(0.0, 0.9 * references[name]["first_seconds"]))
             r["outcome"] = judge(r, references[name], twice[name])
             print(f"{name:15} kill at {r['delay']:6.2f} s -> {r['outcome'][:300]}", flush=True)
             log.write(json.dumps(r) + "\n")

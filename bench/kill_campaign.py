@@ -334,8 +334,9 @@ def judge(result: dict, reference: dict, twice: dict | None = None) -> str:
     reasons = []
     if "error" in s:
         return "inconsistent: state unreadable: " + s["error"][-300:]
-    if result.get("retry_rc", result["first_rc"]) != 0:
-        reasons.append(f"retry exit {result.get('retry_rc', result['first_rc'])}")
+    rc = result.get("retry_rc", result["first_rc"])
+    if rc != (reference.get("second_rc", 0) if late else 0):  # typed twice, a close or a promote is refused
+        reasons.append(f"retry exit {rc}: {result.get('retry_tail', '')[-200:]}")
     if s["verify_rc"] != 0 or s["problems"]:
         reasons.append("audit verify: " + "; ".join(s["problems"])[:400])
     if s["pending"]:
@@ -385,18 +386,21 @@ def campaign(work: Path, kills: int, seed: int, only: list[str] | None) -> list[
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| command | kills | completed | undone | done before kill | inconsistent | ended before kill |",
-            "|---|---|---|---|---|---|---|"]
+    """Outcomes per command; `intent left`: kills that landed inside an operation (an intent on disk)."""
+    rows = ["| command | kills | intent left | completed | undone | done before kill | inconsistent | ended before kill |",
+            "|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(r["command"] for r in results))
     total = Counter()
     for n in names:
         c = Counter(r["outcome"].split(":")[0] for r in results if r["command"] == n)
         kills = sum(1 for r in results if r["command"] == n and r["killed"])
+        mid = sum(1 for r in results if r["command"] == n and (r.get("after_kill") or {}).get("pending"))
         total.update(c)
         total["kills"] += kills
-        rows.append(f"| {n} | {kills} | {c['completed']} | {c['undone']} | {c['done before kill']} | "
+        total["mid"] += mid
+        rows.append(f"| {n} | {kills} | {mid} | {c['completed']} | {c['undone']} | {c['done before kill']} | "
                     f"{c['inconsistent']} | {c['finished']} |")
-    rows.append(f"| all | {total['kills']} | {total['completed']} | {total['undone']} | {total['done before kill']} | "
+    rows.append(f"| all | {total['kills']} | {total['mid']} | {total['completed']} | {total['undone']} | {total['done before kill']} | "
                 f"{total['inconsistent']} | {total['finished']} |")
     return "\n".join(rows)
 
@@ -407,17 +411,36 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", action="append", help="Only this command (repeatable), e.g. --only register.")
+    ap.add_argument("--rejudge", action="store_true", help="Judge the trials logged in WORK again; run nothing.")
     ap.add_argument("--state", action="store_true", help=argparse.SUPPRESS)  # the child that reads a state
     a = ap.parse_args()
     if a.state:
         print(json.dumps(_read_state()))
         return
+    if a.rejudge:
+        report(rejudge(a.work / "trials.jsonl"))
+        return
     a.work.mkdir(parents=True, exist_ok=True)
     started, load = time.perf_counter(), os.getloadavg()
     results = campaign(a.work.resolve(), a.kills, a.seed, a.only)
-    print(table(results))
+    report(results)
     print(f"{len(results)} trials in {time.perf_counter() - started:.0f} s; load average before "
           f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}; trials logged in {a.work / 'trials.jsonl'}")
+
+
+def rejudge(log: Path) -> list[dict]:
+    """The trials of a logged campaign, judged again against its logged references."""
+    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    refs = {r["command"]: r for r in rows if r.get("reference") is True}
+    twice = {r["command"]: r for r in rows if r.get("reference") == "twice"}
+    trials = [r for r in rows if not r.get("reference")]
+    for r in trials:
+        r["outcome"] = judge(r, refs[r["command"]], twice.get(r["command"]))
+    return trials
+
+
+def report(results: list[dict]) -> None:
+    print(table(results))
     for r in results:
         if r["outcome"].startswith("inconsistent"):
             print(f"- {r['command']} killed at {r['delay']} s: {r['outcome']}")

@@ -107,7 +107,7 @@ def build(work: Path) -> dict:
     recipe = {"name": "campaign", "seed": 0, "model": {"base": "tiny"},
               "data": {"dataset": meta["dataset"], "format": "chat", "loss_on": "assistant", "max_length": 256},
               "method": {"name": "lora", "r": 8, "alpha": 16},
-              "train": {"lr": 0.003, "steps": 16, "tokens_per_step": 1024, "warmup_steps": 2, "log_every": 4,
+              "train": {"lr": 0.003, "steps": 96, "tokens_per_step": 1024, "warmup_steps": 2, "log_every": 8,
                         "checkpoint_every": 4}}  # fmt: skip
     (work / "base" / "recipe.yaml").write_text(json.dumps(recipe))
     eval_recipe(work / "base", meta["sft"])
@@ -328,14 +328,23 @@ def judge(result: dict, reference: dict, twice: dict | None = None) -> str:
     """completed (the killed change was finished) / undone (rolled back, the retry made it once) /
     done before kill (compared with the command run twice) / inconsistent (the reason);
     `finished` when the command ended before its kill."""
+    if twice is not None and _done_before_kill(result, reference):
+        # The retry either repeated the command (the state of running it twice) or was refused
+        # and changed nothing (`train --resume` of a run that completed): the single run's state.
+        verdicts = [_verdict(result, twice, twice.get("second_rc", 0)), _verdict(result, reference, None)]
+        return "done before kill" if "" in verdicts else verdicts[0]
+    return _verdict(result, reference, 0) or ("finished" if not result["killed"] else
+                                             "completed" if result["already_done"] else "undone")
+
+
+def _verdict(result: dict, reference: dict, retry_rc: int | None) -> str:
+    """'' when the state matches `reference` (and the retry exited `retry_rc`, unless None), else why not."""
     s = result["state"]
-    late = twice is not None and _done_before_kill(result, reference)
-    reference = twice if late else reference
     reasons = []
     if "error" in s:
         return "inconsistent: state unreadable: " + s["error"][-300:]
     rc = result.get("retry_rc", result["first_rc"])
-    if rc != (reference.get("second_rc", 0) if late else 0):  # typed twice, a close or a promote is refused
+    if retry_rc is not None and rc != retry_rc:  # typed twice, a close or a promote is refused
         reasons.append(f"retry exit {rc}: {result.get('retry_tail', '')[-200:]}")
     if s["verify_rc"] != 0 or s["problems"]:
         reasons.append("audit verify: " + "; ".join(s["problems"])[:400])
@@ -347,13 +356,7 @@ def judge(result: dict, reference: dict, twice: dict | None = None) -> str:
     for key in sorted(set(want) | set(got)):
         if want.get(key) != got.get(key):
             reasons.append(f"{key}: {got.get(key)} (reference {want.get(key)})"[:500])
-    if reasons:
-        return "inconsistent: " + " | ".join(reasons)
-    if not result["killed"]:
-        return "finished"
-    if late:
-        return "done before kill"
-    return "completed" if result["already_done"] else "undone"
+    return "inconsistent: " + " | ".join(reasons) if reasons else ""
 
 
 def campaign(work: Path, kills: int, seed: int, only: list[str] | None) -> list[dict]:

@@ -359,8 +359,12 @@ def _verdict(result: dict, reference: dict, retry_rc: int | None) -> str:
     return "inconsistent: " + " | ".join(reasons) if reasons else ""
 
 
-def campaign(work: Path, kills: int, seed: int, only: list[str] | None) -> list[dict]:
+def campaign(work: Path, kills: int, seed: int, only: list[str] | None, train_steps: int = 96) -> list[dict]:
     meta = build(work)
+    recipe_path = work / "pristine" / "recipe.yaml"
+    recipe = json.loads(recipe_path.read_text())
+    recipe["train"]["steps"] = train_steps
+    recipe_path.write_text(json.dumps(recipe))
     specs = {k: v for k, v in commands(meta).items() if not only or k in only}
     rng = random.Random(seed)
     log = (work / "trials.jsonl").open("a")
@@ -414,6 +418,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", action="append", help="Only this command (repeatable), e.g. --only register.")
+    ap.add_argument("--train-steps", type=int, default=96, help="Steps of the trained recipe (checkpoint every 4).")
     ap.add_argument("--rejudge", action="store_true", help="Judge the trials logged in WORK again; run nothing.")
     ap.add_argument("--state", action="store_true", help=argparse.SUPPRESS)  # the child that reads a state
     a = ap.parse_args()
@@ -425,7 +430,7 @@ def main() -> None:
         return
     a.work.mkdir(parents=True, exist_ok=True)
     started, load = time.perf_counter(), os.getloadavg()
-    results = campaign(a.work.resolve(), a.kills, a.seed, a.only)
+    results = campaign(a.work.resolve(), a.kills, a.seed, a.only, a.train_steps)
     report(results)
     print(f"{len(results)} trials in {time.perf_counter() - started:.0f} s; load average before "
           f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}; trials logged in {a.work / 'trials.jsonl'}")

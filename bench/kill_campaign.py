@@ -325,7 +325,7 @@ def _done_before_kill(result: dict, reference: dict) -> bool:
 
 
 def judge(result: dict, reference: dict, twice: dict | None = None) -> str:
-    """completed (the killed change was finished) / undone (rolled back, the retry made it once) /
+    """completed (the killed change was finished, or the killed run resumed) / undone (rolled back, the retry made it once) /
     done before kill (compared with the command run twice) / inconsistent (the reason);
     `finished` when the command ended before its kill."""
     if twice is not None and _done_before_kill(result, reference):
@@ -334,7 +334,7 @@ def judge(result: dict, reference: dict, twice: dict | None = None) -> str:
         verdicts = [_verdict(result, twice, twice.get("second_rc", 0)), _verdict(result, reference, None)]
         return "done before kill" if "" in verdicts else verdicts[0]
     return _verdict(result, reference, 0) or ("finished" if not result["killed"] else
-                                             "completed" if result["already_done"] else "undone")
+                                             "completed" if result["already_done"] or result.get("retry") == "train --resume" else "undone")
 
 
 def _verdict(result: dict, reference: dict, retry_rc: int | None) -> str:
